@@ -1,0 +1,62 @@
+//! vae-decode: latent codes (or draws from the prior) -> images, with a trained VAE.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use genimg::checkpoint::Checkpoint;
+use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
+use genimg::io::InputPath;
+use genimg::models::ModelConfig;
+use genimg::nn::Params;
+use genimg::tasks::vae::{decode, Latents, VaeTask};
+
+const EXAMPLES: &str = "\
+Examples:
+  vae-decode --model vae.safetensors z.npy -o images.npy
+  vae-decode --model vae.safetensors --prior 64 --seed 1 | img-grid --cols 8 -o samples.png
+  vae-decode --model vae2d.safetensors --manifold 20 | img-grid --cols 20 -o manifold.png
+
+Writes .npy f32 [N, 1, 28, 28] in [0,1]: the mean of p(x|z).";
+
+/// Decode latent codes, or samples of the prior, to images with a trained vae-mlp.
+#[derive(Parser)]
+#[command(name = "vae-decode", version, after_help = EXAMPLES)]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Latent codes (.npy f32 [N, latent]); `-` is stdin.
+    #[arg(default_value = "-", value_name = "INPUT")]
+    input: InputPath,
+    /// Decode N draws of z from the prior N(0, I) instead of INPUT.
+    #[arg(long, value_name = "N", conflicts_with = "manifold")]
+    prior: Option<usize>,
+    /// For a 2-D latent space: decode a SIDE x SIDE grid at the normal's quantiles
+    /// (Kingma & Welling, Figure 4).
+    #[arg(long, value_name = "SIDE")]
+    manifold: Option<usize>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    seed: SeedArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn main() -> ExitCode {
+    cli::run("vae-decode", || run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let device = args.device.device.device()?;
+    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    ckpt.expect(&["vae-mlp"])?;
+    let ModelConfig::Vae(config) = ckpt.config else { unreachable!("checked by expect") };
+    let vae = VaeTask::new(config, Params::load(ckpt.tensors, &ckpt.origin, &device))?.vae;
+    let latents = match (args.prior, args.manifold) {
+        (Some(n), _) => Latents::Prior(n),
+        (_, Some(side)) => Latents::Manifold(side),
+        _ => Latents::File(args.input),
+    };
+    decode(&vae, &latents, &args.output.output, args.seed.seed, &device)?;
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! What every tool shares: the flag groups (written once, so names and help match across
+//! tools), device selection, and `main`'s error handling and exit codes.
+//!
+//! Exit codes: 0 on success (also when a downstream pipe closes), 1 on an error (one line on
+//! stderr: `tool: what went wrong`), 2 on a usage error (clap's), 130 when interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use candle_core::Device;
+use clap::Args;
+
+use crate::data::{DataSpec, PixelRange, Split};
+use crate::error::Error;
+use crate::io::{InputPath, OutputPath};
+
+/// Runs a tool's body and turns its result into an exit code.
+pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted)) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("{tool}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<Error>().is_some_and(Error::is_broken_pipe)
+    })
+}
+
+/// `--device cpu|cuda|cuda:N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("unknown device '{s}' (expected cpu, cuda or cuda:N)")),
+        }
+    }
+}
+
+impl DeviceSpec {
+    pub fn device(&self) -> Result<Device, Error> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(Error::config("--device cuda: this build has no CUDA support (build with --features cuda)"));
+                }
+                Device::new_cuda(*n).map_err(|e| Error::config(format!("--device cuda:{n}: {e}")))
+            }
+        }
+    }
+}
+
+/// `--device`.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Where to run: cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+}
+
+/// `--seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Seed of every random draw; a CPU run with the same seed repeats exactly.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+}
+
+/// `-o, --output`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Where to write; `-` is stdout. Files appear only when complete.
+    #[arg(short, long, default_value = "-", value_name = "FILE")]
+    pub output: OutputPath,
+}
+
+/// `--model` and `--preset` for tools that run a trained network.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The trained network (.safetensors checkpoint).
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub model: InputPath,
+    /// Which network a checkpoint without config metadata (a plain PyTorch state dict) holds.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+}
+
+/// Images to train or evaluate on.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// `mnist` for the bundled digits, or an image array (.npy: u8 [N,H,W] / [N,C,H,W], or float).
+    #[arg(long, default_value = "mnist", value_name = "mnist|FILE")]
+    pub data: DataSpec,
+    /// Which part of the bundled digits: train (9,000), test (1,000) or all.
+    #[arg(long, value_name = "SPLIT")]
+    pub split: Option<Split>,
+    /// Class labels for an array file (.npy of integers [N]).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<InputPath>,
+    /// Range of float pixels: 01 for [0,1], 11 for [-1,1] (u8 is always 0..255).
+    #[arg(long, default_value = "01", value_name = "01|11")]
+    pub range: PixelRange,
+}
+
+/// The training loop's settings (defaults come from the preset).
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub epochs: usize,
+    /// Examples per step [default: the preset's].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate [default: the preset's].
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Append one JSON object of metrics per epoch to this file (default: stderr).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub metrics: Option<PathBuf>,
+    /// Continue the run saved at --output (its training state file) from where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// Held-out images evaluated after each epoch (default with --data mnist: the test split).
+    #[arg(long, value_name = "FILE")]
+    pub eval_data: Option<InputPath>,
+    /// Labels of --eval-data.
+    #[arg(long, value_name = "FILE")]
+    pub eval_labels: Option<InputPath>,
+}
+
+/// Images given to a tool that maps them to something: INPUT, or `--data mnist`.
+#[derive(Debug, Args)]
+pub struct ImageInputArgs {
+    /// Images (.npy: u8 [N,H,W] or [N,C,H,W], or float); `-` is stdin.
+    #[arg(default_value = "-", value_name = "INPUT")]
+    pub input: InputPath,
+    /// Read the bundled digits (`mnist`) or another array file instead of INPUT.
+    #[arg(long, value_name = "mnist|FILE")]
+    pub data: Option<DataSpec>,
+    /// With --data mnist: train, test (default) or all.
+    #[arg(long, value_name = "SPLIT")]
+    pub split: Option<Split>,
+    /// Range of float pixels: 01 for [0,1], 11 for [-1,1] (u8 is always 0..255).
+    #[arg(long, default_value = "01", value_name = "01|11")]
+    pub range: PixelRange,
+}
+
+impl ImageInputArgs {
+    pub fn spec(&self) -> DataSpec {
+        self.data.clone().unwrap_or_else(|| DataSpec::File(self.input.clone()))
+    }
+}
+
+/// Gaussian scale: a number, or `learned`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SigmaArg(pub Option<f64>);
+
+impl FromStr for SigmaArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "learned" {
+            return Ok(SigmaArg(None));
+        }
+        s.parse().map(|v| SigmaArg(Some(v))).map_err(|_| format!("'{s}' is not a number or 'learned'"))
+    }
+}
+
+/// Flags that change a preset's network.
+#[derive(Debug, Args)]
+pub struct ModelOverrides {
+    /// vae-mlp: bernoulli or gaussian likelihood [preset: bernoulli].
+    #[arg(long, value_name = "KIND")]
+    pub likelihood: Option<crate::models::vae::Likelihood>,
+    /// vae-mlp with --likelihood gaussian: a fixed sigma, or `learned` [default].
+    #[arg(long, value_name = "SIGMA|learned")]
+    pub sigma: Option<SigmaArg>,
+    /// Weight of the KL term (beta-VAE; VIB's beta) [preset: 1 for vae-mlp, 1e-3 for vib-mlp].
+    #[arg(long, value_name = "BETA")]
+    pub beta: Option<f64>,
+    /// Size of z [preset: 20 for vae-mlp, 256 for vib-mlp].
+    #[arg(long, value_name = "N")]
+    pub latent: Option<usize>,
+    /// Width of the hidden layers [preset: 400 for vae-mlp, 1024 for vib-mlp].
+    #[arg(long, value_name = "N")]
+    pub hidden: Option<usize>,
+    /// vae-mlp: none (grey pixels as targets) or dynamic (fresh binary pixels each epoch).
+    #[arg(long, value_name = "none|dynamic")]
+    pub binarize: Option<crate::models::vae::Binarize>,
+}
+
+impl ModelOverrides {
+    /// The preset with these flags applied; a flag the network does not have is an error.
+    pub fn apply(&self, config: crate::models::ModelConfig) -> Result<crate::models::ModelConfig, Error> {
+        use crate::models::ModelConfig;
+        let only_vae = [("--likelihood", self.likelihood.is_some()), ("--sigma", self.sigma.is_some()), ("--binarize", self.binarize.is_some())];
+        Ok(match config {
+            ModelConfig::Vae(mut c) => {
+                c.likelihood = self.likelihood.unwrap_or(c.likelihood);
+                c.sigma = self.sigma.map(|s| s.0).unwrap_or(c.sigma);
+                c.beta = self.beta.unwrap_or(c.beta);
+                c.latent = self.latent.unwrap_or(c.latent);
+                c.hidden = self.hidden.unwrap_or(c.hidden);
+                c.binarize = self.binarize.unwrap_or(c.binarize);
+                c.validate()?;
+                ModelConfig::Vae(c)
+            }
+            ModelConfig::Vib(mut c) => {
+                if let Some((flag, _)) = only_vae.iter().find(|(_, set)| *set) {
+                    return Err(Error::config(format!("{flag} applies to vae-mlp, not vib-mlp")));
+                }
+                c.beta = self.beta.unwrap_or(c.beta);
+                c.latent = self.latent.unwrap_or(c.latent);
+                c.hidden = self.hidden.unwrap_or(c.hidden);
+                ModelConfig::Vib(c)
+            }
+        })
+    }
+}
+
+impl TrainArgs {
+    /// Training images and, when there are any, held-out images (the bundled test split
+    /// goes with `--data mnist`).
+    pub fn load_data(&self, data: &DataArgs, geometry: crate::data::Geometry) -> Result<(crate::data::ImageSet, Option<crate::data::ImageSet>), Error> {
+        use crate::data::ImageSet;
+        let train = ImageSet::load(&data.data, data.split, data.labels.as_ref(), data.range, geometry)?;
+        let eval = match (&self.eval_data, &data.data) {
+            (Some(path), _) => Some(ImageSet::load(&DataSpec::File(path.clone()), None, self.eval_labels.as_ref(), data.range, geometry)?),
+            (None, DataSpec::Mnist) if data.split.unwrap_or(Split::Train) == Split::Train => Some(ImageSet::mnist(Split::Test, geometry)?),
+            (None, _) => None,
+        };
+        Ok((train, eval))
+    }
+
+    /// The loop's options, with the preset's defaults for what was not given.
+    pub fn options(&self, config: &crate::models::ModelConfig, seed: u64, output: &OutputPath, device: Device) -> Result<crate::train::TrainOptions, Error> {
+        let (lr, batch_size) = config.train_defaults();
+        Ok(crate::train::TrainOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size.unwrap_or(batch_size),
+            seed,
+            adam: crate::nn::AdamConfig::with_lr(self.lr.unwrap_or(lr)),
+            output: output.file("a trained model")?.to_path_buf(),
+            metrics: self.metrics.clone(),
+            resume: self.resume,
+            device,
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! Pixel ranges and input geometry. Image arrays are u8 (0..255) or float in [0,1] (or
+//! [-1,1] with `--range 11`); each model takes its own range (VAE and VIB [0,1], VQ-VAE and
+//! DDPM [-1,1], shared/MODELS.md) and its own size. A 28x28 image given to a 32x32 model is
+//! zero-padded (2 pixels of background on each side), as MODELS.md specifies.
+
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::io::npy::{Array, Elements};
+
+/// The range of float pixel values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum PixelRange {
+    /// [0, 1]
+    #[default]
+    #[serde(rename = "01")]
+    ZeroOne,
+    /// [-1, 1]
+    #[serde(rename = "11")]
+    MinusOneOne,
+}
+
+impl FromStr for PixelRange {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "01" => Ok(PixelRange::ZeroOne),
+            "11" => Ok(PixelRange::MinusOneOne),
+            _ => Err(format!("unknown range '{s}' (expected 01 or 11)")),
+        }
+    }
+}
+
+impl PixelRange {
+    /// Maps a value in [0,1] to this range.
+    pub fn from_unit(self, v: f32) -> f32 {
+        match self {
+            PixelRange::ZeroOne => v,
+            PixelRange::MinusOneOne => 2.0 * v - 1.0,
+        }
+    }
+
+    /// Maps a value in this range to [0,1].
+    pub fn to_unit(self, v: f32) -> f32 {
+        match self {
+            PixelRange::ZeroOne => v,
+            PixelRange::MinusOneOne => (v + 1.0) * 0.5,
+        }
+    }
+}
+
+/// Channels, height and width of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Geometry {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Geometry {
+    pub const MNIST: Geometry = Geometry { channels: 1, height: 28, width: 28 };
+
+    pub fn pixels(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Reads an image array's geometry from its shape: [N,H,W], [N,C,H,W], or [N,D] with D a
+    /// square number of one-channel pixels (flattened MNIST).
+    pub fn of_shape(shape: &[usize]) -> std::result::Result<Geometry, String> {
+        match *shape {
+            [_, c, h, w] => Ok(Geometry { channels: c, height: h, width: w }),
+            [_, h, w] => Ok(Geometry { channels: 1, height: h, width: w }),
+            [_, d] if d > 0 && d.isqrt() * d.isqrt() == d => Ok(Geometry { channels: 1, height: d.isqrt(), width: d.isqrt() }),
+            _ => Err(format!(
+                "shape {shape:?} is not an image array (expected [N,H,W], [N,C,H,W] or [N,H*W])"
+            )),
+        }
+    }
+}
+
+/// Converts a batch of images (u8, or float in `range`) to f32 in [0,1] with geometry
+/// `want`, zero-padding smaller images centred. `source` names the input in errors.
+pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &str) -> Result<Vec<f32>> {
+    let have = Geometry::of_shape(&batch.shape).map_err(|p| Error::bad_input(source, p))?;
+    let n = batch.shape[0];
+    if have.channels != want.channels {
+        return Err(Error::bad_input(source, format!(
+            "images have {} channel(s), the model expects {}{}",
+            have.channels,
+            want.channels,
+            if want.channels == 1 { " (img-pack --gray makes one-channel arrays)" } else { "" }
+        )));
+    }
+    let pad_h = want.height.checked_sub(have.height);
+    let pad_w = want.width.checked_sub(have.width);
+    let (Some(pad_h), Some(pad_w)) = (pad_h, pad_w) else {
+        return Err(Error::bad_input(source, format!(
+            "images are {}x{}, the model expects {}x{}",
+            have.height, have.width, want.height, want.width
+        )));
+    };
+    if pad_h % 2 != 0 || pad_w % 2 != 0 || (pad_h > 0) != (pad_w > 0) || pad_h > 8 {
+        return Err(Error::bad_input(source, format!(
+            "images are {}x{}, the model expects {}x{} (only 28x28 is padded to 32x32)",
+            have.height, have.width, want.height, want.width
+        )));
+    }
+    let unit = unit_values(&batch.data, range, source)?;
+    if pad_h == 0 {
+        return Ok(unit);
+    }
+    let (top, left) = (pad_h / 2, pad_w / 2);
+    let mut out = vec![0f32; n * want.pixels()];
+    for (src, dst) in unit.chunks_exact(have.height * have.width).zip(out.chunks_exact_mut(want.height * want.width)) {
+        for (y, row) in src.chunks_exact(have.width).enumerate() {
+            let start = (y + top) * want.width + left;
+            dst[start..start + have.width].copy_from_slice(row);
+        }
+    }
+    Ok(out)
+}
+
+fn unit_values(data: &Elements, range: PixelRange, source: &str) -> Result<Vec<f32>> {
+    let floats = |v: Vec<f32>| -> Result<Vec<f32>> {
+        let (lo, hi) = match range {
+            PixelRange::ZeroOne => (0.0, 1.0),
+            PixelRange::MinusOneOne => (-1.0, 1.0),
+        };
+        if let Some(bad) = v.iter().find(|x| !(lo - 1e-3..=hi + 1e-3).contains(*x)) {
+            let hint = if range == PixelRange::ZeroOne { "; pass --range 11 for [-1,1] data" } else { "" };
+            return Err(Error::bad_input(source, format!(
+                "pixel value {bad} is outside [{lo},{hi}] (expected u8 0..255 or floats in [{lo},{hi}]{hint})"
+            )));
+        }
+        Ok(v.into_iter().map(|x| range.to_unit(x).clamp(0.0, 1.0)).collect())
+    };
+    match data {
+        Elements::U8(v) => Ok(v.iter().map(|&p| p as f32 / 255.0).collect()),
+        Elements::F32(v) => floats(v.clone()),
+        Elements::F64(v) => floats(v.iter().map(|&x| x as f32).collect()),
+        other => Err(Error::bad_input(source, format!(
+            "images of dtype {} are not supported (expected u8 0..255, or f32/f64 pixels)",
+            other.dtype().name()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_28_to_32_and_maps_ranges() {
+        let a = Array { shape: vec![1, 28, 28], data: Elements::U8(vec![255; 784]) };
+        let g = Geometry { channels: 1, height: 32, width: 32 };
+        let v = to_unit_f32(&a, PixelRange::ZeroOne, g, "x").unwrap();
+        assert_eq!(v.len(), 1024);
+        assert_eq!(v[0], 0.0);
+        assert_eq!(v[2 * 32 + 2], 1.0);
+        assert_eq!(v[2 * 32 + 30], 0.0);
+        assert_eq!(v.iter().sum::<f32>(), 784.0);
+        let f = Array { shape: vec![1, 2, 2], data: Elements::F32(vec![-1.0, 0.0, 1.0, 0.5]) };
+        let g2 = Geometry { channels: 1, height: 2, width: 2 };
+        assert_eq!(to_unit_f32(&f, PixelRange::MinusOneOne, g2, "x").unwrap(), vec![0.0, 0.5, 1.0, 0.75]);
+        let e = to_unit_f32(&f, PixelRange::ZeroOne, g2, "x").unwrap_err().to_string();
+        assert!(e.contains("outside [0,1]") && e.contains("--range 11"), "{e}");
+    }
+
+    #[test]
+    fn rejects_wrong_geometry() {
+        let a = Array { shape: vec![1, 3, 28, 28], data: Elements::U8(vec![0; 3 * 784]) };
+        let g = Geometry::MNIST;
+        assert!(to_unit_f32(&a, PixelRange::ZeroOne, g, "x").unwrap_err().to_string().contains("3 channel"));
+        let b = Array { shape: vec![1, 64, 64], data: Elements::U8(vec![0; 4096]) };
+        assert!(to_unit_f32(&b, PixelRange::ZeroOne, g, "x").unwrap_err().to_string().contains("64x64"));
+        let c = Array { shape: vec![2, 784], data: Elements::U8(vec![0; 2 * 784]) };
+        assert_eq!(to_unit_f32(&c, PixelRange::ZeroOne, g, "x").unwrap().len(), 2 * 784);
+        let d = Array { shape: vec![2, 5], data: Elements::U8(vec![0; 10]) };
+        assert!(to_unit_f32(&d, PixelRange::ZeroOne, g, "x").is_err());
+        let e = Array { shape: vec![1, 28, 28], data: Elements::I64(vec![0; 784]) };
+        assert!(to_unit_f32(&e, PixelRange::ZeroOne, g, "x").unwrap_err().to_string().contains("dtype i64"));
+    }
+}

@@ -1,0 +1,193 @@
+//! A set of images (and optional labels) held in memory for training and evaluation.
+
+use std::str::FromStr;
+
+use candle_core::{Device, Tensor};
+
+use super::convert::{to_unit_f32, Geometry, PixelRange};
+use super::mnist;
+use crate::error::{Error, Result};
+use crate::io::npy::{Array, Elements};
+use crate::io::{read_tensor_file, InputPath, TensorFile};
+
+/// A part of the bundled set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+    All,
+}
+
+impl FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "train" => Ok(Split::Train),
+            "test" => Ok(Split::Test),
+            "all" => Ok(Split::All),
+            _ => Err(format!("unknown split '{s}' (expected train, test or all)")),
+        }
+    }
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::All => "all",
+        }
+    }
+}
+
+/// Where images come from: `mnist` for the bundled digits, else an image array file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSpec {
+    Mnist,
+    File(InputPath),
+}
+
+impl FromStr for DataSpec {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(if s == "mnist" {
+            DataSpec::Mnist
+        } else {
+            DataSpec::File(s.parse()?)
+        })
+    }
+}
+
+/// Images as f32 in [0,1], [N, C, H, W] row-major, with optional class labels.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    /// Describes the source, e.g. `mnist:train` or a path; used in messages and to check
+    /// that a resumed run trains on the same data.
+    pub name: String,
+    pub geometry: Geometry,
+    pub pixels: Vec<f32>,
+    pub labels: Option<Vec<u32>>,
+}
+
+/// One batch on a device: `x` f32 [B, C, H, W] in [0,1], `y` u32 [B] when labelled.
+pub struct Batch {
+    pub x: Tensor,
+    pub y: Option<Tensor>,
+}
+
+impl ImageSet {
+    /// Loads `spec`, fitted to `geometry` (28x28 is zero-padded to 32x32). `split` applies
+    /// to the bundled set only; `labels` to array files only.
+    pub fn load(
+        spec: &DataSpec,
+        split: Option<Split>,
+        labels: Option<&InputPath>,
+        range: PixelRange,
+        geometry: Geometry,
+    ) -> Result<Self> {
+        match spec {
+            DataSpec::Mnist => {
+                if labels.is_some() {
+                    return Err(Error::config("--labels is for array files; the bundled set has its own labels"));
+                }
+                Self::mnist(split.unwrap_or(Split::Train), geometry)
+            }
+            DataSpec::File(path) => {
+                if split.is_some() {
+                    return Err(Error::config("--split applies to --data mnist; an array file is used whole"));
+                }
+                let array = read_array(path)?;
+                let pixels = to_unit_f32(&array, range, geometry, &path.to_string())?;
+                let n = array.shape[0];
+                let labels = labels.map(|l| read_labels(l, n)).transpose()?;
+                Ok(ImageSet { name: path.to_string(), geometry, pixels, labels })
+            }
+        }
+    }
+
+    /// The bundled digits of one split, fitted to `geometry`.
+    pub fn mnist(split: Split, geometry: Geometry) -> Result<Self> {
+        let (images, labels) = mnist::load_all()?;
+        let rows = match split {
+            Split::Train => 0..mnist::TRAIN_COUNT,
+            Split::Test => mnist::TRAIN_COUNT..mnist::COUNT,
+            Split::All => 0..mnist::COUNT,
+        };
+        let px = mnist::SIDE * mnist::SIDE;
+        let array = Array {
+            shape: vec![rows.len(), mnist::SIDE, mnist::SIDE],
+            data: Elements::U8(images[rows.start * px..rows.end * px].to_vec()),
+        };
+        let name = format!("mnist:{}", split.name());
+        let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &name)?;
+        Ok(ImageSet {
+            name,
+            geometry,
+            pixels,
+            labels: Some(labels[rows].iter().map(|&l| l as u32).collect()),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.pixels.len() / self.geometry.pixels()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The images at `rows`, in that order.
+    pub fn batch(&self, rows: &[usize], device: &Device) -> Result<Batch> {
+        let g = self.geometry;
+        let px = g.pixels();
+        let mut x = Vec::with_capacity(rows.len() * px);
+        for &r in rows {
+            x.extend_from_slice(&self.pixels[r * px..(r + 1) * px]);
+        }
+        let x = Tensor::from_vec(x, (rows.len(), g.channels, g.height, g.width), device)?;
+        let y = match &self.labels {
+            Some(l) => Some(Tensor::from_vec(rows.iter().map(|&r| l[r]).collect::<Vec<_>>(), rows.len(), device)?),
+            None => None,
+        };
+        Ok(Batch { x, y })
+    }
+
+    /// The labels, or an error saying that `what` needs them.
+    pub fn require_labels(&self, what: &str) -> Result<&[u32]> {
+        self.labels.as_deref().ok_or_else(|| {
+            Error::bad_input(&self.name, format!("has no labels, which {what} needs (pass --labels y.npy)"))
+        })
+    }
+}
+
+/// Reads a whole `.npy` image array.
+pub fn read_array(path: &InputPath) -> Result<Array> {
+    match read_tensor_file(path, &Device::Cpu)? {
+        TensorFile::Npy(r) => r.read_all(),
+        TensorFile::Safetensors(_) => Err(Error::bad_input(path, "is a .safetensors file, expected an .npy image array")),
+    }
+}
+
+/// Reads integer class labels [N] (any integer dtype) and checks their count.
+pub fn read_labels(path: &InputPath, n: usize) -> Result<Vec<u32>> {
+    let a = read_array(path)?;
+    let values: Vec<i64> = match a.data {
+        Elements::U8(v) => v.into_iter().map(i64::from).collect(),
+        Elements::U16(v) => v.into_iter().map(i64::from).collect(),
+        Elements::I32(v) => v.into_iter().map(i64::from).collect(),
+        Elements::I64(v) => v,
+        other => {
+            return Err(Error::bad_input(path, format!(
+                "labels of dtype {} (expected integers: u8, u16, i32 or i64)",
+                other.dtype().name()
+            )))
+        }
+    };
+    if a.shape.len() != 1 || a.shape[0] != n {
+        return Err(Error::bad_input(path, format!("labels have shape {:?}, expected [{n}] (one per image)", a.shape)));
+    }
+    values
+        .into_iter()
+        .map(|v| u32::try_from(v).map_err(|_| Error::bad_input(path, format!("label {v} is negative"))))
+        .collect()
+}

@@ -1,0 +1,10 @@
+//! Image data: the bundled MNIST digits, image arrays from `.npy` files, image folders and
+//! IDX files, and the conversions between pixel ranges and model input geometry.
+
+pub mod convert;
+pub mod image_set;
+pub mod mnist;
+pub mod stream;
+
+pub use convert::{Geometry, PixelRange};
+pub use image_set::{DataSpec, ImageSet, Split};

@@ -1,0 +1,115 @@
+//! Images read batch by batch, so tools that map images to something (encoders) use memory
+//! that does not grow with the number of images.
+
+use std::io::Read;
+
+use candle_core::{Device, Tensor};
+
+use super::convert::{to_unit_f32, Geometry, PixelRange};
+use super::image_set::{DataSpec, ImageSet, Split};
+use crate::error::{Error, Result};
+use crate::io::npy::{Array, NpyReader};
+use crate::io::{read_tensor_file, InputPath, TensorFile};
+
+enum Source {
+    Npy(NpyReader<Box<dyn Read>>),
+    Memory(ImageSet, usize),
+}
+
+/// A batch-by-batch reader of images, fitted to a model's geometry, as f32 in [0,1].
+pub struct ImageStream {
+    source: Source,
+    name: String,
+    range: PixelRange,
+    geometry: Geometry,
+    batch_size: usize,
+}
+
+impl ImageStream {
+    /// Opens an image array (`.npy`, a file or stdin) or the bundled set.
+    pub fn open(spec: &DataSpec, split: Option<Split>, range: PixelRange, geometry: Geometry, batch_size: usize) -> Result<Self> {
+        let (source, name) = match spec {
+            DataSpec::Mnist => {
+                let set = ImageSet::mnist(split.unwrap_or(Split::Test), geometry)?;
+                let name = set.name.clone();
+                (Source::Memory(set, 0), name)
+            }
+            DataSpec::File(path) => {
+                if split.is_some() {
+                    return Err(Error::config("--split applies to --data mnist"));
+                }
+                (Source::Npy(open_npy(path)?), path.to_string())
+            }
+        };
+        Ok(ImageStream { source, name, range, geometry, batch_size: batch_size.max(1) })
+    }
+
+    /// The number of images.
+    pub fn len(&self) -> usize {
+        match &self.source {
+            Source::Npy(r) => r.header().rows(),
+            Source::Memory(s, _) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Labels, when the source carries them (the bundled set).
+    pub fn labels(&self) -> Option<&[u32]> {
+        match &self.source {
+            Source::Memory(s, _) => s.labels.as_deref(),
+            Source::Npy(_) => None,
+        }
+    }
+
+    /// The next batch, [B, C, H, W] f32 in [0,1]; `None` at the end.
+    pub fn next_batch(&mut self, device: &Device) -> Result<Option<Tensor>> {
+        let g = self.geometry;
+        match &mut self.source {
+            Source::Npy(r) => {
+                let Some(array) = r.read_rows(self.batch_size)? else { return Ok(None) };
+                let n = array.shape[0];
+                let pixels = to_unit_f32(&array, self.range, g, &self.name)?;
+                Ok(Some(Tensor::from_vec(pixels, (n, g.channels, g.height, g.width), device)?))
+            }
+            Source::Memory(set, pos) => {
+                if *pos >= set.len() {
+                    return Ok(None);
+                }
+                let rows: Vec<usize> = (*pos..(*pos + self.batch_size).min(set.len())).collect();
+                *pos += rows.len();
+                Ok(Some(set.batch(&rows, device)?.x))
+            }
+        }
+    }
+}
+
+/// Opens an `.npy` input for streaming, rejecting other formats.
+pub fn open_npy(path: &InputPath) -> Result<NpyReader<Box<dyn Read>>> {
+    match read_tensor_file(path, &Device::Cpu)? {
+        TensorFile::Npy(r) => Ok(r),
+        TensorFile::Safetensors(_) => Err(Error::bad_input(path, "is a .safetensors file, expected an .npy array")),
+    }
+}
+
+/// Reads a whole `.npy` array of latent codes or other floats [N, D] as f32.
+pub fn read_f32_matrix(path: &InputPath, width: usize, what: &str) -> Result<(usize, Vec<f32>)> {
+    let Array { shape, data } = open_npy(path)?.read_all()?;
+    let values: Vec<f32> = match data {
+        crate::io::npy::Elements::F32(v) => v,
+        crate::io::npy::Elements::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+        other => {
+            return Err(Error::bad_input(path, format!("{what} of dtype {} (expected f32 or f64)", other.dtype().name())))
+        }
+    };
+    match shape.as_slice() {
+        [n, d] if *d == width => Ok((*n, values)),
+        _ => Err(Error::bad_input(path, format!("{what} have shape {shape:?}, expected [N, {width}]"))),
+    }
+}

@@ -1,0 +1,10 @@
+//! Tensor files and the plumbing around them: `-` for stdin/stdout, atomic outputs, format
+//! recognition from the first bytes.
+
+pub mod npy;
+pub mod path;
+pub mod safetensors;
+pub mod tensor_file;
+
+pub use path::{InputPath, Output, OutputPath};
+pub use tensor_file::{read_tensor_file, TensorFile};

@@ -1,0 +1,65 @@
+//! The reference networks of shared/MODELS.md, their presets, and the configuration stored
+//! as JSON in each checkpoint's metadata.
+
+pub mod vae;
+pub mod vib;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A network's full configuration; the JSON form is what checkpoints store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model")]
+pub enum ModelConfig {
+    #[serde(rename = "vae-mlp")]
+    Vae(vae::VaeConfig),
+    #[serde(rename = "vib-mlp")]
+    Vib(vib::VibConfig),
+}
+
+/// The presets every tool offers, by name.
+pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp"];
+
+impl ModelConfig {
+    /// The named preset's configuration.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "vae-mlp" => Ok(ModelConfig::Vae(vae::VaeConfig::default())),
+            "vib-mlp" => Ok(ModelConfig::Vib(vib::VibConfig::default())),
+            _ => Err(Error::config(format!("unknown preset '{name}' (expected one of: {})", PRESETS.join(", ")))),
+        }
+    }
+
+    /// The model's name, as in MODELS.md.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelConfig::Vae(_) => "vae-mlp",
+            ModelConfig::Vib(_) => "vib-mlp",
+        }
+    }
+
+    /// The preset's Adam learning rate and batch size.
+    pub fn train_defaults(&self) -> (f64, usize) {
+        match self {
+            ModelConfig::Vae(_) => (1e-3, 128),
+            ModelConfig::Vib(_) => (1e-4, 100),
+        }
+    }
+
+    /// The image size the network takes.
+    pub fn geometry(&self) -> Result<crate::data::Geometry> {
+        match self {
+            ModelConfig::Vae(c) => c.geometry(),
+            ModelConfig::Vib(c) => c.geometry(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("configs serialise")
+    }
+
+    pub fn from_json(s: &str) -> std::result::Result<Self, String> {
+        serde_json::from_str(s).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,94 @@
+//! A bounds-checked front to the `gemm` crate (the matrix kernel candle itself uses), for
+//! the fused CPU ops: C = A B (+ C) for f32 matrices with arbitrary strides.
+
+use gemm::Parallelism;
+
+/// A matrix view: data, rows, columns, row stride and column stride (in elements).
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major (contiguous) matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The transpose, as a view.
+    pub fn t(self) -> Self {
+        Mat { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < len
+    }
+}
+
+/// `dst` (rows x cols, row-major) = A B, or += A B when `accumulate`.
+///
+/// # Panics
+/// When the shapes disagree or a view reaches outside its slice: callers check shapes first.
+pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "gemm: inner dimensions differ");
+    assert!(dst.len() >= m * n && a.fits(a.data.len()) && b.fits(b.data.len()), "gemm: view out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && m * n * k > 32 * 32 * 32 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the asserts above keep every index the kernel reads or writes inside the
+    // slices: element (i, j) of a view is at i * rs + j * cs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_a_naive_product_with_transposes_and_accumulation() {
+        let a: Vec<f32> = (0..6).map(|v| v as f32).collect(); // 2x3
+        let b: Vec<f32> = (0..12).map(|v| v as f32 * 0.5).collect(); // 3x4
+        let mut c = vec![1.0f32; 8];
+        matmul(&mut c, Mat::rows(&a, 2, 3), Mat::rows(&b, 3, 4), true);
+        for i in 0..2 {
+            for j in 0..4 {
+                let want: f32 = 1.0 + (0..3).map(|l| a[i * 3 + l] * b[l * 4 + j]).sum::<f32>();
+                assert_eq!(c[i * 4 + j], want);
+            }
+        }
+        // A^T A through a transposed view: 3x3.
+        let mut d = vec![0.0f32; 9];
+        matmul(&mut d, Mat::rows(&a, 2, 3).t(), Mat::rows(&a, 2, 3), false);
+        assert_eq!(d[0], 0.0 * 0.0 + 3.0 * 3.0);
+        assert_eq!(d[5], 1.0 * 2.0 + 4.0 * 5.0);
+    }
+}

@@ -1,0 +1,195 @@
+//! Training, evaluation and inference for `vae-mlp`.
+
+use candle_core::{Device, Tensor};
+use serde_json::{json, Map, Value};
+
+use super::Means;
+use crate::data::image_set::{Batch, ImageSet};
+use crate::data::stream::{open_npy, ImageStream};
+use crate::error::{Error, Result};
+use crate::io::npy::{DType as NpyDType, Elements, NpyWriter};
+use crate::io::OutputPath;
+use crate::models::vae::{binarize, flatten, manifold_grid, Binarize, Vae, VaeConfig};
+use crate::models::ModelConfig;
+use crate::nn::params::{ParamSet, Params};
+use crate::rng::{Rng, Stream};
+use crate::train::{Metrics, StepOutput, Task};
+
+/// Images per evaluation batch.
+const EVAL_BATCH: usize = 500;
+
+pub struct VaeTask {
+    pub vae: Vae,
+    params: ParamSet,
+}
+
+impl VaeTask {
+    /// Builds the network from `params` (fresh or loaded).
+    pub fn new(config: VaeConfig, mut params: Params) -> Result<Self> {
+        let vae = Vae::new(config, &mut params)?;
+        Ok(VaeTask { vae, params: params.finish()? })
+    }
+
+    /// The images of `batch` as the model sees them: [B, 784], binarized when configured.
+    fn inputs(&self, x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let x = flatten(x)?;
+        match self.vae.config.binarize {
+            Binarize::None => Ok(x),
+            Binarize::Dynamic => binarize(&x, rng),
+        }
+    }
+}
+
+impl Task for VaeTask {
+    fn config(&self) -> ModelConfig {
+        ModelConfig::Vae(self.vae.config.clone())
+    }
+
+    fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// The PyTorch example's loss: summed over pixels and over the batch.
+    fn train_step(&mut self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let x = self.inputs(&batch.x, rng)?;
+        let t = self.vae.elbo_terms(&x, rng)?;
+        let loss = (t.nll.sum_all()? + (t.kl.sum_all()? * self.vae.config.beta)?)?;
+        let (nll, kl) = (mean(&t.nll)?, mean(&t.kl)?);
+        Ok(StepOutput { loss, metrics: vec![("elbo".into(), -(nll + kl)), ("recon".into(), nll), ("kl".into(), kl)] })
+    }
+
+    fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
+        let report = evaluate(&self.vae, data, 0, 0, data_device(&self.params))?;
+        Ok(report.into_iter().filter_map(|(k, v)| v.as_f64().map(|f| (k, f))).filter(|(k, _)| k != "images").collect())
+    }
+}
+
+fn data_device(params: &ParamSet) -> &Device {
+    params.trainable().next().map(|(_, v)| v.device()).unwrap_or(&Device::Cpu)
+}
+
+fn mean(t: &Tensor) -> Result<f64> {
+    Ok(t.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
+}
+
+fn sum(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?)
+}
+
+/// Held-out report in nats per image: the ELBO (analytic KL, one sample of z), its two
+/// terms, the squared error of the mean reconstruction, and with `k > 0` the
+/// importance-weighted estimate of log p(x) with k samples. Noise comes from `seed`.
+pub fn evaluate(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+    let mut means = Means::default();
+    let rows: Vec<usize> = (0..data.len()).collect();
+    for (i, chunk) in rows.chunks(EVAL_BATCH).enumerate() {
+        let mut rng = Rng::new(seed, Stream::Eval, i as u64);
+        let x = flatten(&data.batch(chunk, device)?.x)?;
+        let x = match vae.config.binarize {
+            Binarize::None => x,
+            Binarize::Dynamic => binarize(&x, &mut rng)?,
+        };
+        let t = vae.elbo_terms(&x, &mut rng)?;
+        let (mu, _) = vae.encode(&x)?;
+        let mse = (vae.decode(&mu)? - &x)?.sqr()?.mean(1)?;
+        let (nll, kl) = (sum(&t.nll)?, sum(&t.kl)?);
+        let mut totals = vec![("elbo", -(nll + kl)), ("recon_nll", nll), ("kl", kl), ("recon_mse", sum(&mse)?)];
+        if k > 0 {
+            totals.push(("log_px", vae.iwae(&x, k, &mut rng)?.iter().sum()));
+        }
+        means.add(chunk.len(), &totals);
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!("vae-mlp"));
+    out.insert("data".into(), json!(data.name));
+    out.insert("images".into(), json!(data.len()));
+    for (name, v) in means.finish() {
+        out.insert(name, json!(v));
+    }
+    if k > 0 {
+        out.insert("k".into(), json!(k));
+    }
+    out.insert("units".into(), json!("nats per image"));
+    out.insert("likelihood".into(), json!(vae.config.likelihood));
+    out.insert("binarize".into(), json!(vae.config.binarize));
+    Ok(out)
+}
+
+/// Latent codes to decode.
+pub enum Latents {
+    /// An `.npy` of f32 [N, latent], read by rows.
+    File(crate::io::InputPath),
+    /// N draws from the prior N(0, I).
+    Prior(usize),
+    /// Kingma & Welling's Figure 4: a side x side grid over a 2-D latent space.
+    Manifold(usize),
+}
+
+/// Rows per encode/decode batch.
+const STREAM_BATCH: usize = 1000;
+
+/// Encodes images batch by batch to the posterior mean, or with `sample` to one draw of z;
+/// writes `.npy` f32 [N, latent].
+pub fn encode(vae: &Vae, images: &mut ImageStream, out: &OutputPath, sample: bool, seed: u64, device: &Device) -> Result<()> {
+    let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[images.len(), vae.config.latent]).map_err(|e| Error::io(out, e))?;
+    let mut batch_index = 0;
+    while let Some(x) = images.next_batch(device)? {
+        let (mu, logvar) = vae.encode(&flatten(&x)?)?;
+        let z = if sample {
+            let eps = Rng::new(seed, Stream::Eval, batch_index).normal(mu.dims(), device)?;
+            (mu + (eps * (logvar * 0.5)?.exp()?)?)?
+        } else {
+            mu
+        };
+        writer.write_rows(&z.flatten_all()?.to_vec1::<f32>()?).map_err(|e| Error::io(out, e))?;
+        batch_index += 1;
+    }
+    writer.finish().map_err(|e| Error::io(out, e))?.finish()
+}
+
+/// Decodes latent codes batch by batch to images, `.npy` f32 [N, 1, 28, 28] in [0,1].
+pub fn decode(vae: &Vae, latents: &Latents, out: &OutputPath, seed: u64, device: &Device) -> Result<()> {
+    let l = vae.config.latent;
+    let g = vae.config.geometry()?;
+    let mut reader = match latents {
+        Latents::File(path) => {
+            let r = open_npy(path)?;
+            if r.header().shape.len() != 2 || r.header().shape[1] != l {
+                return Err(Error::bad_input(path, format!("latent codes have shape {:?}, the model expects [N, {l}]", r.header().shape)));
+            }
+            Some(r)
+        }
+        Latents::Manifold(_) if l != 2 => {
+            return Err(Error::config(format!("--manifold needs a 2-D latent space; this model's has {l} dimensions")))
+        }
+        _ => None,
+    };
+    let n = match (latents, &reader) {
+        (_, Some(r)) => r.header().rows(),
+        (Latents::Prior(n), _) => *n,
+        (Latents::Manifold(side), _) => side * side,
+        (Latents::File(_), None) => 0,
+    };
+    let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[n, g.channels, g.height, g.width]).map_err(|e| Error::io(out, e))?;
+    let mut done = 0;
+    while done < n {
+        let rows = STREAM_BATCH.min(n - done);
+        let z = match (latents, reader.as_mut()) {
+            (Latents::File(path), Some(r)) => {
+                let array = r.read_rows(rows)?.ok_or_else(|| Error::bad_input(path, "ended early"))?;
+                let values: Vec<f32> = match array.data {
+                    Elements::F32(v) => v,
+                    Elements::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+                    other => return Err(Error::bad_input(path, format!("latent codes of dtype {} (expected f32 or f64)", other.dtype().name()))),
+                };
+                Tensor::from_vec(values, (rows, l), device)?
+            }
+            (Latents::Manifold(side), _) => manifold_grid(*side, device)?.narrow(0, done, rows)?,
+            _ => Rng::new(seed, Stream::Eval, (done / STREAM_BATCH) as u64).normal(&[rows, l], device)?,
+        };
+        let images = vae.decode(&z)?;
+        writer.write_rows(&images.flatten_all()?.to_vec1::<f32>()?).map_err(|e| Error::io(out, e))?;
+        done += rows;
+    }
+    writer.finish().map_err(|e| Error::io(out, e))?.finish()
+}

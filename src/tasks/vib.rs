@@ -1,0 +1,96 @@
+//! Training and evaluation for `vib-mlp`.
+
+use candle_core::{Device, Tensor, D};
+use serde_json::{json, Map, Value};
+
+use super::Means;
+use crate::data::image_set::{Batch, ImageSet};
+use crate::error::{Error, Result};
+use crate::models::vae::flatten;
+use crate::models::vib::{label_entropy, Vib, VibConfig};
+use crate::models::ModelConfig;
+use crate::nn::params::{ParamSet, Params};
+use crate::rng::{Rng, Stream};
+use crate::train::{Metrics, StepOutput, Task};
+
+const EVAL_BATCH: usize = 500;
+
+pub struct VibTask {
+    pub vib: Vib,
+    params: ParamSet,
+}
+
+impl VibTask {
+    pub fn new(config: VibConfig, mut params: Params) -> Result<Self> {
+        let vib = Vib::new(config, &mut params)?;
+        Ok(VibTask { vib, params: params.finish()? })
+    }
+}
+
+impl Task for VibTask {
+    fn config(&self) -> ModelConfig {
+        ModelConfig::Vib(self.vib.config.clone())
+    }
+
+    fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// Alemi et al.'s loss, averaged over the batch: CE(y | z) + beta * KL.
+    fn train_step(&mut self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let y = batch.y.as_ref().ok_or_else(|| Error::config("vib-mlp trains on labelled images (pass --labels)"))?;
+        let (ce, kl) = self.vib.loss_terms(&flatten(&batch.x)?, y, rng)?;
+        let (ce, kl) = (ce.mean_all()?, kl.mean_all()?);
+        let loss = (&ce + (&kl * self.vib.config.beta)?)?;
+        let metrics = vec![("ce".into(), scalar(&ce)?), ("kl".into(), scalar(&kl)?)];
+        Ok(StepOutput { loss, metrics })
+    }
+
+    fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
+        let device = self.params.trainable().next().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
+        let report = evaluate(&self.vib, data, 0, &device)?;
+        Ok(["error", "i_zx", "i_zy", "ce"].iter().map(|k| (k.to_string(), report[*k].as_f64().unwrap_or(f64::NAN))).collect())
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Test error with the softmax averaged over the configured number of samples of z, and the
+/// two information terms (nats): I(Z;X) <= mean KL, I(Z;Y) >= H(Y) - CE.
+pub fn evaluate(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+    let labels = data.require_labels("evaluating vib-mlp")?;
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vib.config.classes) {
+        return Err(Error::bad_input(&data.name, format!("label {bad} is out of range for {} classes", vib.config.classes)));
+    }
+    let mut means = Means::default();
+    let rows: Vec<usize> = (0..data.len()).collect();
+    for (i, chunk) in rows.chunks(EVAL_BATCH).enumerate() {
+        let batch = data.batch(chunk, device)?;
+        let y = batch.y.as_ref().expect("labels checked above");
+        let (probs, ce, kl) = vib.predict(&flatten(&batch.x)?, y, &mut Rng::new(seed, Stream::Eval, i as u64))?;
+        let wrong = probs.argmax(D::Minus1)?.ne(y)?.to_dtype(candle_core::DType::F64)?.sum_all()?;
+        let total = |t: &Tensor| -> Result<f64> { scalar(&t.to_dtype(candle_core::DType::F64)?.sum_all()?) };
+        means.add(chunk.len(), &[("error", scalar(&wrong)?), ("ce", total(&ce)?), ("i_zx", total(&kl)?)]);
+    }
+    let m = means.finish();
+    let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
+    let h_y = label_entropy(labels, vib.config.classes);
+    let mut out = Map::new();
+    for (k, v) in [
+        ("model", json!("vib-mlp")),
+        ("data", json!(data.name)),
+        ("images", json!(data.len())),
+        ("error", json!(get("error"))),
+        ("i_zx", json!(get("i_zx"))),
+        ("i_zy", json!(h_y - get("ce"))),
+        ("ce", json!(get("ce"))),
+        ("h_y", json!(h_y)),
+        ("samples", json!(vib.config.test_samples)),
+        ("units", json!("nats")),
+    ] {
+        out.insert(k.into(), v);
+    }
+    Ok(out)
+}
