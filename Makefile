@@ -1,0 +1,38 @@
+# genimg: build, test, benchmark, and the pipelines in pipelines/*.mk.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+.DELETE_ON_ERROR:
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules
+
+CARGO ?= cargo
+BIN := target/release
+TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode
+TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
+SOURCES := Cargo.toml $(shell find src bin data -type f)
+
+.PHONY: all build test bench lint clean
+all: build
+
+build: $(TOOL_PATHS)
+
+# One cargo invocation builds every tool; the marker keeps make from running it per tool.
+$(TOOL_PATHS) &: $(SOURCES)
+	$(CARGO) build --release --locked
+	@touch $(TOOL_PATHS)
+
+test:
+	$(CARGO) test --release --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+
+bench: build
+	$(CARGO) bench --locked --bench throughput
+
+clean:
+	$(CARGO) clean
+	rm -rf runs
+
+include pipelines/*.mk
