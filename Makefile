@@ -21,8 +21,10 @@ $(TOOL_PATHS) &: $(SOURCES)
 	$(CARGO) build --release --locked
 	@touch $(TOOL_PATHS)
 
+# Unit and integration tests, then each pipeline's smoke run (same graph, tiny budget).
 test:
 	$(CARGO) test --release --locked
+	$(MAKE) --no-print-directory pipeline-vae SMOKE=1 OUT=target/smoke/vae
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -6,8 +6,6 @@ use clap::Parser;
 use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::io::InputPath;
-use genimg::models::ModelConfig;
-use genimg::nn::Params;
 use genimg::tasks::vae::{decode, Latents, VaeTask};
 
 const EXAMPLES: &str = "\
@@ -49,9 +47,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
     let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
-    ckpt.expect(&["vae-mlp"])?;
-    let ModelConfig::Vae(config) = ckpt.config else { unreachable!("checked by expect") };
-    let vae = VaeTask::new(config, Params::load(ckpt.tensors, &ckpt.origin, &device))?.vae;
+    let vae = VaeTask::from_checkpoint(ckpt, &device)?.vae;
     let latents = match (args.prior, args.manifold) {
         (Some(n), _) => Latents::Prior(n),
         (_, Some(side)) => Latents::Manifold(side),

@@ -6,8 +6,6 @@ use clap::Parser;
 use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::data::stream::ImageStream;
-use genimg::models::ModelConfig;
-use genimg::nn::Params;
 use genimg::tasks::vae::{encode, VaeTask};
 
 const EXAMPLES: &str = "\
@@ -44,10 +42,8 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
     let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
-    ckpt.expect(&["vae-mlp"])?;
-    let ModelConfig::Vae(config) = ckpt.config else { unreachable!("checked by expect") };
-    let geometry = config.geometry()?;
-    let vae = VaeTask::new(config, Params::load(ckpt.tensors, &ckpt.origin, &device))?.vae;
+    let vae = VaeTask::from_checkpoint(ckpt, &device)?.vae;
+    let geometry = vae.config.geometry()?;
     let i = &args.input;
     let mut images = ImageStream::open(&i.spec(), i.split, i.range, geometry, 1000)?;
     encode(&vae, &mut images, &args.output.output, args.sample, args.seed.seed, &device)?;

@@ -48,12 +48,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
     let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
     ckpt.expect(&["vae-mlp", "vib-mlp"])?;
-    let split = Some(args.data.split.unwrap_or(Split::Test)).filter(|_| args.data.data == genimg::data::DataSpec::Mnist);
-    let data = ImageSet::load(&args.data.data, split, args.data.labels.as_ref(), args.data.range, ckpt.config.geometry()?)?;
+    let split =
+        Some(args.data.split.unwrap_or(Split::Test)).filter(|_| args.data.data == genimg::data::DataSpec::Mnist);
+    let data =
+        ImageSet::load(&args.data.data, split, args.data.labels.as_ref(), args.data.range, ckpt.config.geometry()?)?;
     let params = Params::load(ckpt.tensors, &ckpt.origin, &device);
     let report = match ckpt.config {
-        ModelConfig::Vae(c) => genimg::tasks::vae::evaluate(&VaeTask::new(c, params)?.vae, &data, args.k, args.seed.seed, &device)?,
-        ModelConfig::Vib(c) => genimg::tasks::vib::evaluate(&VibTask::new(c, params)?.vib, &data, args.seed.seed, &device)?,
+        ModelConfig::Vae(c) => {
+            genimg::tasks::vae::evaluate(&VaeTask::new(c, params)?.vae, &data, args.k, args.seed.seed, &device)?
+        }
+        ModelConfig::Vib(c) => {
+            genimg::tasks::vib::evaluate(&VibTask::new(c, params)?.vib, &data, args.seed.seed, &device)?
+        }
     };
     let mut out = args.output.output.create()?;
     writeln!(out, "{}", serde_json::Value::Object(report)).context("writing the report")?;

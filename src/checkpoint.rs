@@ -39,7 +39,10 @@ impl Checkpoint {
         let map = match read_tensor_file(path, device)? {
             TensorFile::Safetensors(m) => m,
             TensorFile::Npy(_) => {
-                return Err(Error::bad_input(path, "is an .npy array, not a checkpoint (expected a .safetensors model file)"))
+                return Err(Error::bad_input(
+                    path,
+                    "is an .npy array, not a checkpoint (expected a .safetensors model file)",
+                ))
             }
         };
         let config = match (map.metadata.get(CONFIG_KEY), preset) {
@@ -69,7 +72,10 @@ impl Checkpoint {
         if want.contains(&self.config.name()) {
             Ok(())
         } else {
-            Err(Error::bad_input(&self.origin, format!("is a {} checkpoint, expected {}", self.config.name(), want.join(" or "))))
+            Err(Error::bad_input(
+                &self.origin,
+                format!("is a {} checkpoint, expected {}", self.config.name(), want.join(" or ")),
+            ))
         }
     }
 }

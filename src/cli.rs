@@ -17,6 +17,7 @@ use crate::io::{InputPath, OutputPath};
 
 /// Runs a tool's body and turns its result into an exit code.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    configure_threads();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -25,6 +26,20 @@ pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             eprintln!("{tool}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps candle's second thread pool out of the way unless the user sized it.
+///
+/// Matrix products (candle's and ours) and the fused ops run on rayon's pool, one thread per
+/// core. candle also keeps a pool for elementwise ops whose idle workers spin before parking;
+/// on a small machine they take the cores the matrix products need (measured here on 2 cores:
+/// a training step ran 10-75 % slower with it). With `CANDLE_NUM_THREADS=1` it has no workers
+/// and elementwise ops run on the calling thread. Call before any tensor op.
+pub fn configure_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Safe here: called first thing in main, before any thread exists.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 
@@ -63,7 +78,9 @@ impl DeviceSpec {
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
-                    return Err(Error::config("--device cuda: this build has no CUDA support (build with --features cuda)"));
+                    return Err(Error::config(
+                        "--device cuda: this build has no CUDA support (build with --features cuda)",
+                    ));
                 }
                 Device::new_cuda(*n).map_err(|e| Error::config(format!("--device cuda:{n}: {e}")))
             }
@@ -213,7 +230,11 @@ impl ModelOverrides {
     /// The preset with these flags applied; a flag the network does not have is an error.
     pub fn apply(&self, config: crate::models::ModelConfig) -> Result<crate::models::ModelConfig, Error> {
         use crate::models::ModelConfig;
-        let only_vae = [("--likelihood", self.likelihood.is_some()), ("--sigma", self.sigma.is_some()), ("--binarize", self.binarize.is_some())];
+        let only_vae = [
+            ("--likelihood", self.likelihood.is_some()),
+            ("--sigma", self.sigma.is_some()),
+            ("--binarize", self.binarize.is_some()),
+        ];
         Ok(match config {
             ModelConfig::Vae(mut c) => {
                 c.likelihood = self.likelihood.unwrap_or(c.likelihood);
@@ -241,19 +262,37 @@ impl ModelOverrides {
 impl TrainArgs {
     /// Training images and, when there are any, held-out images (the bundled test split
     /// goes with `--data mnist`).
-    pub fn load_data(&self, data: &DataArgs, geometry: crate::data::Geometry) -> Result<(crate::data::ImageSet, Option<crate::data::ImageSet>), Error> {
+    pub fn load_data(
+        &self,
+        data: &DataArgs,
+        geometry: crate::data::Geometry,
+    ) -> Result<(crate::data::ImageSet, Option<crate::data::ImageSet>), Error> {
         use crate::data::ImageSet;
         let train = ImageSet::load(&data.data, data.split, data.labels.as_ref(), data.range, geometry)?;
         let eval = match (&self.eval_data, &data.data) {
-            (Some(path), _) => Some(ImageSet::load(&DataSpec::File(path.clone()), None, self.eval_labels.as_ref(), data.range, geometry)?),
-            (None, DataSpec::Mnist) if data.split.unwrap_or(Split::Train) == Split::Train => Some(ImageSet::mnist(Split::Test, geometry)?),
+            (Some(path), _) => Some(ImageSet::load(
+                &DataSpec::File(path.clone()),
+                None,
+                self.eval_labels.as_ref(),
+                data.range,
+                geometry,
+            )?),
+            (None, DataSpec::Mnist) if data.split.unwrap_or(Split::Train) == Split::Train => {
+                Some(ImageSet::mnist(Split::Test, geometry)?)
+            }
             (None, _) => None,
         };
         Ok((train, eval))
     }
 
     /// The loop's options, with the preset's defaults for what was not given.
-    pub fn options(&self, config: &crate::models::ModelConfig, seed: u64, output: &OutputPath, device: Device) -> Result<crate::train::TrainOptions, Error> {
+    pub fn options(
+        &self,
+        config: &crate::models::ModelConfig,
+        seed: u64,
+        output: &OutputPath,
+        device: Device,
+    ) -> Result<crate::train::TrainOptions, Error> {
         let (lr, batch_size) = config.train_defaults();
         Ok(crate::train::TrainOptions {
             epochs: self.epochs,

@@ -6,13 +6,10 @@ use std::io;
 /// Errors from the library. Binaries wrap them with `anyhow` for context.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing a file (or stdin/stdout) failed at the OS level.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    /// Reading or writing a file (or stdin/stdout) failed at the OS level. The cause is
+    /// part of the message and deliberately not a `source`, or `{:#}` would print it twice.
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: io::Error },
     /// A file's contents are not what the tool can use: names the file, what is wrong and
     /// what was expected.
     #[error("{path}: {problem}")]
@@ -35,17 +32,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn bad_input(path: impl std::fmt::Display, problem: impl Into<String>) -> Self {
-        Error::BadInput {
-            path: path.to_string(),
-            problem: problem.into(),
-        }
+        Error::BadInput { path: path.to_string(), problem: problem.into() }
     }
 
     pub fn io(path: impl std::fmt::Display, source: io::Error) -> Self {
-        Error::Io {
-            path: path.to_string(),
-            source,
-        }
+        Error::Io { path: path.to_string(), cause: source }
     }
 
     pub fn config(msg: impl Into<String>) -> Self {
@@ -55,7 +46,7 @@ impl Error {
     /// True when the error is a write to a pipe whose reader has gone away; tools then end
     /// quietly with status 0, as `head` users expect.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self, Error::Io { cause, .. } if cause.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 

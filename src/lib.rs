@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod diffusion;
 pub mod error;
 pub mod io;
 pub mod models;

@@ -85,7 +85,12 @@ pub fn install_interrupt_handler() {
 }
 
 /// Trains `task` on `data` and returns the last epoch's metrics.
-pub fn train(task: &mut dyn Task, data: &ImageSet, eval: Option<&ImageSet>, opts: &TrainOptions) -> Result<Map<String, Value>> {
+pub fn train(
+    task: &mut dyn Task,
+    data: &ImageSet,
+    eval: Option<&ImageSet>,
+    opts: &TrainOptions,
+) -> Result<Map<String, Value>> {
     if data.is_empty() {
         return Err(Error::bad_input(&data.name, "holds no images"));
     }
@@ -246,10 +251,19 @@ fn save(task: &dyn Task, adam: &Adam, info: &RunInfo, step: u64, output: &std::p
 }
 
 /// Restores parameters, optimizer and task state; returns the step to continue from.
-fn resume(task: &mut dyn Task, adam: &mut Adam, info: &RunInfo, path: &std::path::Path, device: &Device) -> Result<u64> {
+fn resume(
+    task: &mut dyn Task,
+    adam: &mut Adam,
+    info: &RunInfo,
+    path: &std::path::Path,
+    device: &Device,
+) -> Result<u64> {
     let input = InputPath::File(path.to_path_buf());
     if !path.exists() {
-        return Err(Error::bad_input(&input, "no training state to resume from (it is written beside the model file by a run with the same -o)"));
+        return Err(Error::bad_input(
+            &input,
+            "no training state to resume from (it is written beside the model file by a run with the same -o)",
+        ));
     }
     let map = TensorMap::read(&input, device)?;
     let meta = |k: &str| map.metadata.get(k).cloned().unwrap_or_default();
@@ -261,17 +275,15 @@ fn resume(task: &mut dyn Task, adam: &mut Adam, info: &RunInfo, path: &std::path
     ];
     for (what, saved, now) in checks {
         if saved != now {
-            return Err(Error::bad_input(&input, format!("was trained with {what} {saved}, this run has {now}; resume with the same settings")));
+            return Err(Error::bad_input(
+                &input,
+                format!("was trained with {what} {saved}, this run has {now}; resume with the same settings"),
+            ));
         }
     }
-    let step: u64 = meta(STEP_KEY)
-        .parse()
-        .map_err(|_| Error::bad_input(&input, "has no step in its metadata"))?;
+    let step: u64 = meta(STEP_KEY).parse().map_err(|_| Error::bad_input(&input, "has no step in its metadata"))?;
     let strip = |prefix: &str| -> BTreeMap<String, Tensor> {
-        map.tensors
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone())))
-            .collect()
+        map.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect()
     };
     task.params().assign(&strip("param."))?;
     adam.load_state(&map.tensors, step, device)?;
@@ -279,33 +291,39 @@ fn resume(task: &mut dyn Task, adam: &mut Adam, info: &RunInfo, path: &std::path
     Ok(step)
 }
 
-/// Where metric lines go.
+/// Where metric lines go. A file is opened at the first line, so a run that fails before
+/// finishing an epoch leaves no empty file behind.
 enum MetricsSink {
-    File(File, PathBuf),
+    File { path: PathBuf, append: bool, file: Option<File> },
     Stderr,
 }
 
 impl MetricsSink {
     fn open(path: Option<&PathBuf>, append: bool) -> Result<Self> {
-        match path {
-            None => Ok(MetricsSink::Stderr),
-            Some(p) => {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .append(append)
-                    .truncate(!append)
-                    .open(p)
-                    .map_err(|e| Error::io(p.display(), e))?;
-                Ok(MetricsSink::File(f, p.clone()))
-            }
-        }
+        Ok(match path {
+            None => MetricsSink::Stderr,
+            Some(p) => MetricsSink::File { path: p.clone(), append, file: None },
+        })
     }
 
     fn write(&mut self, line: &Map<String, Value>) -> Result<()> {
         let text = format!("{}\n", Value::Object(line.clone()));
         match self {
-            MetricsSink::File(f, p) => f.write_all(text.as_bytes()).map_err(|e| Error::io(p.display(), e)),
+            MetricsSink::File { path, append, file } => {
+                let mut f = match file.take() {
+                    Some(f) => f,
+                    None => OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .append(*append)
+                        .truncate(!*append)
+                        .open(&*path)
+                        .map_err(|e| Error::io(path.display(), e))?,
+                };
+                let written = f.write_all(text.as_bytes()).map_err(|e| Error::io(path.display(), e));
+                *file = Some(f);
+                written
+            }
             MetricsSink::Stderr => {
                 eprint!("{text}");
                 Ok(())

@@ -70,10 +70,10 @@ impl Geometry {
         match *shape {
             [_, c, h, w] => Ok(Geometry { channels: c, height: h, width: w }),
             [_, h, w] => Ok(Geometry { channels: 1, height: h, width: w }),
-            [_, d] if d > 0 && d.isqrt() * d.isqrt() == d => Ok(Geometry { channels: 1, height: d.isqrt(), width: d.isqrt() }),
-            _ => Err(format!(
-                "shape {shape:?} is not an image array (expected [N,H,W], [N,C,H,W] or [N,H*W])"
-            )),
+            [_, d] if d > 0 && d.isqrt() * d.isqrt() == d => {
+                Ok(Geometry { channels: 1, height: d.isqrt(), width: d.isqrt() })
+            }
+            _ => Err(format!("shape {shape:?} is not an image array (expected [N,H,W], [N,C,H,W] or [N,H*W])")),
         }
     }
 }
@@ -84,26 +84,32 @@ pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &st
     let have = Geometry::of_shape(&batch.shape).map_err(|p| Error::bad_input(source, p))?;
     let n = batch.shape[0];
     if have.channels != want.channels {
-        return Err(Error::bad_input(source, format!(
-            "images have {} channel(s), the model expects {}{}",
-            have.channels,
-            want.channels,
-            if want.channels == 1 { " (img-pack --gray makes one-channel arrays)" } else { "" }
-        )));
+        return Err(Error::bad_input(
+            source,
+            format!(
+                "images have {} channel(s), the model expects {}{}",
+                have.channels,
+                want.channels,
+                if want.channels == 1 { " (img-pack --gray makes one-channel arrays)" } else { "" }
+            ),
+        ));
     }
     let pad_h = want.height.checked_sub(have.height);
     let pad_w = want.width.checked_sub(have.width);
     let (Some(pad_h), Some(pad_w)) = (pad_h, pad_w) else {
-        return Err(Error::bad_input(source, format!(
-            "images are {}x{}, the model expects {}x{}",
-            have.height, have.width, want.height, want.width
-        )));
+        return Err(Error::bad_input(
+            source,
+            format!("images are {}x{}, the model expects {}x{}", have.height, have.width, want.height, want.width),
+        ));
     };
     if pad_h % 2 != 0 || pad_w % 2 != 0 || (pad_h > 0) != (pad_w > 0) || pad_h > 8 {
-        return Err(Error::bad_input(source, format!(
-            "images are {}x{}, the model expects {}x{} (only 28x28 is padded to 32x32)",
-            have.height, have.width, want.height, want.width
-        )));
+        return Err(Error::bad_input(
+            source,
+            format!(
+                "images are {}x{}, the model expects {}x{} (only 28x28 is padded to 32x32)",
+                have.height, have.width, want.height, want.width
+            ),
+        ));
     }
     let unit = unit_values(&batch.data, range, source)?;
     if pad_h == 0 {
@@ -121,27 +127,37 @@ pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &st
 }
 
 fn unit_values(data: &Elements, range: PixelRange, source: &str) -> Result<Vec<f32>> {
-    let floats = |v: Vec<f32>| -> Result<Vec<f32>> {
+    let floats = |v: &mut dyn Iterator<Item = f32>| -> Result<Vec<f32>> {
         let (lo, hi) = match range {
             PixelRange::ZeroOne => (0.0, 1.0),
             PixelRange::MinusOneOne => (-1.0, 1.0),
         };
-        if let Some(bad) = v.iter().find(|x| !(lo - 1e-3..=hi + 1e-3).contains(*x)) {
-            let hint = if range == PixelRange::ZeroOne { "; pass --range 11 for [-1,1] data" } else { "" };
-            return Err(Error::bad_input(source, format!(
-                "pixel value {bad} is outside [{lo},{hi}] (expected u8 0..255 or floats in [{lo},{hi}]{hint})"
-            )));
-        }
-        Ok(v.into_iter().map(|x| range.to_unit(x).clamp(0.0, 1.0)).collect())
+        v.map(|x| {
+            if (lo - 1e-3..=hi + 1e-3).contains(&x) {
+                Ok(range.to_unit(x).clamp(0.0, 1.0))
+            } else {
+                let hint = if range == PixelRange::ZeroOne { "; pass --range 11 for [-1,1] data" } else { "" };
+                Err(Error::bad_input(
+                    source,
+                    format!(
+                        "pixel value {x} is outside [{lo},{hi}] (expected u8 0..255 or floats in [{lo},{hi}]{hint})"
+                    ),
+                ))
+            }
+        })
+        .collect()
     };
     match data {
         Elements::U8(v) => Ok(v.iter().map(|&p| p as f32 / 255.0).collect()),
-        Elements::F32(v) => floats(v.clone()),
-        Elements::F64(v) => floats(v.iter().map(|&x| x as f32).collect()),
-        other => Err(Error::bad_input(source, format!(
-            "images of dtype {} are not supported (expected u8 0..255, or f32/f64 pixels)",
-            other.dtype().name()
-        ))),
+        Elements::F32(v) => floats(&mut v.iter().copied()),
+        Elements::F64(v) => floats(&mut v.iter().map(|&x| x as f32)),
+        other => Err(Error::bad_input(
+            source,
+            format!(
+                "images of dtype {} are not supported (expected u8 0..255, or f32/f64 pixels)",
+                other.dtype().name()
+            ),
+        )),
     }
 }
 

@@ -50,11 +50,7 @@ pub enum DataSpec {
 impl FromStr for DataSpec {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        Ok(if s == "mnist" {
-            DataSpec::Mnist
-        } else {
-            DataSpec::File(s.parse()?)
-        })
+        Ok(if s == "mnist" { DataSpec::Mnist } else { DataSpec::File(s.parse()?) })
     }
 }
 
@@ -120,12 +116,7 @@ impl ImageSet {
         };
         let name = format!("mnist:{}", split.name());
         let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &name)?;
-        Ok(ImageSet {
-            name,
-            geometry,
-            pixels,
-            labels: Some(labels[rows].iter().map(|&l| l as u32).collect()),
-        })
+        Ok(ImageSet { name, geometry, pixels, labels: Some(labels[rows].iter().map(|&l| l as u32).collect()) })
     }
 
     pub fn len(&self) -> usize {
@@ -164,7 +155,9 @@ impl ImageSet {
 pub fn read_array(path: &InputPath) -> Result<Array> {
     match read_tensor_file(path, &Device::Cpu)? {
         TensorFile::Npy(r) => r.read_all(),
-        TensorFile::Safetensors(_) => Err(Error::bad_input(path, "is a .safetensors file, expected an .npy image array")),
+        TensorFile::Safetensors(_) => {
+            Err(Error::bad_input(path, "is a .safetensors file, expected an .npy image array"))
+        }
     }
 }
 
@@ -177,10 +170,10 @@ pub fn read_labels(path: &InputPath, n: usize) -> Result<Vec<u32>> {
         Elements::I32(v) => v.into_iter().map(i64::from).collect(),
         Elements::I64(v) => v,
         other => {
-            return Err(Error::bad_input(path, format!(
-                "labels of dtype {} (expected integers: u8, u16, i32 or i64)",
-                other.dtype().name()
-            )))
+            return Err(Error::bad_input(
+                path,
+                format!("labels of dtype {} (expected integers: u8, u16, i32 or i64)", other.dtype().name()),
+            ))
         }
     };
     if a.shape.len() != 1 || a.shape[0] != n {

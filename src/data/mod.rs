@@ -2,8 +2,11 @@
 //! IDX files, and the conversions between pixel ranges and model input geometry.
 
 pub mod convert;
+pub mod grid;
+pub mod idx;
 pub mod image_set;
 pub mod mnist;
+pub mod pack;
 pub mod stream;
 
 pub use convert::{Geometry, PixelRange};

@@ -27,7 +27,13 @@ pub struct ImageStream {
 
 impl ImageStream {
     /// Opens an image array (`.npy`, a file or stdin) or the bundled set.
-    pub fn open(spec: &DataSpec, split: Option<Split>, range: PixelRange, geometry: Geometry, batch_size: usize) -> Result<Self> {
+    pub fn open(
+        spec: &DataSpec,
+        split: Option<Split>,
+        range: PixelRange,
+        geometry: Geometry,
+        batch_size: usize,
+    ) -> Result<Self> {
         let (source, name) = match spec {
             DataSpec::Mnist => {
                 let set = ImageSet::mnist(split.unwrap_or(Split::Test), geometry)?;
@@ -105,7 +111,10 @@ pub fn read_f32_matrix(path: &InputPath, width: usize, what: &str) -> Result<(us
         crate::io::npy::Elements::F32(v) => v,
         crate::io::npy::Elements::F64(v) => v.into_iter().map(|x| x as f32).collect(),
         other => {
-            return Err(Error::bad_input(path, format!("{what} of dtype {} (expected f32 or f64)", other.dtype().name())))
+            return Err(Error::bad_input(
+                path,
+                format!("{what} of dtype {} (expected f32 or f64)", other.dtype().name()),
+            ))
         }
     };
     match shape.as_slice() {

@@ -78,9 +78,7 @@ impl DType {
             _ => return Err(unsupported()),
         };
         if order == '>' && dtype != DType::U8 {
-            return Err(format!(
-                "big-endian dtype '{descr}' is not supported (expected little-endian, e.g. '<f4')"
-            ));
+            return Err(format!("big-endian dtype '{descr}' is not supported (expected little-endian, e.g. '<f4')"));
         }
         Ok(dtype)
     }
@@ -106,34 +104,17 @@ impl Header {
 
     /// Bytes of data the header implies, or `None` when that overflows.
     fn data_bytes(&self) -> Option<u64> {
-        self.shape
-            .iter()
-            .try_fold(self.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+        self.shape.iter().try_fold(self.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
     }
 
     fn encode(&self) -> Vec<u8> {
         let shape = match self.shape.len() {
             1 => format!("({},)", self.shape[0]),
-            _ => format!(
-                "({})",
-                self.shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            _ => format!("({})", self.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
         };
-        let mut dict = format!(
-            "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-            self.dtype.descr(),
-            shape
-        );
+        let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", self.dtype.descr(), shape);
         // Version 1.0 stores the header length in a u16; 2.0 in a u32.
-        let (version, len_bytes) = if dict.len() + 12 < 65_536 {
-            (1u8, 2)
-        } else {
-            (2u8, 4)
-        };
+        let (version, len_bytes) = if dict.len() + 12 < 65_536 { (1u8, 2) } else { (2u8, 4) };
         let unpadded = MAGIC.len() + 2 + len_bytes + dict.len() + 1;
         dict.push_str(&" ".repeat((64 - unpadded % 64) % 64));
         dict.push('\n');
@@ -213,7 +194,11 @@ fn parse_dict(text: &str) -> std::result::Result<Header, String> {
         let key = toks.string().ok_or_else(|| bad("expected a quoted key"))?;
         toks.expect(':').map_err(|_| bad("expected ':'"))?;
         match key.as_str() {
-            "descr" => descr = Some(toks.string().ok_or_else(|| bad("descr is not a string; structured dtypes are not supported"))?),
+            "descr" => {
+                descr = Some(
+                    toks.string().ok_or_else(|| bad("descr is not a string; structured dtypes are not supported"))?,
+                )
+            }
             "fortran_order" => fortran = Some(toks.boolean().ok_or_else(|| bad("fortran_order is not True or False"))?),
             "shape" => shape = Some(toks.tuple().ok_or_else(|| bad("shape is not a tuple of integers"))?),
             other => return Err(bad(&format!("unexpected key '{other}'"))),
@@ -232,10 +217,7 @@ fn parse_dict(text: &str) -> std::result::Result<Header, String> {
     if shape.len() > 32 {
         return Err(format!("absurd shape with {} dimensions", shape.len()));
     }
-    Ok(Header {
-        dtype: DType::from_descr(&descr)?,
-        shape,
-    })
+    Ok(Header { dtype: DType::from_descr(&descr)?, shape })
 }
 
 struct Tokens<'a> {
@@ -412,34 +394,35 @@ impl<R: Read> NpyReader<R> {
     /// Reads the header. `len`, the input's total size when known, is checked against the
     /// size the header implies. `name` is the input's name for messages.
     pub fn new(mut inner: R, len: Option<u64>, name: &str) -> Result<Self> {
-        let (header, consumed) =
-            read_header(&mut inner).map_err(|p| Error::bad_input(name, p))?;
+        let (header, consumed) = read_header(&mut inner).map_err(|p| Error::bad_input(name, p))?;
         let Some(data_bytes) = header.data_bytes() else {
             return Err(Error::bad_input(name, format!("absurd shape {:?}: its size overflows", header.shape)));
         };
         let row_bytes = header.row_len() as u64 * header.dtype.size() as u64;
         if row_bytes > MAX_ROW_BYTES {
-            return Err(Error::bad_input(name, format!(
-                "absurd shape {:?}: one row would be {row_bytes} bytes (at most {MAX_ROW_BYTES} expected)",
-                header.shape
-            )));
+            return Err(Error::bad_input(
+                name,
+                format!(
+                    "absurd shape {:?}: one row would be {row_bytes} bytes (at most {MAX_ROW_BYTES} expected)",
+                    header.shape
+                ),
+            ));
         }
         if let Some(len) = len {
             let have = len.saturating_sub(consumed);
             if have != data_bytes {
                 let what = if have < data_bytes { "truncated" } else { "has trailing bytes" };
-                return Err(Error::bad_input(name, format!(
-                    "{what}: header says {} {:?} ({data_bytes} bytes of data), the file holds {have}",
-                    header.dtype.name(), header.shape
-                )));
+                return Err(Error::bad_input(
+                    name,
+                    format!(
+                        "{what}: header says {} {:?} ({data_bytes} bytes of data), the file holds {have}",
+                        header.dtype.name(),
+                        header.shape
+                    ),
+                ));
             }
         }
-        Ok(NpyReader {
-            name: name.to_string(),
-            rows_left: header.rows(),
-            header,
-            inner,
-        })
+        Ok(NpyReader { name: name.to_string(), rows_left: header.rows(), header, inner })
     }
 
     pub fn header(&self) -> &Header {
@@ -457,57 +440,48 @@ impl<R: Read> NpyReader<R> {
             return Ok(None);
         }
         let rows = max_rows.max(1).min(self.rows_left);
-        let n_bytes = rows * self.header.row_len() * self.header.dtype.size();
-        let mut bytes = vec![0u8; n_bytes];
-        let complete = read_fully(&mut self.inner, &mut bytes).map_err(|e| Error::io(&self.name, e))?;
-        if !complete {
-            return Err(Error::bad_input(&self.name, format!(
-                "truncated: header says {} {:?}, the data ends early",
-                self.header.dtype.name(), self.header.shape
-            )));
-        }
-        self.rows_left -= rows;
+        let bytes = self.read_data(rows)?;
         let mut shape = self.header.shape.clone();
-        if shape.is_empty() {
-            shape.clear();
-        } else {
-            shape[0] = rows;
+        if let Some(first) = shape.first_mut() {
+            *first = rows;
         }
-        Ok(Some(Array {
-            shape,
-            data: Elements::from_le_bytes(self.header.dtype, &bytes),
-        }))
+        Ok(Some(Array { shape, data: Elements::from_le_bytes(self.header.dtype, &bytes) }))
     }
 
     /// Reads every remaining row into one array.
     pub fn read_all(mut self) -> Result<Array> {
+        let rows = self.rows_left;
+        let bytes = self.read_data(rows)?;
         let mut shape = self.header.shape.clone();
-        // Read in bounded steps so a false header on a pipe cannot make us allocate.
-        let step = ((64usize << 20) / (self.header.row_len() * self.header.dtype.size()).max(1)).max(1);
-        let mut bytes = Vec::new();
-        let mut rows = 0;
-        while self.rows_left > 0 {
-            let n = step.min(self.rows_left);
-            let start = bytes.len();
-            bytes.resize(start + n * self.header.row_len() * self.header.dtype.size(), 0);
-            let complete =
-                read_fully(&mut self.inner, &mut bytes[start..]).map_err(|e| Error::io(&self.name, e))?;
-            if !complete {
-                return Err(Error::bad_input(&self.name, format!(
-                    "truncated: header says {} {:?}, the data ends early",
-                    self.header.dtype.name(), self.header.shape
-                )));
-            }
-            self.rows_left -= n;
-            rows += n;
-        }
         if let Some(first) = shape.first_mut() {
             *first = rows;
         }
-        Ok(Array {
-            shape,
-            data: Elements::from_le_bytes(self.header.dtype, &bytes),
-        })
+        Ok(Array { shape, data: Elements::from_le_bytes(self.header.dtype, &bytes) })
+    }
+
+    /// Reads the bytes of `rows` rows. The buffer grows in steps of at most 64 MiB as data
+    /// arrives, so a false header on a pipe cannot make us allocate what it claims.
+    fn read_data(&mut self, rows: usize) -> Result<Vec<u8>> {
+        const STEP: usize = 64 << 20;
+        let total = rows * self.header.row_len() * self.header.dtype.size();
+        let mut bytes = Vec::new();
+        while bytes.len() < total {
+            let start = bytes.len();
+            bytes.resize(start + STEP.min(total - start), 0);
+            let complete = read_fully(&mut self.inner, &mut bytes[start..]).map_err(|e| Error::io(&self.name, e))?;
+            if !complete {
+                return Err(Error::bad_input(
+                    &self.name,
+                    format!(
+                        "truncated: header says {} {:?}, the data ends early",
+                        self.header.dtype.name(),
+                        self.header.shape
+                    ),
+                ));
+            }
+        }
+        self.rows_left -= rows;
+        Ok(bytes)
     }
 }
 
@@ -523,10 +497,7 @@ pub struct NpyWriter<W: Write> {
 
 impl<W: Write> NpyWriter<W> {
     pub fn new(mut inner: W, dtype: DType, shape: &[usize]) -> io::Result<Self> {
-        let header = Header {
-            dtype,
-            shape: shape.to_vec(),
-        };
+        let header = Header { dtype, shape: shape.to_vec() };
         inner.write_all(&header.encode())?;
         Ok(NpyWriter {
             inner,
@@ -547,7 +518,7 @@ impl<W: Write> NpyWriter<W> {
                 self.dtype.name()
             )));
         }
-        let rows = if self.row_len == 0 { 0 } else { values.len() / self.row_len };
+        let rows = values.len().checked_div(self.row_len).unwrap_or(0);
         if values.len() != rows * self.row_len || self.rows_written + rows > self.rows_expected {
             return Err(io::Error::other(format!(
                 "npy writer: {} values do not fit the remaining {} rows of {}",
@@ -577,11 +548,7 @@ impl<W: Write> NpyWriter<W> {
 
 /// Encodes a whole array as `.npy` bytes.
 pub fn to_bytes<T: Element>(shape: &[usize], values: &[T]) -> Vec<u8> {
-    let mut header = Header {
-        dtype: T::DTYPE,
-        shape: shape.to_vec(),
-    }
-    .encode();
+    let mut header = Header { dtype: T::DTYPE, shape: shape.to_vec() }.encode();
     T::extend_le(values, &mut header);
     header
 }
@@ -679,13 +646,17 @@ mod tests {
         ok.truncate(ok.len() - 3);
         assert!(err(&ok).contains("truncated"), "{}", err(&ok));
         assert!(err(&with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }")).contains("Fortran"));
-        assert!(err(&with_header("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }")).contains("unsupported dtype"));
+        assert!(err(&with_header("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }"))
+            .contains("unsupported dtype"));
         assert!(err(&with_header("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }")).contains("big-endian"));
-        let huge = err(&with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999, 99999999), }"));
+        let huge = err(&with_header(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999, 99999999), }",
+        ));
         assert!(huge.contains("absurd"), "{huge}");
         let claims = err(&with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 784), }"));
         assert!(claims.contains("truncated") && claims.contains("holds 0"), "{claims}");
-        assert!(err(&with_header("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }")).contains("structured"));
+        assert!(err(&with_header("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }"))
+            .contains("structured"));
         assert!(err(&with_header("garbage")).contains("malformed"));
         // On a pipe the size is unknown: the claim is caught when the data runs out.
         let bytes = with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 784), }");

@@ -25,11 +25,13 @@ impl InputPath {
             InputPath::Stdin => Ok((Box::new(BufReader::with_capacity(1 << 16, io::stdin())), None)),
             InputPath::File(p) => {
                 let file = File::open(p).map_err(|e| Error::io(self, e))?;
-                let len = file.metadata().map_err(|e| Error::io(self, e))?.len();
-                if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                let meta = file.metadata().map_err(|e| Error::io(self, e))?;
+                if meta.is_dir() {
                     return Err(Error::bad_input(self, "is a directory, expected a file"));
                 }
-                Ok((Box::new(BufReader::with_capacity(1 << 16, file)), Some(len)))
+                // Only a regular file's length is its content's (not a FIFO's or a device's).
+                let len = meta.is_file().then(|| meta.len());
+                Ok((Box::new(BufReader::with_capacity(1 << 16, file)), len))
             }
         }
     }
@@ -50,11 +52,7 @@ impl InputPath {
 impl FromStr for InputPath {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(if s == "-" {
-            InputPath::Stdin
-        } else {
-            InputPath::File(PathBuf::from(s))
-        })
+        Ok(if s == "-" { InputPath::Stdin } else { InputPath::File(PathBuf::from(s)) })
     }
 }
 
@@ -94,10 +92,7 @@ impl OutputPath {
                 Sink::File(BufWriter::with_capacity(1 << 16, tmp), p.clone())
             }
         };
-        Ok(Output {
-            path: self.clone(),
-            inner,
-        })
+        Ok(Output { path: self.clone(), inner })
     }
 
     /// Writes `bytes` as the whole output, atomically.
@@ -116,9 +111,9 @@ impl OutputPath {
     pub fn file(&self, what: &str) -> Result<&Path> {
         match self {
             OutputPath::File(p) => Ok(p),
-            OutputPath::Stdout => Err(Error::config(format!(
-                "{what} must be written to a file, not stdout: pass -o PATH"
-            ))),
+            OutputPath::Stdout => {
+                Err(Error::config(format!("{what} must be written to a file, not stdout: pass -o PATH")))
+            }
         }
     }
 }
@@ -126,11 +121,7 @@ impl OutputPath {
 impl FromStr for OutputPath {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(if s == "-" {
-            OutputPath::Stdout
-        } else {
-            OutputPath::File(PathBuf::from(s))
-        })
+        Ok(if s == "-" { OutputPath::Stdout } else { OutputPath::File(PathBuf::from(s)) })
     }
 }
 

@@ -21,10 +21,7 @@ pub enum TensorFile {
 pub fn read_tensor_file(input: &InputPath, device: &Device) -> Result<TensorFile> {
     let (mut reader, len) = input.open()?;
     let mut head = Vec::with_capacity(9);
-    (&mut reader)
-        .take(9)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::io(input, e))?;
+    (&mut reader).take(9).read_to_end(&mut head).map_err(|e| Error::io(input, e))?;
     if head.is_empty() {
         return Err(Error::bad_input(input, "empty input (expected an .npy or .safetensors file)"));
     }

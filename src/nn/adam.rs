@@ -26,12 +26,7 @@ pub struct AdamConfig {
 
 impl AdamConfig {
     pub fn with_lr(lr: f64) -> Self {
-        AdamConfig {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
 }
 
@@ -70,11 +65,15 @@ impl Adam {
                 let g = g.contiguous()?;
                 m.inplace_op2(&g, &Moment { beta: c.beta1 as f32, square: false })?;
                 v.inplace_op2(&g, &Moment { beta: c.beta2 as f32, square: true })?;
-                var.as_tensor().inplace_op3(m, v, &Update {
-                    step_size: (c.lr / bc1) as f32,
-                    inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
-                    eps: c.eps as f32,
-                })?;
+                var.as_tensor().inplace_op3(
+                    m,
+                    v,
+                    &Update {
+                        step_size: (c.lr / bc1) as f32,
+                        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+                        eps: c.eps as f32,
+                    },
+                )?;
             } else {
                 let m_new = ((m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
                 let v_new = ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
@@ -105,11 +104,14 @@ impl Adam {
         for (prefix, map) in [("exp_avg", &mut self.m), ("exp_avg_sq", &mut self.v)] {
             for (k, t) in map.iter_mut() {
                 let name = format!("{prefix}.{k}");
-                let saved = tensors
-                    .get(&name)
-                    .ok_or_else(|| Error::config(format!("optimizer state is missing '{name}'")))?;
+                let saved =
+                    tensors.get(&name).ok_or_else(|| Error::config(format!("optimizer state is missing '{name}'")))?;
                 if saved.dims() != t.dims() {
-                    return Err(Error::config(format!("optimizer state '{name}' has shape {:?}, expected {:?}", saved.dims(), t.dims())));
+                    return Err(Error::config(format!(
+                        "optimizer state '{name}' has shape {:?}, expected {:?}",
+                        saved.dims(),
+                        t.dims()
+                    )));
                 }
                 *t = saved.to_device(device)?.copy()?;
             }

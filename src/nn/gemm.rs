@@ -1,6 +1,7 @@
 //! A bounds-checked front to the `gemm` crate (the matrix kernel candle itself uses), for
 //! the fused CPU ops: C = A B (+ C) for f32 matrices with arbitrary strides.
 
+use candle_core::{CpuStorage, Layout};
 use gemm::Parallelism;
 
 /// A matrix view: data, rows, columns, row stride and column stride (in elements).
@@ -29,11 +30,29 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst` (rows x cols, row-major) = A B, or += A B when `accumulate`.
+/// The data of a contiguous f32 tensor; other tensors are an error that names `op`.
+pub fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{op}: expected contiguous f32 tensors"),
+    }
+}
+
+/// `dst` (rows x cols, row-major) = A B, or += A B when `accumulate`, on rayon's threads.
 ///
 /// # Panics
 /// When the shapes disagree or a view reaches outside its slice: callers check shapes first.
 pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    product(dst, a, b, accumulate, true)
+}
+
+/// [`matmul`] on the calling thread alone, for callers that run one product per thread: the
+/// kernel's own splitting would only add synchronisation there.
+pub fn matmul_serial(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    product(dst, a, b, accumulate, false)
+}
+
+fn product(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
     assert!(dst.len() >= m * n && a.fits(a.data.len()) && b.fits(b.data.len()), "gemm: view out of bounds");
@@ -41,7 +60,11 @@ pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
         return;
     }
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k > 32 * 32 * 32 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if parallel && threads > 1 && m * n * k > 32 * 32 * 32 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the asserts above keep every index the kernel reads or writes inside the
     // slices: element (i, j) of a view is at i * rs + j * cs.
     unsafe {

@@ -9,7 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Module, Shape, Tensor};
 
-use super::gemm::{matmul, Mat};
+use super::gemm::{contiguous_f32, matmul, Mat};
 
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -45,20 +45,25 @@ impl Module for Linear {
 
 struct LinearOp;
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("linear: expected contiguous f32 tensors"),
-    }
-}
-
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
         "linear"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout, bs: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (contiguous_f32(xs, xl)?, contiguous_f32(ws, wl)?, contiguous_f32(bs, bl)?);
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (
+            contiguous_f32(self.name(), xs, xl)?,
+            contiguous_f32(self.name(), ws, wl)?,
+            contiguous_f32(self.name(), bs, bl)?,
+        );
         let (n, k) = xl.shape().dims2()?;
         let (m, k2) = wl.shape().dims2()?;
         if k != k2 || b.len() != m {
@@ -72,7 +77,14 @@ impl CustomOp3 for LinearOp {
         Ok((CpuStorage::F32(y), Shape::from((n, m))))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let grad_x = if x.track_op() { Some(grad.apply_op2_no_bwd(w, &Product::GradInput)?) } else { None };
         let grad_w = grad.apply_op2_no_bwd(x, &Product::GradWeight)?;
@@ -92,8 +104,14 @@ impl CustomOp2 for Product {
         "linear-grad"
     }
 
-    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, os: &CpuStorage, ol: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (g, other) = (contiguous_f32(gs, gl)?, contiguous_f32(os, ol)?);
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        os: &CpuStorage,
+        ol: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, other) = (contiguous_f32(self.name(), gs, gl)?, contiguous_f32(self.name(), os, ol)?);
         let (n, m) = gl.shape().dims2()?;
         let (r, c) = ol.shape().dims2()?;
         let (rows, cols, a, b) = match self {
@@ -121,7 +139,7 @@ impl CustomOp1 for ColumnSum {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = contiguous_f32(s, l)?;
+        let g = contiguous_f32(self.name(), s, l)?;
         let (_, m) = l.shape().dims2()?;
         let mut out = vec![0f32; m];
         for row in g.chunks_exact(m.max(1)) {

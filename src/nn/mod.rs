@@ -1,7 +1,9 @@
 //! Building blocks shared by the models: a strict, seeded parameter store with PyTorch
-//! names, an Adam whose state can be saved, and small numerically stable functions.
+//! names, an Adam whose state can be saved, fused CPU layers (linear, convolutions) and small
+//! numerically stable functions.
 
 pub mod adam;
+pub mod conv;
 pub mod fastmath;
 pub mod functional;
 pub mod gemm;
@@ -9,5 +11,6 @@ pub mod linear;
 pub mod params;
 
 pub use adam::{Adam, AdamConfig};
+pub use conv::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 pub use linear::Linear;
 pub use params::{ParamSet, Params};

@@ -8,8 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Embedding};
+use candle_nn::Embedding;
 
+use super::conv::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 use super::linear::Linear;
 
 use crate::error::{Error, Result};
@@ -17,7 +18,7 @@ use crate::io::safetensors::TensorMap;
 use crate::rng::{Rng, Stream};
 
 enum Source {
-    Init(Rng),
+    Init(Box<Rng>),
     Load { tensors: BTreeMap<String, Tensor>, origin: String },
 }
 
@@ -33,28 +34,16 @@ pub struct Params {
 impl Params {
     /// Fresh parameters drawn from `seed`.
     pub fn init(seed: u64, device: &Device) -> Self {
-        Self::new(Source::Init(Rng::new(seed, Stream::Init, 0)), device)
+        Self::new(Source::Init(Box::new(Rng::new(seed, Stream::Init, 0))), device)
     }
 
     /// Parameters taken from `tensors`; `origin` names the file in errors.
     pub fn load(tensors: BTreeMap<String, Tensor>, origin: &str, device: &Device) -> Self {
-        Self::new(
-            Source::Load {
-                tensors,
-                origin: origin.to_string(),
-            },
-            device,
-        )
+        Self::new(Source::Load { tensors, origin: origin.to_string() }, device)
     }
 
     fn new(source: Source, device: &Device) -> Self {
-        Params {
-            source,
-            device: device.clone(),
-            vars: BTreeMap::new(),
-            buffers: BTreeSet::new(),
-            problems: Vec::new(),
-        }
+        Params { source, device: device.clone(), vars: BTreeMap::new(), buffers: BTreeSet::new(), problems: Vec::new() }
     }
 
     pub fn device(&self) -> &Device {
@@ -99,11 +88,11 @@ impl Params {
     }
 
     /// `nn.Conv2d(cin, cout, k, stride, padding)` with PyTorch's default init.
-    pub fn conv2d(&mut self, name: &str, cin: usize, cout: usize, k: usize, cfg: Conv2dConfig) -> Result<Conv2d> {
+    pub fn conv2d(&mut self, name: &str, cin: usize, cout: usize, k: usize, cfg: ConvConfig) -> Result<Conv2d> {
         let bound = 1.0 / ((cin * k * k) as f32).sqrt();
         let w = self.tensor(&format!("{name}.weight"), &[cout, cin, k, k], Init::Uniform(bound))?;
         let b = self.tensor(&format!("{name}.bias"), &[cout], Init::Uniform(bound))?;
-        Ok(Conv2d::new(w, Some(b), cfg))
+        Ok(Conv2d::new(w, b, cfg))
     }
 
     /// `nn.ConvTranspose2d(cin, cout, k, ...)`: weight [in, out, k, k]; PyTorch computes the
@@ -114,12 +103,12 @@ impl Params {
         cin: usize,
         cout: usize,
         k: usize,
-        cfg: ConvTranspose2dConfig,
+        cfg: ConvTransposeConfig,
     ) -> Result<ConvTranspose2d> {
         let bound = 1.0 / ((cout * k * k) as f32).sqrt();
         let w = self.tensor(&format!("{name}.weight"), &[cin, cout, k, k], Init::Uniform(bound))?;
         let b = self.tensor(&format!("{name}.bias"), &[cout], Init::Uniform(bound))?;
-        Ok(ConvTranspose2d::new(w, Some(b), cfg))
+        Ok(ConvTranspose2d::new(w, b, cfg))
     }
 
     /// `nn.Embedding(n, dim)`, initialised N(0, 1) as in PyTorch.
@@ -146,10 +135,7 @@ impl Params {
                 ));
             }
         }
-        Ok(ParamSet {
-            vars: self.vars,
-            buffers: self.buffers,
-        })
+        Ok(ParamSet { vars: self.vars, buffers: self.buffers })
     }
 }
 
@@ -202,9 +188,7 @@ impl ParamSet {
     /// Overwrites every tensor from `map` (shapes must match).
     pub fn assign(&self, map: &BTreeMap<String, Tensor>) -> Result<()> {
         for (k, v) in &self.vars {
-            let src = map
-                .get(k)
-                .ok_or_else(|| Error::config(format!("state is missing '{k}'")))?;
+            let src = map.get(k).ok_or_else(|| Error::config(format!("state is missing '{k}'")))?;
             v.set(&src.to_device(v.device())?)?;
         }
         Ok(())
@@ -213,5 +197,82 @@ impl ParamSet {
     /// The number of trainable scalars.
     pub fn count(&self) -> usize {
         self.trainable().map(|(_, v)| v.elem_count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(p: &mut Params) {
+        p.linear("fc1", 3, 2).unwrap();
+        p.buffer("stat", &[4], Init::Const(1.0)).unwrap();
+    }
+
+    #[test]
+    fn fresh_parameters_follow_the_seed_and_pytorch_bounds() {
+        let d = Device::Cpu;
+        let (mut a, mut b, mut c) = (Params::init(1, &d), Params::init(1, &d), Params::init(2, &d));
+        for p in [&mut a, &mut b, &mut c] {
+            build(p);
+        }
+        let (a, b, c) = (a.finish().unwrap(), b.finish().unwrap(), c.finish().unwrap());
+        let w = |s: &ParamSet| s.get("fc1.weight").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(w(&a), w(&b));
+        assert_ne!(w(&a), w(&c));
+        let bound = 1.0 / 3f32.sqrt();
+        assert!(w(&a).iter().all(|v| v.abs() <= bound));
+        // Buffers are saved but not trained.
+        assert_eq!(a.trainable().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["fc1.bias", "fc1.weight"]);
+        assert_eq!(a.to_tensor_map().unwrap().names(), ["fc1.bias", "fc1.weight", "stat"]);
+    }
+
+    #[test]
+    fn loading_reports_every_missing_unexpected_and_misshapen_tensor() {
+        let d = Device::Cpu;
+        let mut tensors = BTreeMap::new();
+        tensors.insert("fc1.weight".to_string(), Tensor::zeros((2, 5), DType::F32, &d).unwrap());
+        tensors.insert("fc9.bias".to_string(), Tensor::zeros(2, DType::F32, &d).unwrap());
+        tensors.insert("stat".to_string(), Tensor::ones(4, DType::F64, &d).unwrap());
+        let mut p = Params::load(tensors, "m.safetensors", &d);
+        build(&mut p);
+        let err = p.finish().err().expect("mismatch is an error").to_string();
+        assert!(err.starts_with("m.safetensors: "), "{err}");
+        for part in
+            ["'fc1.weight' has shape [2, 5], expected [2, 3]", "'fc1.bias' [2] is missing", "unexpected 'fc9.bias'"]
+        {
+            assert!(err.contains(part), "{err} lacks {part}");
+        }
+        // A matching file loads, converting f64 to f32.
+        let mut ok = BTreeMap::new();
+        ok.insert("fc1.weight".to_string(), Tensor::ones((2, 3), DType::F32, &d).unwrap());
+        ok.insert("fc1.bias".to_string(), Tensor::ones(2, DType::F32, &d).unwrap());
+        ok.insert("stat".to_string(), Tensor::ones(4, DType::F64, &d).unwrap());
+        let mut p = Params::load(ok, "ok", &d);
+        build(&mut p);
+        assert_eq!(p.finish().unwrap().get("stat").unwrap().dtype(), DType::F32);
+    }
+
+    #[test]
+    fn conv_layers_have_pytorch_shapes_and_init_bounds() {
+        use candle_core::Module;
+        let d = Device::Cpu;
+        let mut p = Params::init(0, &d);
+        let conv = p.conv2d("enc", 3, 8, 4, ConvConfig { stride: 2, padding: 1 }).unwrap();
+        let cfg = ConvTransposeConfig { stride: 2, padding: 1, output_padding: 0 };
+        let convt = p.conv_transpose2d("dec", 8, 2, 4, cfg).unwrap();
+        let set = p.finish().unwrap();
+        let dims = |name: &str| set.get(name).unwrap().dims().to_vec();
+        assert_eq!([dims("enc.weight"), dims("enc.bias")], [vec![8, 3, 4, 4], vec![8]]);
+        assert_eq!([dims("dec.weight"), dims("dec.bias")], [vec![8, 2, 4, 4], vec![2]]);
+        // Bounds 1/sqrt(in k k) and, transposed, 1/sqrt(out k k): values fill U(-b, b).
+        for (name, bound) in [("enc.weight", 48f32.sqrt().recip()), ("dec.weight", 32f32.sqrt().recip())] {
+            let v = set.get(name).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(max <= bound && max > 0.9 * bound, "{name}: max {max}, bound {bound}");
+        }
+        let y = conv.forward(&Tensor::zeros((2, 3, 32, 32), DType::F32, &d).unwrap()).unwrap();
+        assert_eq!(y.dims(), [2, 8, 16, 16]);
+        assert_eq!(convt.forward(&y).unwrap().dims(), [2, 2, 32, 32]);
     }
 }

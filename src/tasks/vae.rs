@@ -4,6 +4,7 @@ use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
 
 use super::Means;
+use crate::checkpoint::Checkpoint;
 use crate::data::image_set::{Batch, ImageSet};
 use crate::data::stream::{open_npy, ImageStream};
 use crate::error::{Error, Result};
@@ -28,6 +29,14 @@ impl VaeTask {
     pub fn new(config: VaeConfig, mut params: Params) -> Result<Self> {
         let vae = Vae::new(config, &mut params)?;
         Ok(VaeTask { vae, params: params.finish()? })
+    }
+
+    /// The network in a checkpoint, which must hold a vae-mlp.
+    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
+        match ckpt.config {
+            ModelConfig::Vae(config) => Self::new(config, Params::load(ckpt.tensors, &ckpt.origin, device)),
+            other => Err(Error::bad_input(&ckpt.origin, format!("is a {} checkpoint, expected vae-mlp", other.name()))),
+        }
     }
 
     /// The images of `batch` as the model sees them: [B, 784], binarized when configured.
@@ -130,8 +139,16 @@ const STREAM_BATCH: usize = 1000;
 
 /// Encodes images batch by batch to the posterior mean, or with `sample` to one draw of z;
 /// writes `.npy` f32 [N, latent].
-pub fn encode(vae: &Vae, images: &mut ImageStream, out: &OutputPath, sample: bool, seed: u64, device: &Device) -> Result<()> {
-    let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[images.len(), vae.config.latent]).map_err(|e| Error::io(out, e))?;
+pub fn encode(
+    vae: &Vae,
+    images: &mut ImageStream,
+    out: &OutputPath,
+    sample: bool,
+    seed: u64,
+    device: &Device,
+) -> Result<()> {
+    let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[images.len(), vae.config.latent])
+        .map_err(|e| Error::io(out, e))?;
     let mut batch_index = 0;
     while let Some(x) = images.next_batch(device)? {
         let (mu, logvar) = vae.encode(&flatten(&x)?)?;
@@ -155,7 +172,10 @@ pub fn decode(vae: &Vae, latents: &Latents, out: &OutputPath, seed: u64, device:
         Latents::File(path) => {
             let r = open_npy(path)?;
             if r.header().shape.len() != 2 || r.header().shape[1] != l {
-                return Err(Error::bad_input(path, format!("latent codes have shape {:?}, the model expects [N, {l}]", r.header().shape)));
+                return Err(Error::bad_input(
+                    path,
+                    format!("latent codes have shape {:?}, the model expects [N, {l}]", r.header().shape),
+                ));
             }
             Some(r)
         }
@@ -170,7 +190,8 @@ pub fn decode(vae: &Vae, latents: &Latents, out: &OutputPath, seed: u64, device:
         (Latents::Manifold(side), _) => side * side,
         (Latents::File(_), None) => 0,
     };
-    let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[n, g.channels, g.height, g.width]).map_err(|e| Error::io(out, e))?;
+    let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[n, g.channels, g.height, g.width])
+        .map_err(|e| Error::io(out, e))?;
     let mut done = 0;
     while done < n {
         let rows = STREAM_BATCH.min(n - done);
@@ -180,7 +201,12 @@ pub fn decode(vae: &Vae, latents: &Latents, out: &OutputPath, seed: u64, device:
                 let values: Vec<f32> = match array.data {
                     Elements::F32(v) => v,
                     Elements::F64(v) => v.into_iter().map(|x| x as f32).collect(),
-                    other => return Err(Error::bad_input(path, format!("latent codes of dtype {} (expected f32 or f64)", other.dtype().name()))),
+                    other => {
+                        return Err(Error::bad_input(
+                            path,
+                            format!("latent codes of dtype {} (expected f32 or f64)", other.dtype().name()),
+                        ))
+                    }
                 };
                 Tensor::from_vec(values, (rows, l), device)?
             }

@@ -49,7 +49,10 @@ impl Task for VibTask {
     fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
         let device = self.params.trainable().next().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
         let report = evaluate(&self.vib, data, 0, &device)?;
-        Ok(["error", "i_zx", "i_zy", "ce"].iter().map(|k| (k.to_string(), report[*k].as_f64().unwrap_or(f64::NAN))).collect())
+        Ok(["error", "i_zx", "i_zy", "ce"]
+            .iter()
+            .map(|k| (k.to_string(), report[*k].as_f64().unwrap_or(f64::NAN)))
+            .collect())
     }
 }
 
@@ -62,7 +65,10 @@ fn scalar(t: &Tensor) -> Result<f64> {
 pub fn evaluate(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result<Map<String, Value>> {
     let labels = data.require_labels("evaluating vib-mlp")?;
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vib.config.classes) {
-        return Err(Error::bad_input(&data.name, format!("label {bad} is out of range for {} classes", vib.config.classes)));
+        return Err(Error::bad_input(
+            &data.name,
+            format!("label {bad} is out of range for {} classes", vib.config.classes),
+        ));
     }
     let mut means = Means::default();
     let rows: Vec<usize> = (0..data.len()).collect();

@@ -2,3 +2,11 @@
 //! directory, with a cleared environment. One module per tool.
 
 mod common;
+mod img_grid;
+mod img_pack;
+mod interrupt;
+mod pipes;
+mod vae_decode;
+mod vae_encode;
+mod vae_eval;
+mod vae_train;
