@@ -30,8 +30,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 
+# Median images/s of training, encoding and decoding; GFLOP/s of the fused convolutions.
 bench: build
 	$(CARGO) bench --locked --bench throughput
+	$(CARGO) bench --locked --bench conv
 
 clean:
 	$(CARGO) clean

@@ -240,7 +240,7 @@ fn save(task: &dyn Task, adam: &Adam, info: &RunInfo, step: u64, output: &std::p
     for (k, v) in task.params().trainable() {
         state.insert(format!("param.{k}"), v.as_tensor().copy()?);
     }
-    for (k, v) in adam.state_tensors()? {
+    for (k, v) in adam.state_tensors(task.params())? {
         state.insert(k, v);
     }
     for (k, v) in task.extra_state()? {
@@ -286,7 +286,8 @@ fn resume(
         map.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect()
     };
     task.params().assign(&strip("param."))?;
-    adam.load_state(&map.tensors, step, device)?;
+    adam.load_state(&map.tensors)?;
+    adam.set_step(step);
     task.load_extra_state(&strip("extra."))?;
     Ok(step)
 }

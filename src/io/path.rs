@@ -30,7 +30,7 @@ impl InputPath {
                     return Err(Error::bad_input(self, "is a directory, expected a file"));
                 }
                 // Only a regular file's length is its content's (not a FIFO's or a device's).
-                let len = meta.is_file().then(|| meta.len());
+                let len = meta.is_file().then_some(meta.len());
                 Ok((Box::new(BufReader::with_capacity(1 << 16, file)), len))
             }
         }

@@ -2,14 +2,16 @@
 //! as named tensors so a checkpoint can save them and `--resume` continue bit for bit.
 //! (candle-nn's AdamW keeps its state private and defaults to weight decay 0.01.)
 //!
-//! On the CPU the update runs in place in three fused passes per tensor, with no temporary
-//! tensors: at the sizes of these models candle's allocation per elementwise op costs more than
-//! the arithmetic (shared/CANDLE.md).
+//! On the CPU the moments are plain buffers and one fused, parallel pass updates parameter,
+//! m and v together, with no temporary tensors: Adam is memory-bound, and candle's op-by-op
+//! form made about ten passes over memory and an allocation per op.
 
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, Device, InplaceOp2, InplaceOp3, Layout, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor};
 
 use rayon::prelude::*;
 
@@ -30,22 +32,33 @@ impl AdamConfig {
     }
 }
 
+/// One parameter's first and second moments.
+enum Moments {
+    /// On the CPU: plain buffers, updated in the same pass as the parameter.
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Elsewhere: tensors updated with candle's ops.
+    Device { m: Tensor, v: Tensor },
+}
+
 /// Adam's state: step count and first and second moments per parameter.
 pub struct Adam {
     pub config: AdamConfig,
     step: u64,
-    m: BTreeMap<String, Tensor>,
-    v: BTreeMap<String, Tensor>,
+    moments: BTreeMap<String, Moments>,
 }
 
 impl Adam {
     pub fn new(params: &ParamSet, config: AdamConfig) -> Result<Self> {
-        let (mut m, mut v) = (BTreeMap::new(), BTreeMap::new());
+        let mut moments = BTreeMap::new();
         for (name, var) in params.trainable() {
-            m.insert(name.clone(), var.zeros_like()?);
-            v.insert(name.clone(), var.zeros_like()?);
+            let state = if var.device().is_cpu() {
+                Moments::Host { m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] }
+            } else {
+                Moments::Device { m: var.zeros_like()?, v: var.zeros_like()? }
+            };
+            moments.insert(name.clone(), state);
         }
-        Ok(Adam { config, step: 0, m, v })
+        Ok(Adam { config, step: 0, moments })
     }
 
     pub fn step_count(&self) -> u64 {
@@ -60,139 +73,140 @@ impl Adam {
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         for (name, var) in params.trainable() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let (m, v) = (&self.m[name], &self.v[name]);
-            if var.device().is_cpu() {
-                let g = g.contiguous()?;
-                m.inplace_op2(&g, &Moment { beta: c.beta1 as f32, square: false })?;
-                v.inplace_op2(&g, &Moment { beta: c.beta2 as f32, square: true })?;
-                var.as_tensor().inplace_op3(
-                    m,
-                    v,
-                    &Update {
+            let Some(state) = self.moments.get_mut(name) else { continue };
+            match state {
+                Moments::Host { m, v } => {
+                    let g = g.contiguous()?;
+                    let (storage, layout) = g.storage_and_layout();
+                    let grad = match (&*storage, layout.contiguous_offsets()) {
+                        (Storage::Cpu(CpuStorage::F32(g)), Some((a, b))) => &g[a..b],
+                        _ => return Err(Error::config(format!("adam: gradient of '{name}' is not f32 on the CPU"))),
+                    };
+                    var.as_tensor().inplace_op1(&FusedStep {
+                        grad,
+                        moments: Mutex::new((m.as_mut_slice(), v.as_mut_slice())),
+                        beta1: c.beta1 as f32,
+                        beta2: c.beta2 as f32,
                         step_size: (c.lr / bc1) as f32,
                         inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
                         eps: c.eps as f32,
-                    },
-                )?;
-            } else {
-                let m_new = ((m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
-                let v_new = ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-                let denom = ((v_new.sqrt()? / bc2.sqrt())? + c.eps)?;
-                let p = (var.as_tensor() - ((&m_new / denom)? * (c.lr / bc1))?)?;
-                var.set(&p)?;
-                self.m.insert(name.clone(), m_new);
-                self.v.insert(name.clone(), v_new);
+                    })?;
+                }
+                Moments::Device { m, v } => {
+                    let m_new = ((&*m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
+                    let v_new = ((&*v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+                    let denom = ((v_new.sqrt()? / bc2.sqrt())? + c.eps)?;
+                    var.set(&(var.as_tensor() - ((&m_new / denom)? * (c.lr / bc1))?)?)?;
+                    (*m, *v) = (m_new, v_new);
+                }
             }
         }
         Ok(())
     }
 
     /// The state as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`, as PyTorch calls them).
-    pub fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+    pub fn state_tensors(&self, params: &ParamSet) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
-        for (k, t) in &self.m {
-            out.insert(format!("exp_avg.{k}"), t.copy()?);
-        }
-        for (k, t) in &self.v {
-            out.insert(format!("exp_avg_sq.{k}"), t.copy()?);
+        for (name, state) in &self.moments {
+            let (m, v) = match state {
+                Moments::Host { m, v } => {
+                    let dims = params.get(name).map(|p| p.dims().to_vec()).unwrap_or_else(|| vec![m.len()]);
+                    (
+                        Tensor::from_slice(m, dims.as_slice(), &Device::Cpu)?,
+                        Tensor::from_slice(v, dims.as_slice(), &Device::Cpu)?,
+                    )
+                }
+                Moments::Device { m, v } => (m.copy()?, v.copy()?),
+            };
+            out.insert(format!("exp_avg.{name}"), m);
+            out.insert(format!("exp_avg_sq.{name}"), v);
         }
         Ok(out)
     }
 
     /// Restores state saved by [`Adam::state_tensors`] at `step`.
-    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, step: u64, device: &Device) -> Result<()> {
-        for (prefix, map) in [("exp_avg", &mut self.m), ("exp_avg_sq", &mut self.v)] {
-            for (k, t) in map.iter_mut() {
-                let name = format!("{prefix}.{k}");
-                let saved =
-                    tensors.get(&name).ok_or_else(|| Error::config(format!("optimizer state is missing '{name}'")))?;
-                if saved.dims() != t.dims() {
+    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, state) in self.moments.iter_mut() {
+            let get = |prefix: &str, like: &[usize]| -> Result<Tensor> {
+                let key = format!("{prefix}.{name}");
+                let t =
+                    tensors.get(&key).ok_or_else(|| Error::config(format!("optimizer state is missing '{key}'")))?;
+                if t.elem_count() != like.iter().product::<usize>() {
                     return Err(Error::config(format!(
-                        "optimizer state '{name}' has shape {:?}, expected {:?}",
-                        saved.dims(),
+                        "optimizer state '{key}' has shape {:?}, expected {like:?}",
                         t.dims()
                     )));
                 }
-                *t = saved.to_device(device)?.copy()?;
+                Ok(t.clone())
+            };
+            match state {
+                Moments::Host { m, v } => {
+                    let n = [m.len()];
+                    *m = get("exp_avg", &n)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+                    *v = get("exp_avg_sq", &n)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+                }
+                Moments::Device { m, v } => {
+                    let dims = m.dims().to_vec();
+                    *m = get("exp_avg", &dims)?.reshape(dims.as_slice())?.to_device(m.device())?.copy()?;
+                    *v = get("exp_avg_sq", &dims)?.reshape(dims.as_slice())?.to_device(v.device())?.copy()?;
+                }
             }
         }
-        self.step = step;
         Ok(())
+    }
+
+    /// Sets the step count (after [`Adam::load_state`]).
+    pub fn set_step(&mut self, step: u64) {
+        self.step = step;
     }
 }
 
-/// Elements per parallel task of the in-place updates.
+/// Elements per parallel task of the fused update.
 const CHUNK: usize = 1 << 15;
 
-/// m <- beta m + (1 - beta) g, or with g^2 for the second moment.
-struct Moment {
-    beta: f32,
-    square: bool,
-}
-
-impl InplaceOp2 for Moment {
-    fn name(&self) -> &'static str {
-        "adam-moment"
-    }
-
-    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, g: &CpuStorage, g_l: &Layout) -> candle_core::Result<()> {
-        let (m, g) = (f32_slice_mut(dst, dst_l)?, f32_slice(g, g_l)?);
-        let (b, a) = (self.beta, 1.0 - self.beta);
-        let square = self.square;
-        m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
-            if square {
-                m.iter_mut().zip(g).for_each(|(m, &g)| *m = b * *m + a * g * g);
-            } else {
-                m.iter_mut().zip(g).for_each(|(m, &g)| *m = b * *m + a * g);
-            }
-        });
-        Ok(())
-    }
-}
-
+/// One Adam step of a parameter in a single pass over p, g, m and v:
+/// m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
 /// p <- p - step_size * m / (sqrt(v) / sqrt(bc2) + eps), as torch.optim.Adam.
-struct Update {
+struct FusedStep<'a> {
+    grad: &'a [f32],
+    /// Written by the op; a Mutex because candle hands in-place ops `&self`.
+    moments: Mutex<(&'a mut [f32], &'a mut [f32])>,
+    beta1: f32,
+    beta2: f32,
     step_size: f32,
     inv_sqrt_bc2: f32,
     eps: f32,
 }
 
-impl InplaceOp3 for Update {
+impl InplaceOp1 for FusedStep<'_> {
     fn name(&self) -> &'static str {
-        "adam-update"
+        "adam-step"
     }
 
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        m: &CpuStorage,
-        m_l: &Layout,
-        v: &CpuStorage,
-        v_l: &Layout,
-    ) -> candle_core::Result<()> {
-        let (p, m, v) = (f32_slice_mut(dst, dst_l)?, f32_slice(m, m_l)?, f32_slice(v, v_l)?);
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout) -> candle_core::Result<()> {
+        let p = match (dst, dst_l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => &mut v[a..b],
+            _ => candle_core::bail!("adam: expected a contiguous f32 parameter"),
+        };
+        let mut guard = self.moments.lock().map_err(|_| candle_core::Error::Msg("adam: poisoned state".into()))?;
+        let (m, v) = &mut *guard;
+        if m.len() != p.len() || v.len() != p.len() || self.grad.len() != p.len() {
+            candle_core::bail!("adam: state of {} elements for a parameter of {}", m.len(), p.len());
+        }
+        let (b1, b2) = (self.beta1, self.beta2);
         let (step, inv, eps) = (self.step_size, self.inv_sqrt_bc2, self.eps);
-        p.par_chunks_mut(CHUNK).zip(m.par_chunks(CHUNK)).zip(v.par_chunks(CHUNK)).for_each(|((p, m), v)| {
-            for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-                *p -= step * m / (v.sqrt() * inv + eps);
-            }
-        });
+        p.par_chunks_mut(CHUNK)
+            .zip(self.grad.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= step * *m / (v.sqrt() * inv + eps);
+                }
+            });
         Ok(())
-    }
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("adam: expected a contiguous f32 tensor"),
-    }
-}
-
-fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("adam: expected a contiguous f32 tensor"),
     }
 }
 

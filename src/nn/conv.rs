@@ -753,7 +753,7 @@ mod tests {
         t.flatten_all().unwrap().to_vec1().unwrap()
     }
 
-    /// A layer under test: its parameters as variables and both forward passes.
+    /// A layer under test, run fused or through candle's reference.
     enum Layer {
         Conv(Conv2d),
         Transposed(ConvTranspose2d),
