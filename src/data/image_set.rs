@@ -31,6 +31,15 @@ impl FromStr for Split {
 }
 
 impl Split {
+    /// The rows of the bundled digits that make up this split.
+    pub fn mnist_rows(self) -> std::ops::Range<usize> {
+        match self {
+            Split::Train => 0..mnist::TRAIN_COUNT,
+            Split::Test => mnist::TRAIN_COUNT..mnist::COUNT,
+            Split::All => 0..mnist::COUNT,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -104,11 +113,7 @@ impl ImageSet {
     /// The bundled digits of one split, fitted to `geometry`.
     pub fn mnist(split: Split, geometry: Geometry) -> Result<Self> {
         let (images, labels) = mnist::load_all()?;
-        let rows = match split {
-            Split::Train => 0..mnist::TRAIN_COUNT,
-            Split::Test => mnist::TRAIN_COUNT..mnist::COUNT,
-            Split::All => 0..mnist::COUNT,
-        };
+        let rows = split.mnist_rows();
         let px = mnist::SIDE * mnist::SIDE;
         let array = Array {
             shape: vec![rows.len(), mnist::SIDE, mnist::SIDE],

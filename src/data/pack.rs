@@ -166,11 +166,7 @@ pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
     let (pictures, labels, name, no_labels) = match source {
         Source::Mnist(split) => {
             let (images, labels) = mnist::load_all()?;
-            let rows = match split {
-                Split::Train => 0..mnist::TRAIN_COUNT,
-                Split::Test => mnist::TRAIN_COUNT..mnist::COUNT,
-                Split::All => 0..mnist::COUNT,
-            };
+            let rows = split.mnist_rows();
             let px = mnist::SIDE * mnist::SIDE;
             let shape = [rows.len(), mnist::SIDE, mnist::SIDE];
             let name = format!("mnist:{}", split.name());

@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::fastmath;
+use super::gemm::contiguous_f32;
 use crate::error::Result;
 
 pub const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -33,13 +34,6 @@ pub fn bce_with_logits_sum(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
 
 struct BceSum;
 
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("bce: expected contiguous f32 tensors"),
-    }
-}
-
 impl CustomOp2 for BceSum {
     fn name(&self) -> &'static str {
         "bce-with-logits-sum"
@@ -52,7 +46,7 @@ impl CustomOp2 for BceSum {
         ts: &CpuStorage,
         tl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (l, t) = (f32s(ls, ll)?, f32s(ts, tl)?);
+        let (l, t) = (contiguous_f32("bce", ls, ll)?, contiguous_f32("bce", ts, tl)?);
         let (n, d) = ll.shape().dims2()?;
         let d = d.max(1);
         let sums = l
@@ -104,7 +98,8 @@ impl CustomOp3 for BceGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (l, t, g) = (f32s(ls, ll)?, f32s(ts, tl)?, f32s(gs, gl)?);
+        let (l, t, g) =
+            (contiguous_f32("bce", ls, ll)?, contiguous_f32("bce", ts, tl)?, contiguous_f32("bce", gs, gl)?);
         let d = ll.shape().dims2()?.1.max(1);
         let mut out = vec![0f32; l.len()];
         out.par_chunks_exact_mut(d).zip(l.par_chunks_exact(d)).zip(t.par_chunks_exact(d)).zip(g).for_each(
