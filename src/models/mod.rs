@@ -1,8 +1,10 @@
 //! The reference networks of shared/MODELS.md, their presets, and the configuration stored
 //! as JSON in each checkpoint's metadata.
 
+pub mod quantize;
 pub mod vae;
 pub mod vib;
+pub mod vqvae2;
 
 use serde::{Deserialize, Serialize};
 
