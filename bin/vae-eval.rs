@@ -60,6 +60,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         ModelConfig::Vib(c) => {
             genimg::tasks::vib::evaluate(&VibTask::new(c, params)?.vib, &data, args.seed.seed, &device)?
         }
+        other => anyhow::bail!("{}: is a {} checkpoint, expected vae-mlp or vib-mlp", ckpt.origin, other.name()),
     };
     let mut out = args.output.output.create()?;
     writeln!(out, "{}", serde_json::Value::Object(report)).context("writing the report")?;

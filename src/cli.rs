@@ -230,6 +230,12 @@ pub struct ModelOverrides {
     /// vae-mlp: none (grey pixels as targets) or dynamic (fresh binary pixels each epoch).
     #[arg(long, value_name = "none|dynamic")]
     pub binarize: Option<crate::models::vae::Binarize>,
+    /// vqvae2-mnist: 2 (top and bottom codes) or 1 (plain VQ-VAE) [preset: 2].
+    #[arg(long, value_name = "1|2")]
+    pub levels: Option<usize>,
+    /// vqvae2-mnist: restart a code unused for N codebook updates; 0 never [preset: 100].
+    #[arg(long, value_name = "N")]
+    pub restart_dead: Option<u32>,
 }
 
 impl ModelOverrides {
@@ -241,8 +247,16 @@ impl ModelOverrides {
             ("--sigma", self.sigma.is_some()),
             ("--binarize", self.binarize.is_some()),
         ];
+        let only_vq = [("--levels", self.levels.is_some()), ("--restart-dead", self.restart_dead.is_some())];
+        let mlp_only =
+            [("--beta", self.beta.is_some()), ("--latent", self.latent.is_some()), ("--hidden", self.hidden.is_some())];
+        let reject = |flags: &[(&str, bool)], network: &str| match flags.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(Error::config(format!("{flag} does not apply to {network}"))),
+            None => Ok(()),
+        };
         Ok(match config {
             ModelConfig::Vae(mut c) => {
+                reject(&only_vq, "vae-mlp")?;
                 c.likelihood = self.likelihood.unwrap_or(c.likelihood);
                 c.sigma = self.sigma.map(|s| s.0).unwrap_or(c.sigma);
                 c.beta = self.beta.unwrap_or(c.beta);
@@ -253,13 +267,21 @@ impl ModelOverrides {
                 ModelConfig::Vae(c)
             }
             ModelConfig::Vib(mut c) => {
-                if let Some((flag, _)) = only_vae.iter().find(|(_, set)| *set) {
-                    return Err(Error::config(format!("{flag} applies to vae-mlp, not vib-mlp")));
-                }
+                reject(&only_vae, "vib-mlp")?;
+                reject(&only_vq, "vib-mlp")?;
                 c.beta = self.beta.unwrap_or(c.beta);
                 c.latent = self.latent.unwrap_or(c.latent);
                 c.hidden = self.hidden.unwrap_or(c.hidden);
                 ModelConfig::Vib(c)
+            }
+            ModelConfig::VqVae2(mut c) => {
+                reject(&only_vae, "vqvae2-mnist")?;
+                reject(&mlp_only, "vqvae2-mnist")?;
+                c.levels = self.levels.unwrap_or(c.levels);
+                if let Some(n) = self.restart_dead {
+                    c.restart_after = (n > 0).then_some(n);
+                }
+                ModelConfig::VqVae2(c)
             }
         })
     }

@@ -237,8 +237,9 @@ fn save(task: &dyn Task, adam: &Adam, info: &RunInfo, step: u64, output: &std::p
     let config = task.config();
     let meta = info.metadata(step);
     let mut state = TensorMap::new();
-    for (k, v) in task.params().trainable() {
-        state.insert(format!("param.{k}"), v.as_tensor().copy()?);
+    // Every tensor, buffers (running statistics such as codebooks) included.
+    for (k, v) in task.params().to_tensor_map()?.tensors {
+        state.insert(format!("param.{k}"), v);
     }
     for (k, v) in adam.state_tensors(task.params())? {
         state.insert(k, v);

@@ -18,10 +18,12 @@ pub enum ModelConfig {
     Vae(vae::VaeConfig),
     #[serde(rename = "vib-mlp")]
     Vib(vib::VibConfig),
+    #[serde(rename = "vqvae2-mnist")]
+    VqVae2(vqvae2::VqVae2Config),
 }
 
 /// The presets every tool offers, by name.
-pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp"];
+pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp", "vqvae2-mnist"];
 
 impl ModelConfig {
     /// The named preset's configuration.
@@ -29,6 +31,7 @@ impl ModelConfig {
         match name {
             "vae-mlp" => Ok(ModelConfig::Vae(vae::VaeConfig::default())),
             "vib-mlp" => Ok(ModelConfig::Vib(vib::VibConfig::default())),
+            "vqvae2-mnist" => Ok(ModelConfig::VqVae2(vqvae2::VqVae2Config::default())),
             _ => Err(Error::config(format!("unknown preset '{name}' (expected one of: {})", PRESETS.join(", ")))),
         }
     }
@@ -38,6 +41,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Vae(_) => "vae-mlp",
             ModelConfig::Vib(_) => "vib-mlp",
+            ModelConfig::VqVae2(_) => "vqvae2-mnist",
         }
     }
 
@@ -46,6 +50,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Vae(_) => (1e-3, 128),
             ModelConfig::Vib(_) => (1e-4, 100),
+            ModelConfig::VqVae2(_) => (3e-4, 128),
         }
     }
 
@@ -54,6 +59,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Vae(c) => c.geometry(),
             ModelConfig::Vib(c) => c.geometry(),
+            ModelConfig::VqVae2(c) => Ok(c.geometry()),
         }
     }
 

@@ -171,6 +171,23 @@ impl Quantizer {
     pub fn embed(&self) -> &Tensor {
         &self.embed
     }
+
+    /// Updates since each code was last used (saved in the training state for `--resume`).
+    pub fn idle(&self) -> &[u32] {
+        &self.idle
+    }
+
+    pub fn set_idle(&mut self, idle: Vec<u32>) -> Result<()> {
+        if idle.len() != self.config.n_embed {
+            return Err(Error::config(format!(
+                "idle counters for {} codes, expected {}",
+                idle.len(),
+                self.config.n_embed
+            )));
+        }
+        self.idle = idle;
+        Ok(())
+    }
 }
 
 /// The columns of a [dim, n] tensor as n host vectors.

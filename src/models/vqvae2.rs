@@ -282,7 +282,12 @@ impl VqVae2 {
         self.decode_quantized(q_t.as_ref(), &q_b)
     }
 
-    /// The quantizers (top first when present), for codebook updates and statistics.
+    /// The quantizers (top first when present).
+    pub fn quantizers(&self) -> (Option<&Quantizer>, &Quantizer) {
+        (self.top.as_ref().map(|t| &t.quantize), &self.quantize_b)
+    }
+
+    /// The quantizers (top first when present), for codebook updates.
     pub fn quantizers_mut(&mut self) -> (Option<&mut Quantizer>, &mut Quantizer) {
         (self.top.as_mut().map(|t| &mut t.quantize), &mut self.quantize_b)
     }

@@ -3,6 +3,7 @@
 
 pub mod vae;
 pub mod vib;
+pub mod vqvae2;
 
 use crate::error::Result;
 use crate::models::ModelConfig;
@@ -14,6 +15,7 @@ pub fn build(config: ModelConfig, params: Params) -> Result<Box<dyn Task>> {
     Ok(match config {
         ModelConfig::Vae(c) => Box::new(vae::VaeTask::new(c, params)?),
         ModelConfig::Vib(c) => Box::new(vib::VibTask::new(c, params)?),
+        ModelConfig::VqVae2(c) => Box::new(vqvae2::VqTask::new(c, params)?),
     })
 }
 

@@ -10,3 +10,4 @@ mod vae_decode;
 mod vae_encode;
 mod vae_eval;
 mod vae_train;
+mod vqvae2_train;
