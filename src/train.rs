@@ -62,6 +62,31 @@ pub trait Task {
     }
 }
 
+/// Means of per-example values, accumulated over batches.
+#[derive(Default)]
+pub(crate) struct Means {
+    sums: Metrics,
+    count: usize,
+}
+
+impl Means {
+    /// Adds a batch of `n` examples whose per-example values sum to `totals`.
+    pub fn add<'a>(&mut self, n: usize, totals: impl IntoIterator<Item = (&'a str, f64)>) {
+        for (name, v) in totals {
+            match self.sums.iter_mut().find(|(k, _)| k == name) {
+                Some((_, s)) => *s += v,
+                None => self.sums.push((name.to_string(), v)),
+            }
+        }
+        self.count += n;
+    }
+
+    pub fn finish(self) -> Metrics {
+        let n = self.count.max(1) as f64;
+        self.sums.into_iter().map(|(k, v)| (k, v / n)).collect()
+    }
+}
+
 /// Settings of a run.
 pub struct TrainOptions {
     pub epochs: usize,
@@ -116,7 +141,7 @@ pub fn train(
     while step < total_steps {
         let epoch = step / steps_per_epoch;
         let perm = Rng::new(opts.seed, Stream::Shuffle, epoch).permutation(n);
-        let mut sums: Metrics = Vec::new();
+        let mut means = Means::default();
         let (mut seen, start) = (0usize, Instant::now());
         for b in (step % steps_per_epoch) as usize..steps_per_epoch as usize {
             let rows = &perm[b * opts.batch_size..((b + 1) * opts.batch_size).min(n)];
@@ -131,7 +156,8 @@ pub fn train(
             task.after_step()?;
             step += 1;
             seen += rows.len();
-            accumulate(&mut sums, &out.metrics, rows.len());
+            let weight = rows.len() as f64;
+            means.add(rows.len(), out.metrics.iter().map(|(k, v)| (k.as_str(), v * weight)));
             if progress {
                 show_progress(epoch, opts.epochs, b + 1, steps_per_epoch, loss, seen, start);
             }
@@ -151,8 +177,8 @@ pub fn train(
         let mut line = Map::new();
         line.insert("epoch".into(), json!(epoch + 1));
         line.insert("step".into(), json!(step));
-        for (k, v) in &sums {
-            line.insert(format!("train_{k}"), json!(v / seen as f64));
+        for (k, v) in means.finish() {
+            line.insert(format!("train_{k}"), json!(v));
         }
         line.insert("images_per_s".into(), json!((seen as f64 / seconds).round()));
         line.insert("epoch_seconds".into(), json!((seconds * 1000.0).round() / 1000.0));
@@ -167,15 +193,6 @@ pub fn train(
         last = line;
     }
     Ok(last)
-}
-
-fn accumulate(sums: &mut Metrics, batch: &Metrics, weight: usize) {
-    for (name, v) in batch {
-        match sums.iter_mut().find(|(k, _)| k == name) {
-            Some((_, s)) => *s += v * weight as f64,
-            None => sums.push((name.clone(), v * weight as f64)),
-        }
-    }
 }
 
 fn diverged(loss: f64, epoch: u64, step: u64, output: &std::path::Path) -> Error {

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use super::convert::{to_unit_f32, Geometry, PixelRange};
 use super::image_set::{DataSpec, ImageSet, Split};
 use crate::error::{Error, Result};
-use crate::io::npy::{Array, NpyReader};
+use crate::io::npy::NpyReader;
 use crate::io::{read_tensor_file, InputPath, TensorFile};
 
 enum Source {
@@ -62,18 +62,6 @@ impl ImageStream {
         self.len() == 0
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Labels, when the source carries them (the bundled set).
-    pub fn labels(&self) -> Option<&[u32]> {
-        match &self.source {
-            Source::Memory(s, _) => s.labels.as_deref(),
-            Source::Npy(_) => None,
-        }
-    }
-
     /// The next batch, [B, C, H, W] f32 in [0,1]; `None` at the end.
     pub fn next_batch(&mut self, device: &Device) -> Result<Option<Tensor>> {
         let g = self.geometry;
@@ -101,24 +89,5 @@ pub fn open_npy(path: &InputPath) -> Result<NpyReader<Box<dyn Read>>> {
     match read_tensor_file(path, &Device::Cpu)? {
         TensorFile::Npy(r) => Ok(r),
         TensorFile::Safetensors(_) => Err(Error::bad_input(path, "is a .safetensors file, expected an .npy array")),
-    }
-}
-
-/// Reads a whole `.npy` array of latent codes or other floats [N, D] as f32.
-pub fn read_f32_matrix(path: &InputPath, width: usize, what: &str) -> Result<(usize, Vec<f32>)> {
-    let Array { shape, data } = open_npy(path)?.read_all()?;
-    let values: Vec<f32> = match data {
-        crate::io::npy::Elements::F32(v) => v,
-        crate::io::npy::Elements::F64(v) => v.into_iter().map(|x| x as f32).collect(),
-        other => {
-            return Err(Error::bad_input(
-                path,
-                format!("{what} of dtype {} (expected f32 or f64)", other.dtype().name()),
-            ))
-        }
-    };
-    match shape.as_slice() {
-        [n, d] if *d == width => Ok((*n, values)),
-        _ => Err(Error::bad_input(path, format!("{what} have shape {shape:?}, expected [N, {width}]"))),
     }
 }

@@ -429,11 +429,6 @@ impl<R: Read> NpyReader<R> {
         &self.header
     }
 
-    /// Rows not yet read.
-    pub fn rows_left(&self) -> usize {
-        self.rows_left
-    }
-
     /// Reads up to `max_rows` rows; `None` once all rows have been read.
     pub fn read_rows(&mut self, max_rows: usize) -> Result<Option<Array>> {
         if self.rows_left == 0 {

@@ -43,10 +43,6 @@ impl InputPath {
         r.read_to_end(&mut buf).map_err(|e| Error::io(self, e))?;
         Ok(buf)
     }
-
-    pub fn is_stdin(&self) -> bool {
-        matches!(self, InputPath::Stdin)
-    }
 }
 
 impl FromStr for InputPath {
@@ -158,10 +154,6 @@ impl Output {
                 Ok(())
             }
         }
-    }
-
-    pub fn path(&self) -> &OutputPath {
-        &self.path
     }
 }
 

@@ -168,10 +168,6 @@ impl Quantizer {
         Ok((count.iter().filter(|&&c| c > 0).count(), entropy.exp()))
     }
 
-    pub fn embed(&self) -> &Tensor {
-        &self.embed
-    }
-
     /// Updates since each code was last used (saved in the training state for `--resume`).
     pub fn idle(&self) -> &[u32] {
         &self.idle

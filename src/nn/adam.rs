@@ -61,10 +61,6 @@ impl Adam {
         Ok(Adam { config, step: 0, moments })
     }
 
-    pub fn step_count(&self) -> u64 {
-        self.step
-    }
-
     /// One update of every trainable parameter that received a gradient.
     pub fn step(&mut self, params: &ParamSet, grads: &GradStore) -> Result<()> {
         self.step += 1;

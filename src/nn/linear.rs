@@ -22,10 +22,6 @@ impl Linear {
         Linear { weight, bias }
     }
 
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
     /// candle's unfused computation, kept as the reference.
     pub fn forward_reference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)

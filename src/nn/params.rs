@@ -171,6 +171,11 @@ impl ParamSet {
         self.vars.iter().filter(|(k, _)| !self.buffers.contains(*k))
     }
 
+    /// The device the parameters live on (the CPU for a model without any).
+    pub fn device(&self) -> Device {
+        self.vars.values().next().map_or(Device::Cpu, |v| v.device().clone())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Var> {
         self.vars.get(name)
     }
@@ -192,11 +197,6 @@ impl ParamSet {
             v.set(&src.to_device(v.device())?)?;
         }
         Ok(())
-    }
-
-    /// The number of trainable scalars.
-    pub fn count(&self) -> usize {
-        self.trainable().map(|(_, v)| v.elem_count()).sum()
     }
 }
 

@@ -3,7 +3,6 @@
 use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
 
-use super::Means;
 use crate::checkpoint::Checkpoint;
 use crate::data::image_set::{Batch, ImageSet};
 use crate::data::stream::{open_npy, ImageStream};
@@ -14,7 +13,7 @@ use crate::models::vae::{binarize, flatten, manifold_grid, Binarize, Vae, VaeCon
 use crate::models::ModelConfig;
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
-use crate::train::{Metrics, StepOutput, Task};
+use crate::train::{Means, Metrics, StepOutput, Task};
 
 /// Images per evaluation batch.
 const EVAL_BATCH: usize = 500;
@@ -68,13 +67,8 @@ impl Task for VaeTask {
     }
 
     fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
-        let report = evaluate(&self.vae, data, 0, 0, data_device(&self.params))?;
-        Ok(report.into_iter().filter_map(|(k, v)| v.as_f64().map(|f| (k, f))).filter(|(k, _)| k != "images").collect())
+        metrics(&self.vae, data, 0, 0, &self.params.device())
     }
-}
-
-fn data_device(params: &ParamSet) -> &Device {
-    params.trainable().next().map(|(_, v)| v.device()).unwrap_or(&Device::Cpu)
 }
 
 fn mean(t: &Tensor) -> Result<f64> {
@@ -85,10 +79,10 @@ fn sum(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?)
 }
 
-/// Held-out report in nats per image: the ELBO (analytic KL, one sample of z), its two
+/// Held-out metrics in nats per image: the ELBO (analytic KL, one sample of z), its two
 /// terms, the squared error of the mean reconstruction, and with `k > 0` the
 /// importance-weighted estimate of log p(x) with k samples. Noise comes from `seed`.
-pub fn evaluate(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+pub fn metrics(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device) -> Result<Metrics> {
     let mut means = Means::default();
     let rows: Vec<usize> = (0..data.len()).collect();
     for (i, chunk) in rows.chunks(EVAL_BATCH).enumerate() {
@@ -106,13 +100,18 @@ pub fn evaluate(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device
         if k > 0 {
             totals.push(("log_px", vae.iwae(&x, k, &mut rng)?.iter().sum()));
         }
-        means.add(chunk.len(), &totals);
+        means.add(chunk.len(), totals);
     }
+    Ok(means.finish())
+}
+
+/// [`metrics`] as `vae-eval`'s JSON report, with what was evaluated and how.
+pub fn evaluate(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     out.insert("model".into(), json!("vae-mlp"));
     out.insert("data".into(), json!(data.name));
     out.insert("images".into(), json!(data.len()));
-    for (name, v) in means.finish() {
+    for (name, v) in metrics(vae, data, k, seed, device)? {
         out.insert(name, json!(v));
     }
     if k > 0 {

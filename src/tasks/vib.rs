@@ -3,7 +3,6 @@
 use candle_core::{Device, Tensor, D};
 use serde_json::{json, Map, Value};
 
-use super::Means;
 use crate::data::image_set::{Batch, ImageSet};
 use crate::error::{Error, Result};
 use crate::models::vae::flatten;
@@ -11,7 +10,7 @@ use crate::models::vib::{label_entropy, Vib, VibConfig};
 use crate::models::ModelConfig;
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
-use crate::train::{Metrics, StepOutput, Task};
+use crate::train::{Means, Metrics, StepOutput, Task};
 
 const EVAL_BATCH: usize = 500;
 
@@ -47,12 +46,7 @@ impl Task for VibTask {
     }
 
     fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
-        let device = self.params.trainable().next().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
-        let report = evaluate(&self.vib, data, 0, &device)?;
-        Ok(["error", "i_zx", "i_zy", "ce"]
-            .iter()
-            .map(|k| (k.to_string(), report[*k].as_f64().unwrap_or(f64::NAN)))
-            .collect())
+        metrics(&self.vib, data, 0, &self.params.device())
     }
 }
 
@@ -60,9 +54,9 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
 }
 
-/// Test error with the softmax averaged over the configured number of samples of z, and the
-/// two information terms (nats): I(Z;X) <= mean KL, I(Z;Y) >= H(Y) - CE.
-pub fn evaluate(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+/// Test error with the softmax averaged over the configured number of samples of z, the two
+/// information terms (nats), I(Z;X) <= mean KL and I(Z;Y) >= H(Y) - CE, and the CE itself.
+pub fn metrics(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result<Metrics> {
     let labels = data.require_labels("evaluating vib-mlp")?;
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vib.config.classes) {
         return Err(Error::bad_input(
@@ -78,20 +72,28 @@ pub fn evaluate(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Resul
         let (probs, ce, kl) = vib.predict(&flatten(&batch.x)?, y, &mut Rng::new(seed, Stream::Eval, i as u64))?;
         let wrong = probs.argmax(D::Minus1)?.ne(y)?.to_dtype(candle_core::DType::F64)?.sum_all()?;
         let total = |t: &Tensor| -> Result<f64> { scalar(&t.to_dtype(candle_core::DType::F64)?.sum_all()?) };
-        means.add(chunk.len(), &[("error", scalar(&wrong)?), ("ce", total(&ce)?), ("i_zx", total(&kl)?)]);
+        means.add(chunk.len(), [("error", scalar(&wrong)?), ("ce", total(&ce)?), ("i_zx", total(&kl)?)]);
     }
     let m = means.finish();
-    let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
+    let get = |k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
     let h_y = label_entropy(labels, vib.config.classes);
+    Ok(["error", "i_zx", "i_zy", "ce"]
+        .into_iter()
+        .map(|k| (k.to_string(), if k == "i_zy" { h_y - get("ce") } else { get(k) }))
+        .collect())
+}
+
+/// [`metrics`] as `vae-eval`'s JSON report, with H(Y) and what was evaluated.
+pub fn evaluate(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result<Map<String, Value>> {
     let mut out = Map::new();
+    for (k, v) in metrics(vib, data, seed, device)? {
+        out.insert(k, json!(v));
+    }
+    let h_y = label_entropy(data.require_labels("evaluating vib-mlp")?, vib.config.classes);
     for (k, v) in [
         ("model", json!("vib-mlp")),
         ("data", json!(data.name)),
         ("images", json!(data.len())),
-        ("error", json!(get("error"))),
-        ("i_zx", json!(get("i_zx"))),
-        ("i_zy", json!(h_y - get("ce"))),
-        ("ce", json!(get("ce"))),
         ("h_y", json!(h_y)),
         ("samples", json!(vib.config.test_samples)),
         ("units", json!("nats")),

@@ -4,14 +4,13 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::Means;
 use crate::data::image_set::{Batch, ImageSet};
 use crate::error::Result;
 use crate::models::vqvae2::{Forward, VqVae2, VqVae2Config};
 use crate::models::ModelConfig;
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
-use crate::train::{Metrics, StepOutput, Task};
+use crate::train::{Means, Metrics, StepOutput, Task};
 
 const EVAL_BATCH: usize = 250;
 
@@ -79,8 +78,7 @@ impl Task for VqTask {
 
     /// Test MSE, and per level the codes in use and the perplexity over the whole set.
     fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
-        let device = self.params.trainable().next().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
-        evaluate(&self.model, data, &device)
+        evaluate(&self.model, data, &self.params.device())
     }
 
     fn extra_state(&self) -> Result<BTreeMap<String, Tensor>> {
@@ -114,7 +112,7 @@ pub fn evaluate(model: &VqVae2, data: &ImageSet, device: &Device) -> Result<Metr
         let x = to_model_range(&data.batch(chunk, device)?.x)?;
         let out = model.forward(&x)?;
         let mse = (&out.reconstruction - &x)?.sqr()?.mean_all()?;
-        means.add(chunk.len(), &[("mse", scalar(&mse)? * chunk.len() as f64)]);
+        means.add(chunk.len(), [("mse", scalar(&mse)? * chunk.len() as f64)]);
         bottom_codes.push(out.bottom.codes.flatten_all()?);
         if let Some(t) = &out.top {
             top_codes.push(t.codes.flatten_all()?);
