@@ -6,7 +6,7 @@ use std::io::Read;
 use candle_core::{Device, Tensor};
 
 use super::convert::{to_unit_f32, Geometry, PixelRange};
-use super::image_set::{DataSpec, ImageSet, Split};
+use super::image_set::{read_labels, Batch, DataSpec, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::io::npy::NpyReader;
 use crate::io::{read_tensor_file, InputPath, TensorFile};
@@ -23,6 +23,9 @@ pub struct ImageStream {
     range: PixelRange,
     geometry: Geometry,
     batch_size: usize,
+    /// Labels of an array file's images, read whole (they are small).
+    labels: Option<Vec<u32>>,
+    next: usize,
 }
 
 impl ImageStream {
@@ -47,7 +50,25 @@ impl ImageStream {
                 (Source::Npy(open_npy(path)?), path.to_string())
             }
         };
-        Ok(ImageStream { source, name, range, geometry, batch_size: batch_size.max(1) })
+        Ok(ImageStream { source, name, range, geometry, batch_size: batch_size.max(1), labels: None, next: 0 })
+    }
+
+    /// Gives an array file's images the labels in `path` (one integer per image). The
+    /// bundled set has its own.
+    pub fn with_labels(mut self, path: &InputPath) -> Result<Self> {
+        if matches!(self.source, Source::Memory(..)) {
+            return Err(Error::config("--labels is for array files; the bundled set has its own labels"));
+        }
+        self.labels = Some(read_labels(path, self.len())?);
+        Ok(self)
+    }
+
+    /// Whether batches come with labels.
+    pub fn has_labels(&self) -> bool {
+        match &self.source {
+            Source::Npy(_) => self.labels.is_some(),
+            Source::Memory(set, _) => set.labels.is_some(),
+        }
     }
 
     /// The number of images.
@@ -62,15 +83,20 @@ impl ImageStream {
         self.len() == 0
     }
 
-    /// The next batch, [B, C, H, W] f32 in [0,1]; `None` at the end.
-    pub fn next_batch(&mut self, device: &Device) -> Result<Option<Tensor>> {
+    /// The next batch, [B, C, H, W] f32 in [0,1] with its labels if any; `None` at the end.
+    pub fn next_batch(&mut self, device: &Device) -> Result<Option<Batch>> {
         let g = self.geometry;
-        match &mut self.source {
+        let batch = match &mut self.source {
             Source::Npy(r) => {
                 let Some(array) = r.read_rows(self.batch_size)? else { return Ok(None) };
                 let n = array.shape[0];
                 let pixels = to_unit_f32(&array, self.range, g, &self.name)?;
-                Ok(Some(Tensor::from_vec(pixels, (n, g.channels, g.height, g.width), device)?))
+                let x = Tensor::from_vec(pixels, (n, g.channels, g.height, g.width), device)?;
+                let y = match &self.labels {
+                    Some(l) => Some(Tensor::new(&l[self.next..self.next + n], device)?),
+                    None => None,
+                };
+                Batch { x, y }
             }
             Source::Memory(set, pos) => {
                 if *pos >= set.len() {
@@ -78,9 +104,11 @@ impl ImageStream {
                 }
                 let rows: Vec<usize> = (*pos..(*pos + self.batch_size).min(set.len())).collect();
                 *pos += rows.len();
-                Ok(Some(set.batch(&rows, device)?.x))
+                set.batch(&rows, device)?
             }
-        }
+        };
+        self.next += batch.x.dim(0)?;
+        Ok(Some(batch))
     }
 }
 

@@ -62,33 +62,25 @@ impl TensorMap {
     /// ordered by element size (largest first) and name so that each one is aligned.
     pub fn encode(&self) -> Result<Vec<u8>> {
         use safetensors::View;
-        let mut cpu: Vec<(&String, Tensor)> = self
+        let cpu: Vec<(&String, Tensor)> = self
             .tensors
             .iter()
             .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?.contiguous()?)))
             .collect::<Result<_>>()?;
-        cpu.sort_by(|(ka, a), (kb, b)| b.dtype().size_in_bytes().cmp(&a.dtype().size_in_bytes()).then(ka.cmp(kb)));
-        let mut header = serde_json::Map::new();
-        if !self.metadata.is_empty() {
-            header.insert("__metadata__".into(), serde_json::json!(self.metadata));
-        }
-        let mut offset = 0;
-        for (name, t) in &cpu {
-            let len = t.data_len();
-            header.insert(
-                (*name).clone(),
-                serde_json::json!({"dtype": View::dtype(t), "shape": t.dims(), "data_offsets": [offset, offset + len]}),
-            );
-            offset += len;
-        }
-        let mut header =
-            serde_json::to_vec(&header).map_err(|e| Error::config(format!("cannot serialise tensors: {e}")))?;
-        header.resize(header.len().next_multiple_of(8), b' ');
-        let mut out = Vec::with_capacity(8 + header.len() + offset);
-        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        let entries: Vec<Entry> = cpu
+            .iter()
+            .map(|(name, t)| Entry {
+                name: (*name).clone(),
+                dtype: View::dtype(t),
+                shape: t.dims().to_vec(),
+                bytes: t.data_len() as u64,
+            })
+            .collect();
+        let (header, order) = encode_header(&self.metadata, &entries)?;
+        let mut out = Vec::with_capacity(header.len() + entries.iter().map(|e| e.bytes as usize).sum::<usize>());
         out.extend_from_slice(&header);
-        for (_, t) in &cpu {
-            out.extend_from_slice(&View::data(t));
+        for i in order {
+            out.extend_from_slice(&View::data(&cpu[i].1));
         }
         Ok(out)
     }
@@ -109,6 +101,106 @@ impl TensorMap {
     pub fn names(&self) -> Vec<&str> {
         self.tensors.keys().map(String::as_str).collect()
     }
+}
+
+/// A tensor's name, dtype, shape and data size, as a header declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+}
+
+/// Encodes the length prefix and JSON header of a file holding `entries`, and returns it with
+/// the order in which their data must follow: by element size (largest first), then name, so
+/// that every tensor is aligned to its element size.
+pub fn encode_header(metadata: &BTreeMap<String, String>, entries: &[Entry]) -> Result<(Vec<u8>, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&entries[a], &entries[b]);
+        b.dtype.bitsize().cmp(&a.dtype.bitsize()).then(a.name.cmp(&b.name))
+    });
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut offset = 0;
+    for &i in &order {
+        let e = &entries[i];
+        header.insert(
+            e.name.clone(),
+            serde_json::json!({"dtype": e.dtype, "shape": e.shape, "data_offsets": [offset, offset + e.bytes]}),
+        );
+        offset += e.bytes;
+    }
+    let mut json = serde_json::to_vec(&header).map_err(|e| Error::config(format!("cannot serialise tensors: {e}")))?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    Ok((out, order))
+}
+
+/// A parsed header: metadata, and each tensor with the absolute file offset of its data.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub metadata: BTreeMap<String, String>,
+    pub tensors: BTreeMap<String, (Entry, u64)>,
+}
+
+/// The most header bytes accepted, so a false length cannot make us allocate it.
+const MAX_HEADER: u64 = 100 << 20;
+
+/// Reads the header of a `.safetensors` file of `len` bytes and checks every tensor's extent
+/// against its dtype, shape and the file, before any data is read.
+pub fn read_header(r: &mut impl std::io::Read, len: u64, source: &str) -> Result<Header> {
+    let bad = |p: String| Error::bad_input(source, p);
+    let mut prefix = [0u8; 8];
+    r.read_exact(&mut prefix)
+        .map_err(|_| bad("truncated: shorter than the 8-byte .safetensors header length".into()))?;
+    let n = u64::from_le_bytes(prefix);
+    if n > MAX_HEADER || 8 + n > len {
+        return Err(bad(format!(
+            "a header of {n} bytes does not fit a file of {len} bytes (not a .safetensors file?)"
+        )));
+    }
+    let mut json = vec![0u8; n as usize];
+    r.read_exact(&mut json).map_err(|e| Error::io(source, e))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("the .safetensors header is not valid JSON ({e})")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(bad("the .safetensors header is not a JSON object".into()));
+    };
+    let data_start = 8 + n;
+    let mut header = Header { metadata: BTreeMap::new(), tensors: BTreeMap::new() };
+    for (name, v) in map {
+        if name == "__metadata__" {
+            header.metadata =
+                serde_json::from_value(v).map_err(|e| bad(format!("__metadata__ is not a map of strings ({e})")))?;
+            continue;
+        }
+        let info: safetensors::tensor::TensorInfo =
+            serde_json::from_value(v).map_err(|e| bad(format!("tensor '{name}': bad header entry ({e})")))?;
+        let (start, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        let expected = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .map(|bits| bits.div_ceil(8))
+            .ok_or_else(|| bad(format!("tensor '{name}': absurd shape {:?}", info.shape)))?;
+        if end < start || end - start != expected || data_start + end > len {
+            return Err(bad(format!(
+                "tensor '{name}' ({:?} {:?}) claims bytes {start}..{end} of the data; expected {expected} bytes within the file's {}",
+                info.dtype,
+                info.shape,
+                len - data_start
+            )));
+        }
+        let entry = Entry { name: name.clone(), dtype: info.dtype, shape: info.shape, bytes: expected };
+        header.tensors.insert(name, (entry, data_start + start));
+    }
+    Ok(header)
 }
 
 #[cfg(test)]

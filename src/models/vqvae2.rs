@@ -204,6 +204,16 @@ pub struct VqVae2 {
     dec: Decoder,
 }
 
+/// The quantized maps of an encoding, with the encoder outputs they came from.
+pub struct Encoded {
+    /// Quantized top (when two levels) and bottom maps, with codes and commitment terms.
+    pub top: Option<Quantized>,
+    pub bottom: Quantized,
+    /// Encoder outputs before quantization, [N, h, w, d].
+    pub top_inputs: Option<Tensor>,
+    pub bottom_inputs: Tensor,
+}
+
 /// Everything one forward pass yields.
 pub struct Forward {
     /// Reconstruction in [-1, 1] space, [N, C, H, W].
@@ -244,6 +254,14 @@ impl VqVae2 {
 
     /// Encodes, quantizes and decodes images `x` [N, C, H, W] in [-1, 1].
     pub fn forward(&self, x: &Tensor) -> Result<Forward> {
+        let Encoded { top, top_inputs, bottom, bottom_inputs } = self.encode(x)?;
+        let q_t = top.as_ref().map(|q| q.output.permute((0, 3, 1, 2))).transpose()?;
+        let reconstruction = self.decode_quantized(q_t.as_ref(), &bottom.output.permute((0, 3, 1, 2))?)?;
+        Ok(Forward { reconstruction, top, bottom, top_inputs, bottom_inputs })
+    }
+
+    /// Encodes and quantizes images `x` [N, C, H, W] in [-1, 1], without decoding.
+    pub fn encode(&self, x: &Tensor) -> Result<Encoded> {
         let enc_b = self.enc_b.forward(x)?;
         let (top, top_inputs, enc_b) = match &self.top {
             Some(t) => {
@@ -257,9 +275,7 @@ impl VqVae2 {
         };
         let z_b = self.quantize_conv_b.forward(&enc_b)?.permute((0, 2, 3, 1))?;
         let bottom = self.quantize_b.forward(&z_b)?;
-        let q_t = top.as_ref().map(|q| q.output.permute((0, 3, 1, 2))).transpose()?;
-        let reconstruction = self.decode_quantized(q_t.as_ref(), &bottom.output.permute((0, 3, 1, 2))?)?;
-        Ok(Forward { reconstruction, top, bottom, top_inputs, bottom_inputs: z_b })
+        Ok(Encoded { top, top_inputs, bottom, bottom_inputs: z_b })
     }
 
     /// Decodes quantized maps [N, d, h, w] to images in [-1, 1].

@@ -149,7 +149,8 @@ pub fn encode(
     let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[images.len(), vae.config.latent])
         .map_err(|e| Error::io(out, e))?;
     let mut batch_index = 0;
-    while let Some(x) = images.next_batch(device)? {
+    while let Some(batch) = images.next_batch(device)? {
+        let x = batch.x;
         let (mu, logvar) = vae.encode(&flatten(&x)?)?;
         let z = if sample {
             let eps = Rng::new(seed, Stream::Eval, batch_index).normal(mu.dims(), device)?;

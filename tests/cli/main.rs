@@ -10,4 +10,5 @@ mod vae_decode;
 mod vae_encode;
 mod vae_eval;
 mod vae_train;
+mod vq_codes;
 mod vqvae2_train;

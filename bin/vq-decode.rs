@@ -1,0 +1,64 @@
+//! vq-decode: discrete codes -> images, with a trained VQ-VAE or VQ-VAE-2.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use genimg::checkpoint::Checkpoint;
+use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs};
+use genimg::data::codes::CodeReader;
+use genimg::data::PixelRange;
+use genimg::io::{InputPath, OutputPath};
+use genimg::tasks::vqvae2::{decode, DecodeOutput, VqTask};
+
+const EXAMPLES: &str = "\
+Examples:
+  vq-decode --model vqvae2.safetensors codes.safetensors -o images.npy
+  vq-decode --model vqvae2.safetensors codes.safetensors --png grid.png --cols 10
+  prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100 | vq-decode --model vqvae2.safetensors --png samples.png
+
+Reads codes as vq-encode writes them (or plain top/bottom integer tensors from another
+program) and writes .npy f32 [N, 1, 32, 32] in [0,1] (--range 11 for [-1,1]), or a PNG grid.";
+
+/// Decode discrete codes to images with a trained vqvae2-mnist (or one-level VQ-VAE).
+#[derive(Parser)]
+#[command(name = "vq-decode", version, after_help = EXAMPLES)]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Codes: .safetensors (two levels) or .npy [N, H, W] (one level); `-` is stdin.
+    #[arg(default_value = "-", value_name = "INPUT")]
+    input: InputPath,
+    /// Range of the output pixels: 01 for [0,1], 11 for [-1,1].
+    #[arg(long, default_value = "01", value_name = "01|11")]
+    range: PixelRange,
+    /// Draw the images as one PNG grid into this file instead of writing an array.
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    png: Option<OutputPath>,
+    /// With --png: images per row [default: a square grid].
+    #[arg(long, value_name = "K", requires = "png", value_parser = clap::value_parser!(u32).range(1..))]
+    cols: Option<u32>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn main() -> ExitCode {
+    cli::run("vq-decode", || run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let device = args.device.device.device()?;
+    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let model = VqTask::from_checkpoint(ckpt, &device)?.model;
+    let mut codes = CodeReader::open(&args.input)?;
+    let out = match args.png {
+        Some(png) => DecodeOutput::Png(png, args.cols.map(|c| c as usize)),
+        None => DecodeOutput::Array(args.output.output, args.range),
+    };
+    decode(&model, &mut codes, &out, args.batch_size as usize, &device)?;
+    Ok(())
+}
