@@ -51,7 +51,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (train, eval) = args.train.load_data(&args.data, config.geometry()?)?;
     let mut task = genimg::tasks::build(config, Params::init(args.seed.seed, &device))?;
     genimg::train::install_interrupt_handler();
-    let last = genimg::train::train(task.as_mut(), &train, eval.as_ref(), &opts)?;
+    let eval = eval.as_ref().map(|e| e as &dyn genimg::data::Dataset);
+    let last = genimg::train::train(task.as_mut(), &train, eval, &opts)?;
     eprintln!("vae-train: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
     Ok(())
 }

@@ -18,7 +18,7 @@ use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{save_model, state_path, STEP_KEY};
-use crate::data::image_set::{Batch, ImageSet};
+use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::safetensors::TensorMap;
 use crate::io::{InputPath, OutputPath};
@@ -48,7 +48,7 @@ pub trait Task {
         Ok(())
     }
     /// Metrics on held-out data, computed with fixed noise.
-    fn evaluate(&self, data: &ImageSet) -> Result<Metrics>;
+    fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics>;
     /// What the model file holds: by default the parameters.
     fn model_tensors(&self) -> Result<TensorMap> {
         self.params().to_tensor_map()
@@ -112,12 +112,12 @@ pub fn install_interrupt_handler() {
 /// Trains `task` on `data` and returns the last epoch's metrics.
 pub fn train(
     task: &mut dyn Task,
-    data: &ImageSet,
-    eval: Option<&ImageSet>,
+    data: &dyn Dataset,
+    eval: Option<&dyn Dataset>,
     opts: &TrainOptions,
 ) -> Result<Map<String, Value>> {
     if data.is_empty() {
-        return Err(Error::bad_input(&data.name, "holds no images"));
+        return Err(Error::bad_input(data.name(), "holds no examples, nothing to train on"));
     }
     if opts.batch_size == 0 || opts.epochs == 0 {
         return Err(Error::config("--batch-size and --epochs must be at least 1"));
@@ -183,7 +183,7 @@ pub fn train(
         line.insert("images_per_s".into(), json!((seen as f64 / seconds).round()));
         line.insert("epoch_seconds".into(), json!((seconds * 1000.0).round() / 1000.0));
         if let Some(eval) = eval {
-            let prefix = eval.name.rsplit(':').next().filter(|_| eval.name.starts_with("mnist:")).unwrap_or("eval");
+            let prefix = eval.name().rsplit(':').next().filter(|_| eval.name().starts_with("mnist:")).unwrap_or("eval");
             for (k, v) in task.evaluate(eval)? {
                 line.insert(format!("{prefix}_{k}"), json!(v));
             }
@@ -229,10 +229,10 @@ struct RunInfo {
 }
 
 impl RunInfo {
-    fn new(task: &dyn Task, data: &ImageSet, opts: &TrainOptions) -> Self {
+    fn new(task: &dyn Task, data: &dyn Dataset, opts: &TrainOptions) -> Self {
         RunInfo {
             config: task.config().to_json(),
-            data: format!("{} ({} images)", data.name, data.len()),
+            data: format!("{} ({} images)", data.name(), data.len()),
             batch_size: opts.batch_size,
             seed: opts.seed,
             adam: serde_json::to_string(&opts.adam).expect("adam config serialises"),

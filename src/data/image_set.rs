@@ -5,6 +5,7 @@ use std::str::FromStr;
 use candle_core::{Device, Tensor};
 
 use super::convert::{to_unit_f32, Geometry, PixelRange};
+use super::dataset::{Batch, Dataset};
 use super::mnist;
 use crate::error::{Error, Result};
 use crate::io::npy::{Array, Elements};
@@ -74,12 +75,6 @@ pub struct ImageSet {
     pub labels: Option<Vec<u32>>,
 }
 
-/// One batch on a device: `x` f32 [B, C, H, W] in [0,1], `y` u32 [B] when labelled.
-pub struct Batch {
-    pub x: Tensor,
-    pub y: Option<Tensor>,
-}
-
 impl ImageSet {
     /// Loads `spec`, fitted to `geometry` (28x28 is zero-padded to 32x32). `split` applies
     /// to the bundled set only; `labels` to array files only.
@@ -145,14 +140,7 @@ impl ImageSet {
             Some(l) => Some(Tensor::from_vec(rows.iter().map(|&r| l[r]).collect::<Vec<_>>(), rows.len(), device)?),
             None => None,
         };
-        Ok(Batch { x, y })
-    }
-
-    /// The labels, or an error saying that `what` needs them.
-    pub fn require_labels(&self, what: &str) -> Result<&[u32]> {
-        self.labels.as_deref().ok_or_else(|| {
-            Error::bad_input(&self.name, format!("has no labels, which {what} needs (pass --labels y.npy)"))
-        })
+        Ok(Batch { x, y, cond: None })
     }
 }
 
@@ -188,4 +176,22 @@ pub fn read_labels(path: &InputPath, n: usize) -> Result<Vec<u32>> {
         .into_iter()
         .map(|v| u32::try_from(v).map_err(|_| Error::bad_input(path, format!("label {v} is negative"))))
         .collect()
+}
+
+impl Dataset for ImageSet {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> usize {
+        ImageSet::len(self)
+    }
+
+    fn batch(&self, rows: &[usize], device: &Device) -> Result<Batch> {
+        ImageSet::batch(self, rows, device)
+    }
+
+    fn labels(&self) -> Option<&[u32]> {
+        self.labels.as_deref()
+    }
 }

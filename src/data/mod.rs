@@ -3,6 +3,7 @@
 
 pub mod codes;
 pub mod convert;
+pub mod dataset;
 pub mod grid;
 pub mod idx;
 pub mod image_set;
@@ -11,4 +12,5 @@ pub mod pack;
 pub mod stream;
 
 pub use convert::{Geometry, PixelRange};
+pub use dataset::{Batch, Dataset};
 pub use image_set::{DataSpec, ImageSet, Split};

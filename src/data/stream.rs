@@ -6,7 +6,8 @@ use std::io::Read;
 use candle_core::{Device, Tensor};
 
 use super::convert::{to_unit_f32, Geometry, PixelRange};
-use super::image_set::{read_labels, Batch, DataSpec, ImageSet, Split};
+use super::dataset::Batch;
+use super::image_set::{read_labels, DataSpec, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::io::npy::NpyReader;
 use crate::io::{read_tensor_file, InputPath, TensorFile};
@@ -96,7 +97,7 @@ impl ImageStream {
                     Some(l) => Some(Tensor::new(&l[self.next..self.next + n], device)?),
                     None => None,
                 };
-                Batch { x, y }
+                Batch { x, y, cond: None }
             }
             Source::Memory(set, pos) => {
                 if *pos >= set.len() {

@@ -4,8 +4,8 @@ use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::Checkpoint;
-use crate::data::image_set::{Batch, ImageSet};
 use crate::data::stream::{open_npy, ImageStream};
+use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyWriter};
 use crate::io::OutputPath;
@@ -66,7 +66,7 @@ impl Task for VaeTask {
         Ok(StepOutput { loss, metrics: vec![("elbo".into(), -(nll + kl)), ("recon".into(), nll), ("kl".into(), kl)] })
     }
 
-    fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
+    fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
         metrics(&self.vae, data, 0, 0, &self.params.device())
     }
 }
@@ -82,7 +82,7 @@ fn sum(t: &Tensor) -> Result<f64> {
 /// Held-out metrics in nats per image: the ELBO (analytic KL, one sample of z), its two
 /// terms, the squared error of the mean reconstruction, and with `k > 0` the
 /// importance-weighted estimate of log p(x) with k samples. Noise comes from `seed`.
-pub fn metrics(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device) -> Result<Metrics> {
+pub fn metrics(vae: &Vae, data: &dyn Dataset, k: usize, seed: u64, device: &Device) -> Result<Metrics> {
     let mut means = Means::default();
     let rows: Vec<usize> = (0..data.len()).collect();
     for (i, chunk) in rows.chunks(EVAL_BATCH).enumerate() {
@@ -106,10 +106,10 @@ pub fn metrics(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device)
 }
 
 /// [`metrics`] as `vae-eval`'s JSON report, with what was evaluated and how.
-pub fn evaluate(vae: &Vae, data: &ImageSet, k: usize, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+pub fn evaluate(vae: &Vae, data: &dyn Dataset, k: usize, seed: u64, device: &Device) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     out.insert("model".into(), json!("vae-mlp"));
-    out.insert("data".into(), json!(data.name));
+    out.insert("data".into(), json!(data.name()));
     out.insert("images".into(), json!(data.len()));
     for (name, v) in metrics(vae, data, k, seed, device)? {
         out.insert(name, json!(v));

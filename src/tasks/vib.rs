@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor, D};
 use serde_json::{json, Map, Value};
 
-use crate::data::image_set::{Batch, ImageSet};
+use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::models::vae::flatten;
 use crate::models::vib::{label_entropy, Vib, VibConfig};
@@ -45,7 +45,7 @@ impl Task for VibTask {
         Ok(StepOutput { loss, metrics })
     }
 
-    fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
+    fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
         metrics(&self.vib, data, 0, &self.params.device())
     }
 }
@@ -56,11 +56,11 @@ fn scalar(t: &Tensor) -> Result<f64> {
 
 /// Test error with the softmax averaged over the configured number of samples of z, the two
 /// information terms (nats), I(Z;X) <= mean KL and I(Z;Y) >= H(Y) - CE, and the CE itself.
-pub fn metrics(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result<Metrics> {
+pub fn metrics(vib: &Vib, data: &dyn Dataset, seed: u64, device: &Device) -> Result<Metrics> {
     let labels = data.require_labels("evaluating vib-mlp")?;
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vib.config.classes) {
         return Err(Error::bad_input(
-            &data.name,
+            data.name(),
             format!("label {bad} is out of range for {} classes", vib.config.classes),
         ));
     }
@@ -84,7 +84,7 @@ pub fn metrics(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result
 }
 
 /// [`metrics`] as `vae-eval`'s JSON report, with H(Y) and what was evaluated.
-pub fn evaluate(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+pub fn evaluate(vib: &Vib, data: &dyn Dataset, seed: u64, device: &Device) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     for (k, v) in metrics(vib, data, seed, device)? {
         out.insert(k, json!(v));
@@ -92,7 +92,7 @@ pub fn evaluate(vib: &Vib, data: &ImageSet, seed: u64, device: &Device) -> Resul
     let h_y = label_entropy(data.require_labels("evaluating vib-mlp")?, vib.config.classes);
     for (k, v) in [
         ("model", json!("vib-mlp")),
-        ("data", json!(data.name)),
+        ("data", json!(data.name())),
         ("images", json!(data.len())),
         ("h_y", json!(h_y)),
         ("samples", json!(vib.config.test_samples)),

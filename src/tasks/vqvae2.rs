@@ -7,10 +7,10 @@ use candle_core::{DType, Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::data::codes::{CodeBatch, CodeLayout, CodeReader, CodeWriter, Level, LevelSpec};
 use crate::data::grid::{grid_png, GridOptions};
-use crate::data::image_set::{Batch, ImageSet};
 use crate::data::pack::Images;
 use crate::data::stream::ImageStream;
 use crate::data::PixelRange;
+use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
 use crate::io::OutputPath;
@@ -95,7 +95,7 @@ impl Task for VqTask {
     }
 
     /// Test MSE, and per level the codes in use and the perplexity over the whole set.
-    fn evaluate(&self, data: &ImageSet) -> Result<Metrics> {
+    fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
         evaluate(&self.model, data, &self.params.device())
     }
 
@@ -122,7 +122,7 @@ impl Task for VqTask {
 }
 
 /// Reconstruction MSE on the [-1,1] scale; codes in use and perplexity per level.
-pub fn evaluate(model: &VqVae2, data: &ImageSet, device: &Device) -> Result<Metrics> {
+pub fn evaluate(model: &VqVae2, data: &dyn Dataset, device: &Device) -> Result<Metrics> {
     let mut means = Means::default();
     let (mut top_codes, mut bottom_codes) = (Vec::new(), Vec::new());
     let rows: Vec<usize> = (0..data.len()).collect();

@@ -1,0 +1,36 @@
+//! What the training loop and evaluations draw batches from: images, or codes of a VQ model.
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// One batch on a device. For images `x` is f32 [B, C, H, W] in [0,1]; for codes it is u32
+/// [B, H, W]. `y` holds u32 class labels [B] when the data has them, `cond` what else the
+/// model is conditioned on (the top codes [B, h, w] of a bottom-level prior).
+pub struct Batch {
+    pub x: Tensor,
+    pub y: Option<Tensor>,
+    pub cond: Option<Tensor>,
+}
+
+/// Examples held in memory and drawn by index.
+pub trait Dataset {
+    /// Describes the source, e.g. `mnist:train` or a path; used in messages, in metric
+    /// names, and to check that a resumed run trains on the same data.
+    fn name(&self) -> &str;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The examples at `rows`, in that order.
+    fn batch(&self, rows: &[usize], device: &Device) -> Result<Batch>;
+    /// Class labels, one per example, when the data has them.
+    fn labels(&self) -> Option<&[u32]>;
+
+    /// The labels, or an error saying that `what` needs them.
+    fn require_labels(&self, what: &str) -> Result<&[u32]> {
+        self.labels().ok_or_else(|| {
+            Error::bad_input(self.name(), format!("has no labels, which {what} needs (pass --labels y.npy)"))
+        })
+    }
+}
