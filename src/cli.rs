@@ -283,6 +283,12 @@ impl ModelOverrides {
                 }
                 ModelConfig::VqVae2(c)
             }
+            ModelConfig::PixelCnn(c) => {
+                reject(&only_vae, "pixelcnn-prior")?;
+                reject(&only_vq, "pixelcnn-prior")?;
+                reject(&mlp_only, "pixelcnn-prior")?;
+                ModelConfig::PixelCnn(c)
+            }
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The reference networks of shared/MODELS.md, their presets, and the configuration stored
 //! as JSON in each checkpoint's metadata.
 
+pub mod pixelcnn;
 pub mod quantize;
 pub mod vae;
 pub mod vib;
@@ -20,10 +21,12 @@ pub enum ModelConfig {
     Vib(vib::VibConfig),
     #[serde(rename = "vqvae2-mnist")]
     VqVae2(vqvae2::VqVae2Config),
+    #[serde(rename = "pixelcnn-prior")]
+    PixelCnn(pixelcnn::PixelCnnConfig),
 }
 
 /// The presets every tool offers, by name.
-pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp", "vqvae2-mnist"];
+pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp", "vqvae2-mnist", "pixelcnn-prior"];
 
 impl ModelConfig {
     /// The named preset's configuration.
@@ -32,6 +35,7 @@ impl ModelConfig {
             "vae-mlp" => Ok(ModelConfig::Vae(vae::VaeConfig::default())),
             "vib-mlp" => Ok(ModelConfig::Vib(vib::VibConfig::default())),
             "vqvae2-mnist" => Ok(ModelConfig::VqVae2(vqvae2::VqVae2Config::default())),
+            "pixelcnn-prior" => Ok(ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::default())),
             _ => Err(Error::config(format!("unknown preset '{name}' (expected one of: {})", PRESETS.join(", ")))),
         }
     }
@@ -42,6 +46,7 @@ impl ModelConfig {
             ModelConfig::Vae(_) => "vae-mlp",
             ModelConfig::Vib(_) => "vib-mlp",
             ModelConfig::VqVae2(_) => "vqvae2-mnist",
+            ModelConfig::PixelCnn(_) => "pixelcnn-prior",
         }
     }
 
@@ -51,15 +56,19 @@ impl ModelConfig {
             ModelConfig::Vae(_) => (1e-3, 128),
             ModelConfig::Vib(_) => (1e-4, 100),
             ModelConfig::VqVae2(_) => (3e-4, 128),
+            ModelConfig::PixelCnn(_) => (3e-4, 128),
         }
     }
 
-    /// The image size the network takes.
+    /// The image size the network takes; an error for a prior, which takes codes.
     pub fn geometry(&self) -> Result<crate::data::Geometry> {
         match self {
             ModelConfig::Vae(c) => c.geometry(),
             ModelConfig::Vib(c) => c.geometry(),
             ModelConfig::VqVae2(c) => Ok(c.geometry()),
+            ModelConfig::PixelCnn(c) => {
+                Err(Error::config(format!("pixelcnn-prior models {}x{} code maps, not images", c.height, c.width)))
+            }
         }
     }
 

@@ -22,6 +22,14 @@ impl Linear {
         Linear { weight, bias }
     }
 
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
     /// candle's unfused computation, kept as the reference.
     pub fn forward_reference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)

@@ -16,5 +16,8 @@ pub fn build(config: ModelConfig, params: Params) -> Result<Box<dyn Task>> {
         ModelConfig::Vae(c) => Box::new(vae::VaeTask::new(c, params)?),
         ModelConfig::Vib(c) => Box::new(vib::VibTask::new(c, params)?),
         ModelConfig::VqVae2(c) => Box::new(vqvae2::VqTask::new(c, params)?),
+        ModelConfig::PixelCnn(_) => {
+            return Err(crate::Error::config("pixelcnn-prior is a prior over codes: train it with prior-fit"))
+        }
     })
 }

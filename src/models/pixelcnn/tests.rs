@@ -1,0 +1,380 @@
+use candle_core::{Device, Tensor};
+use rand::Rng as _;
+
+use super::sample::draw;
+use super::*;
+use crate::nn::ParamSet;
+use crate::rng::{Rng, Stream};
+
+fn config(height: usize, width: usize, layers: usize, classes: bool, top: bool) -> PixelCnnConfig {
+    PixelCnnConfig {
+        n_embed: 6,
+        height,
+        width,
+        channels: 4,
+        layers,
+        n_classes: classes.then_some(3),
+        top: top.then_some(TopCondition { n_embed: 5, height: height / 2, width: width / 2 }),
+    }
+}
+
+fn build(cfg: &PixelCnnConfig, seed: u64) -> (PixelCnn, ParamSet) {
+    let mut p = Params::init(seed, &Device::Cpu);
+    let model = PixelCnn::new(cfg.clone(), &mut p).unwrap();
+    (model, p.finish().unwrap())
+}
+
+fn ids(r: &mut Rng, dims: &[usize], limit: usize) -> Tensor {
+    let n = dims.iter().product();
+    let v: Vec<u32> = (0..n).map(|_| r.inner().random_range(0..limit as u32)).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+/// Random codes, labels and top codes for `n` maps of `cfg`.
+fn inputs(cfg: &PixelCnnConfig, n: usize, seed: u64) -> (Tensor, Option<Tensor>, Option<Tensor>) {
+    let mut r = Rng::new(seed, Stream::Eval, 0);
+    let codes = ids(&mut r, &[n, cfg.height, cfg.width], cfg.n_embed);
+    let labels = cfg.n_classes.map(|k| ids(&mut r, &[n], k));
+    let top = cfg.top.as_ref().map(|t| ids(&mut r, &[n, t.height, t.width], t.n_embed));
+    (codes, labels, top)
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn names_and_shapes_are_as_documented() {
+    let cfg = PixelCnnConfig {
+        n_classes: Some(10),
+        top: Some(TopCondition { n_embed: 512, height: 4, width: 4 }),
+        ..PixelCnnConfig::default()
+    };
+    let (_, set) = build(&cfg, 0);
+    let map = set.to_tensor_map().unwrap();
+    let shape = |n: &str| map.get(n).unwrap_or_else(|| panic!("missing {n}")).dims().to_vec();
+    let expect: &[(&str, &[usize])] = &[
+        ("embed.weight", &[512, 64]),
+        ("layers.0.v_conv.weight", &[128, 64, 2, 3]),
+        ("layers.0.v_conv.bias", &[128]),
+        ("layers.11.h_conv.weight", &[128, 64, 1, 2]),
+        ("layers.5.v_to_h.weight", &[128, 128, 1, 1]),
+        ("layers.5.h_out.weight", &[64, 64, 1, 1]),
+        ("layers.5.h_out.bias", &[64]),
+        ("layers.3.class_embed.weight", &[10, 128]),
+        ("layers.3.top_proj.weight", &[128, 64, 1, 1]),
+        ("top_embed.weight", &[512, 64]),
+        ("top_upsample.weight", &[64, 64, 4, 4]),
+        ("top_upsample.bias", &[64]),
+        ("head.1.weight", &[64, 64, 1, 1]),
+        ("head.3.weight", &[512, 64, 1, 1]),
+        ("head.3.bias", &[512]),
+    ];
+    for (name, want) in expect {
+        assert_eq!(shape(name), *want, "{name}");
+    }
+    // Per layer 5 convolutions of weight and bias and a class embedding; embed, top_embed,
+    // top_upsample (2) and the head (4).
+    assert_eq!(map.tensors.len(), 12 * 11 + 2 + 2 + 4, "{:?}", map.names());
+    let plain = build(&PixelCnnConfig::default(), 0).1.to_tensor_map().unwrap();
+    assert_eq!(plain.tensors.len(), 12 * 8 + 1 + 4);
+}
+
+/// The network in candle's own NCHW ops, read from the parameters by name: explicit
+/// padding, conv2d, conv_transpose2d and a composed gate.
+fn reference(
+    set: &ParamSet,
+    cfg: &PixelCnnConfig,
+    codes: &Tensor,
+    labels: Option<&Tensor>,
+    top: Option<&Tensor>,
+) -> Tensor {
+    let get = |name: &str| set.get(name).unwrap_or_else(|| panic!("{name}")).as_tensor().clone();
+    let bias = |name: &str| get(&format!("{name}.bias")).reshape((1, (), 1, 1)).unwrap();
+    // Pads (top, left, right), then a convolution with padding 0.
+    let conv = |x: &Tensor, name: &str, w: Tensor, (t, l, r): (usize, usize, usize)| {
+        let x = x.pad_with_zeros(2, t, 0).unwrap().pad_with_zeros(3, l, r).unwrap();
+        x.conv2d(&w, 0, 1, 1, 1).unwrap().broadcast_add(&bias(name)).unwrap()
+    };
+    let conv1 = |x: &Tensor, name: &str| conv(x, name, get(&format!("{name}.weight")), (0, 0, 0));
+    let gate = |a: &Tensor| {
+        let c = a.dim(1).unwrap() / 2;
+        let sigmoid = (a.narrow(1, c, c).unwrap().neg().unwrap().exp().unwrap() + 1.0).unwrap().recip().unwrap();
+        (a.narrow(1, 0, c).unwrap().tanh().unwrap() * sigmoid).unwrap()
+    };
+    let embed = |name: &str, ids: &Tensor| {
+        // (n, h, w) -> (n, h, w, c) -> (n, c, h, w)
+        let w = get(&format!("{name}.weight"));
+        let dims = ids.dims().to_vec();
+        let e = w.index_select(&ids.flatten_all().unwrap(), 0).unwrap();
+        e.reshape((dims[0], dims[1], dims[2], ())).unwrap().permute((0, 3, 1, 2)).unwrap()
+    };
+    let d = &Device::Cpu;
+    let c = cfg.channels;
+    let v_mask = Tensor::new(&[[1f32, 1.0, 1.0], [0.0, 0.0, 0.0]], d).unwrap().reshape((1, 1, 2, 3)).unwrap();
+    let h_mask = Tensor::new(&[[1f32, 0.0]], d).unwrap().reshape((1, 1, 1, 2)).unwrap();
+    let features = top.map(|t| {
+        let x = embed("top_embed", t);
+        x.conv_transpose2d(&get("top_upsample.weight"), 1, 0, 2, 1)
+            .unwrap()
+            .broadcast_add(&bias("top_upsample"))
+            .unwrap()
+    });
+    let x = embed("embed", codes);
+    let (mut v, mut h) = (x.clone(), x);
+    for i in 0..cfg.layers {
+        let name = |part: &str| format!("layers.{i}.{part}");
+        let mut cond: Option<Tensor> = None;
+        if let Some(f) = &features {
+            cond = Some(conv1(f, &name("top_proj")));
+        }
+        if let Some(y) = labels {
+            let class =
+                get(&name("class_embed.weight")).index_select(y, 0).unwrap().reshape(((), 2 * c, 1, 1)).unwrap();
+            cond = Some(match cond {
+                Some(t) => t.broadcast_add(&class).unwrap(),
+                None => class,
+            });
+        }
+        let (mut wv, mut wh) = (get(&name("v_conv.weight")), get(&name("h_conv.weight")));
+        if i == 0 {
+            wv = wv.broadcast_mul(&v_mask).unwrap();
+            wh = wh.broadcast_mul(&h_mask).unwrap();
+        }
+        let v_pre = conv(&v, &name("v_conv"), wv, (1, 1, 1));
+        let h_pre = (conv1(&v_pre, &name("v_to_h")) + conv(&h, &name("h_conv"), wh, (0, 1, 0))).unwrap();
+        let add = |x: Tensor| match &cond {
+            Some(c) => x.broadcast_add(c).unwrap(),
+            None => x,
+        };
+        let h_new = conv1(&gate(&add(h_pre)), &name("h_out"));
+        v = gate(&add(v_pre));
+        h = if i == 0 { h_new } else { (h_new + h).unwrap() };
+    }
+    conv1(&conv1(&h.relu().unwrap(), "head.1").relu().unwrap(), "head.3")
+}
+
+#[test]
+fn forward_and_gradients_match_candle_reference_ops() {
+    for (classes, top) in [(false, false), (true, true)] {
+        let cfg = config(4, 6, 3, classes, top);
+        let (model, set) = build(&cfg, 1);
+        let (codes, labels, top) = inputs(&cfg, 3, 2);
+        let fast = model.forward(&codes, labels.as_ref(), top.as_ref()).unwrap();
+        let slow = reference(&set, &cfg, &codes, labels.as_ref(), top.as_ref());
+        assert_eq!(fast.dims(), [3, 6, 4, 6]);
+        let err = (&fast - &slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err < 1e-5, "logits differ by {err}");
+        // The loss is the mean cross-entropy of the reference logits, and so are its gradients.
+        let loss = model.loss(&codes, labels.as_ref(), top.as_ref()).unwrap();
+        let rows = slow.permute((0, 2, 3, 1)).unwrap().reshape(((), cfg.n_embed)).unwrap();
+        let slow_loss = candle_nn::loss::cross_entropy(&rows, &codes.flatten_all().unwrap()).unwrap();
+        let (l1, l2) = (loss.to_scalar::<f32>().unwrap(), slow_loss.to_scalar::<f32>().unwrap());
+        assert!((l1 - l2).abs() < 1e-5, "{l1} vs {l2}");
+        let (g1, g2) = (loss.backward().unwrap(), slow_loss.backward().unwrap());
+        for (name, var) in set.trainable() {
+            let (a, b) = (flat(g1.get(var.as_tensor()).unwrap()), flat(g2.get(var.as_tensor()).unwrap()));
+            let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(&b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(err < 1e-4, "{name}: relative error {err}");
+        }
+    }
+}
+
+/// For every position q of a random map, changes the code at q and checks that the logits
+/// at every position p change exactly when p comes after q in raster order. 16 channels
+/// keep the weakest dependencies well above rounding.
+fn check_causality(cfg: &PixelCnnConfig) {
+    let cfg = &PixelCnnConfig { channels: 16, ..cfg.clone() };
+    let (model, _) = build(cfg, 3);
+    let (base, labels, top) = inputs(cfg, 1, 4);
+    let (h, w, e) = (cfg.height, cfg.width, cfg.n_embed as u32);
+    let hw = h * w;
+    let base = base.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+    let mut batch = base.clone();
+    for q in 0..hw {
+        let mut changed = base.clone();
+        changed[q] = (changed[q] + 1) % e;
+        batch.extend(changed);
+    }
+    let n = hw + 1;
+    let codes = Tensor::from_vec(batch, (n, h, w), &Device::Cpu).unwrap();
+    let repeat = |t: Option<Tensor>| t.map(|t| t.repeat(n).unwrap());
+    let (labels, top) = (repeat(labels), repeat(top));
+    let logits = model.forward(&codes, labels.as_ref(), top.as_ref()).unwrap();
+    // (n, e, h, w) -> (n, h w, e)
+    let logits = logits.flatten_from(2).unwrap().transpose(1, 2).unwrap().to_vec3::<f32>().unwrap();
+    for (q, changed) in logits[1..].iter().enumerate() {
+        for (p, (after, before)) in changed.iter().zip(&logits[0]).enumerate() {
+            let diff = after.iter().zip(before).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            // No arithmetic at p reads q, so its logits are bitwise the same; dependencies
+            // through many gated layers are weak (down to about 1e-5 here) but far above
+            // rounding.
+            if p <= q {
+                assert_eq!(diff, 0.0, "{cfg:?}: logits at {p} depend on the code at {q}");
+            } else {
+                assert!(diff > 1e-6, "{cfg:?}: logits at {p} do not depend on the code at {q} ({diff})");
+            }
+        }
+    }
+}
+
+#[test]
+fn logits_depend_on_every_earlier_code_and_no_later_one() {
+    // Enough layers that the receptive field covers every earlier position.
+    check_causality(&config(5, 5, 4, false, false));
+    check_causality(&config(4, 4, 3, true, true));
+    check_causality(&config(4, 6, 5, false, true));
+}
+
+#[test]
+fn conditioning_changes_the_logits() {
+    let cfg = config(4, 4, 2, true, true);
+    let (model, _) = build(&cfg, 5);
+    let (codes, labels, top) = inputs(&cfg, 2, 6);
+    let (labels, top) = (labels.unwrap(), top.unwrap());
+    let run = |y: &Tensor, t: &Tensor| flat(&model.forward(&codes, Some(y), Some(t)).unwrap());
+    let base = run(&labels, &top);
+    let next = |t: &Tensor, k: u32| {
+        let v: Vec<u32> = t.flatten_all().unwrap().to_vec1::<u32>().unwrap().iter().map(|v| (v + 1) % k).collect();
+        Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
+    };
+    let (other_labels, other_top) = (next(&labels, 3), next(&top, 5));
+    for other in [run(&other_labels, &top), run(&labels, &other_top)] {
+        assert!(other.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-4));
+    }
+}
+
+#[test]
+fn masked_taps_get_no_gradient_and_every_other_parameter_does() {
+    let cfg = config(4, 4, 2, true, true);
+    let (model, set) = build(&cfg, 7);
+    let (codes, labels, top) = inputs(&cfg, 4, 8);
+    let grads = model.loss(&codes, labels.as_ref(), top.as_ref()).unwrap().backward().unwrap();
+    let grad = |name: &str| grads.get(set.get(name).unwrap().as_tensor()).unwrap_or_else(|| panic!("{name}")).clone();
+    let nonzero = |t: &Tensor| t.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0;
+    // v_conv [2C, C, 2, 3]: row 1 of the kernel (the current row) is masked.
+    let gv = grad("layers.0.v_conv.weight");
+    assert!(!nonzero(&gv.narrow(2, 1, 1).unwrap()));
+    for j in 0..3 {
+        assert!(nonzero(&gv.narrow(2, 0, 1).unwrap().narrow(3, j, 1).unwrap()), "v tap (0, {j})");
+    }
+    // h_conv [2C, C, 1, 2]: column 1 (the current column) is masked.
+    let gh = grad("layers.0.h_conv.weight");
+    assert!(!nonzero(&gh.narrow(3, 1, 1).unwrap()));
+    assert!(nonzero(&gh.narrow(3, 0, 1).unwrap()));
+    for (name, _) in set.trainable() {
+        if name != "layers.0.v_conv.weight" && name != "layers.0.h_conv.weight" {
+            assert!(nonzero(&grad(name)), "{name} has no gradient");
+        }
+    }
+    // Later layers are unmasked: every tap learns.
+    let gv1 = grad("layers.1.v_conv.weight");
+    assert!((0..2).all(|i| nonzero(&gv1.narrow(2, i, 1).unwrap())));
+}
+
+#[test]
+fn plain_and_cached_samplers_draw_the_same_codes() {
+    for (classes, top) in [(false, false), (true, false), (false, true), (true, true)] {
+        let cfg = config(4, 6, 3, classes, top);
+        let (model, _) = build(&cfg, 9);
+        let (_, labels, top) = inputs(&cfg, 5, 10);
+        for (temperature, top_k) in [(1.0, None), (0.7, Some(3)), (1.5, Some(1)), (2.0, Some(6))] {
+            let draw = |method, seed| {
+                let opts = SampleOptions { temperature, top_k, method };
+                let mut rng = Rng::new(seed, Stream::Eval, 0);
+                sample(&model, 5, labels.as_ref(), top.as_ref(), &opts, &mut rng).unwrap()
+            };
+            let (plain, cached) = (draw(SampleMethod::Plain, 1), draw(SampleMethod::Cached, 1));
+            assert_eq!(cached.dims(), [5, 4, 6]);
+            let (plain, cached) = (plain.to_vec3::<u32>().unwrap(), cached.to_vec3::<u32>().unwrap());
+            assert_eq!(plain, cached, "classes {classes}, top {top:?}, t {temperature}, k {top_k:?}");
+            if top_k != Some(1) {
+                assert_ne!(cached, draw(SampleMethod::Cached, 2).to_vec3::<u32>().unwrap(), "another seed");
+            }
+        }
+    }
+}
+
+/// With top-k 1 each code is the most likely one given those before it.
+#[test]
+fn greedy_samples_are_the_argmax_of_the_forward_pass() {
+    let cfg = config(4, 4, 2, true, false);
+    let (model, _) = build(&cfg, 11);
+    let (_, labels, _) = inputs(&cfg, 3, 12);
+    let opts = SampleOptions { temperature: 1.0, top_k: Some(1), method: SampleMethod::Cached };
+    let codes = sample(&model, 3, labels.as_ref(), None, &opts, &mut Rng::new(0, Stream::Eval, 0)).unwrap();
+    let argmax = model.forward(&codes, labels.as_ref(), None).unwrap().argmax(1).unwrap();
+    assert_eq!(argmax.to_vec3::<u32>().unwrap(), codes.to_vec3::<u32>().unwrap());
+}
+
+#[test]
+fn draws_invert_the_cdf_of_the_tempered_top_k_softmax() {
+    let l = [0f32, 2f32.ln(), 0.0];
+    // p = [0.25, 0.5, 0.25]
+    assert_eq!([0.2, 0.3, 0.74, 0.76].map(|u| draw(&l, 1.0, None, u)), [0, 1, 1, 2]);
+    assert_eq!([0.0, 0.99].map(|u| draw(&l, 1.0, Some(1), u)), [1, 1]);
+    // Top 2 of a tie keeps the lower code: p = [1/3, 2/3, 0].
+    assert_eq!([0.3, 0.34, 0.99].map(|u| draw(&l, 1.0, Some(2), u)), [0, 1, 1]);
+    // A high temperature flattens, a low one sharpens.
+    assert_eq!([0.3, 0.5, 0.7].map(|u| draw(&l, 1e6, None, u)), [0, 1, 2]);
+    assert_eq!([0.01, 0.99].map(|u| draw(&l, 1e-3, None, u)), [1, 1]);
+}
+
+#[test]
+fn bad_inputs_and_settings_are_errors_that_say_what_is_wrong() {
+    let cfg = config(4, 4, 1, true, true);
+    let (model, _) = build(&cfg, 0);
+    let (codes, labels, top) = inputs(&cfg, 2, 0);
+    let d = &Device::Cpu;
+    let err = |codes: &Tensor, labels: Option<&Tensor>, top: Option<&Tensor>| {
+        model.forward(codes, labels, top).expect_err("an error").to_string()
+    };
+    let (y, t) = (labels.as_ref(), top.as_ref());
+    let cases: Vec<(String, &str)> = vec![
+        (err(&codes.to_dtype(candle_core::DType::I64).unwrap(), y, t), "codes must be u32"),
+        (err(&codes.narrow(2, 0, 3).unwrap(), y, t), "codes have shape [2, 4, 3], expected [N, H, W] = [2, 4, 4]"),
+        (err(&Tensor::full(6u32, (2, 4, 4), d).unwrap(), y, t), "codes hold 6, out of range for 6 (0..=5)"),
+        (err(&codes, None, t), "conditioned on 3 classes; labels are needed"),
+        (err(&codes, Some(&Tensor::new(&[0u32, 3], d).unwrap()), t), "labels hold 3"),
+        (err(&codes, Some(&Tensor::new(&[0u32], d).unwrap()), t), "labels have shape [1], expected [N] = [2]"),
+        (err(&codes, y, None), "conditioned on top codes"),
+        (err(&codes, y, Some(&codes)), "top codes have shape [2, 4, 4], expected [N, h, w] = [2, 2, 2]"),
+    ];
+    for (got, want) in &cases {
+        assert!(got.contains(want), "{got:?} lacks {want:?}");
+    }
+    let (plain, _) = build(&config(4, 4, 1, false, false), 0);
+    let (c2, _, _) = inputs(&plain.config, 2, 0);
+    assert!(plain.forward(&c2, y, None).unwrap_err().to_string().contains("takes no labels"));
+    assert!(plain.forward(&c2, None, t).unwrap_err().to_string().contains("takes no top codes"));
+    let mut rng = Rng::new(0, Stream::Eval, 0);
+    let bad = |opts: SampleOptions| {
+        sample(&plain, 1, None, None, &opts, &mut Rng::new(0, Stream::Eval, 0)).unwrap_err().to_string()
+    };
+    assert!(
+        bad(SampleOptions { temperature: 0.0, ..SampleOptions::default() }).contains("temperature 0 must be positive")
+    );
+    assert!(bad(SampleOptions { top_k: Some(0), ..SampleOptions::default() }).contains("top-k must be at least 1"));
+    assert_eq!(sample(&plain, 0, None, None, &SampleOptions::default(), &mut rng).unwrap().dims(), [0, 4, 4]);
+    let mismatched =
+        PixelCnnConfig { top: Some(TopCondition { n_embed: 4, height: 3, width: 2 }), ..config(4, 4, 1, false, false) };
+    let msg = PixelCnn::new(mismatched, &mut Params::init(0, d)).err().expect("an error").to_string();
+    assert!(msg.contains("top codes of 3x2 upsample to 6x4, not the 4x4 map"), "{msg}");
+}
+
+#[test]
+fn the_preset_round_trips_through_json() {
+    let preset = crate::models::ModelConfig::preset("pixelcnn-prior").unwrap();
+    assert_eq!(preset.train_defaults(), (3e-4, 128));
+    let json = preset.to_json();
+    assert!(json.contains("\"model\":\"pixelcnn-prior\""), "{json}");
+    assert_eq!(crate::models::ModelConfig::from_json(&json).unwrap(), preset);
+    assert!(preset.geometry().unwrap_err().to_string().contains("8x8 code maps, not images"));
+    // The loss of an untrained model is about ln(n_embed) nats per code.
+    let cfg = config(4, 4, 2, false, false);
+    let (model, _) = build(&cfg, 0);
+    let (codes, _, _) = inputs(&cfg, 8, 1);
+    let loss = model.loss(&codes, None, None).unwrap().to_scalar::<f32>().unwrap();
+    assert!((loss - 6f32.ln()).abs() < 1.0, "{loss}");
+}
