@@ -7,7 +7,7 @@ MAKEFLAGS += --no-builtin-rules
 
 CARGO ?= cargo
 BIN := target/release
-TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode vq-encode vq-decode
+TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode vq-encode vq-decode prior-fit prior-sample
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
 SOURCES := Cargo.toml $(shell find src bin data -type f)
 

@@ -1,6 +1,7 @@
 //! Image data: the bundled MNIST digits, image arrays from `.npy` files, image folders and
 //! IDX files, and the conversions between pixel ranges and model input geometry.
 
+pub mod code_set;
 pub mod codes;
 pub mod convert;
 pub mod dataset;

@@ -272,6 +272,11 @@ impl PixelCnn {
         Ok(PixelCnn { config, embed, layers, top, head1, head3 })
     }
 
+    /// The device the network lives on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.embed.embeddings().device()
+    }
+
     /// Logits [N, n_embed, H, W] of each code given the codes before it in raster order, for
     /// codes [N, H, W] (u32), class labels [N] (u32) when the model is class-conditional and
     /// top codes [N, H/2, W/2] (u32) when it is conditioned on them.

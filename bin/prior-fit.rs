@@ -1,0 +1,107 @@
+//! prior-fit: trains a Gated PixelCNN prior on the codes of a VQ model.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use genimg::cli::{self, DeviceArgs, OutputArgs, SeedArgs, TrainArgs};
+use genimg::data::code_set::{CodeLevel, CodeSet, LabelSource};
+use genimg::data::Dataset;
+use genimg::io::InputPath;
+use genimg::models::ModelConfig;
+use genimg::nn::Params;
+use genimg::tasks::prior::{check_eval_codes, prior_config, PriorShape, PriorTask};
+
+const EXAMPLES: &str = "\
+Examples:
+  vq-encode --model vq.safetensors --data mnist --split train -o train.safetensors
+  prior-fit train.safetensors --level top --eval-data test.safetensors -o prior-top.safetensors
+  prior-fit train.safetensors --level bottom --eval-data test.safetensors -o prior-bottom.safetensors
+  vq-encode --model vq1.safetensors x.npy | prior-fit --labels y.npy --epochs 20 -o prior.safetensors
+
+Codes come from vq-encode: an .npy [N, H, W] (one level) or one level of a .safetensors file;
+the bottom level is conditioned on the top codes of the same file. Labels come from the file's
+`labels` (or --labels), so the prior is class-conditional unless --no-labels. Writes the prior
+(config in its metadata) and, beside it, its training state for --resume. One JSON line of
+metrics per epoch (bits per code, held-out with --eval-data) goes to --metrics or stderr.";
+
+/// Train a Gated PixelCNN prior (pixelcnn-prior) on discrete codes.
+#[derive(Parser)]
+#[command(name = "prior-fit", version, after_help = EXAMPLES)]
+struct Args {
+    /// Codes from vq-encode; `-` is stdin.
+    #[arg(default_value = "-", value_name = "INPUT")]
+    input: InputPath,
+    /// Which level of a two-level code file to model: top, or bottom (conditioned on top).
+    #[arg(long, value_name = "top|bottom")]
+    level: Option<CodeLevel>,
+    /// Class labels (.npy integers [N]) instead of the code file's.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_labels")]
+    labels: Option<InputPath>,
+    /// Ignore labels: an unconditional prior.
+    #[arg(long)]
+    no_labels: bool,
+    /// The network: only pixelcnn-prior; its map size, codebook and conditioning come from the codes.
+    #[arg(long, default_value = "pixelcnn-prior", value_name = "NAME")]
+    preset: String,
+    /// Codebook size, for codes whose file does not name it.
+    #[arg(long, value_name = "K")]
+    n_embed: Option<usize>,
+    /// Number of classes [default: the largest label plus one].
+    #[arg(long, value_name = "K")]
+    classes: Option<usize>,
+    /// Channels of each stack [default: the preset's 64].
+    #[arg(long, value_name = "C")]
+    channels: Option<usize>,
+    /// Gated layers [default: the preset's 12].
+    #[arg(long, value_name = "L")]
+    layers: Option<usize>,
+    #[command(flatten)]
+    train: TrainArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    seed: SeedArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn main() -> ExitCode {
+    cli::run("prior-fit", || run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let ModelConfig::PixelCnn(_) = ModelConfig::preset(&args.preset)? else {
+        anyhow::bail!("prior-fit trains pixelcnn-prior, not {}", args.preset);
+    };
+    let labels = match (&args.labels, args.no_labels) {
+        (_, true) => LabelSource::Ignore,
+        (Some(path), _) => LabelSource::Array(path.clone()),
+        (None, _) => LabelSource::File,
+    };
+    let codes = CodeSet::load(&args.input, args.level, &labels)?;
+    let shape = PriorShape { n_embed: args.n_embed, classes: args.classes, channels: args.channels, layers: args.layers };
+    let config = prior_config(&codes, &shape)?;
+    let eval = match &args.train.eval_data {
+        Some(path) => {
+            let eval_labels = match (&args.train.eval_labels, &labels) {
+                (_, LabelSource::Ignore) => LabelSource::Ignore,
+                (Some(p), _) => LabelSource::Array(p.clone()),
+                (None, _) => LabelSource::File,
+            };
+            let eval = CodeSet::load(path, args.level, &eval_labels)?;
+            check_eval_codes(&config, &eval)?;
+            Some(eval)
+        }
+        None => None,
+    };
+    let device = args.device.device.device()?;
+    let config = ModelConfig::PixelCnn(config);
+    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device.clone())?;
+    let ModelConfig::PixelCnn(c) = config else { unreachable!("built above") };
+    let mut task = PriorTask::new(c, Params::init(args.seed.seed, &device))?;
+    genimg::train::install_interrupt_handler();
+    let eval = eval.as_ref().map(|e| e as &dyn Dataset);
+    let last = genimg::train::train(&mut task, &codes, eval, &opts)?;
+    eprintln!("prior-fit: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
+    Ok(())
+}

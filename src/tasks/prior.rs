@@ -1,0 +1,355 @@
+//! Training, evaluation and sampling of `pixelcnn-prior` over the codes of a VQ model.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::data::code_set::CodeSet;
+use crate::data::codes::{CodeBatch, CodeLayout, CodeReader, CodeWriter, Level};
+use crate::data::image_set::read_labels;
+use crate::data::{Batch, Dataset};
+use crate::error::{Error, Result};
+use crate::io::{InputPath, OutputPath};
+use crate::models::pixelcnn::{sample, PixelCnn, PixelCnnConfig, SampleOptions, TopCondition};
+use crate::models::ModelConfig;
+use crate::nn::params::{ParamSet, Params};
+use crate::rng::{Rng, Stream};
+use crate::train::{Means, Metrics, StepOutput, Task};
+
+const EVAL_BATCH: usize = 500;
+
+pub struct PriorTask {
+    pub model: PixelCnn,
+    params: ParamSet,
+}
+
+impl PriorTask {
+    pub fn new(config: PixelCnnConfig, mut params: Params) -> Result<Self> {
+        let model = PixelCnn::new(config, &mut params)?;
+        Ok(PriorTask { model, params: params.finish()? })
+    }
+
+    /// The network of a pixelcnn-prior checkpoint.
+    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
+        match ckpt.config {
+            ModelConfig::PixelCnn(config) => Self::new(config, Params::load(ckpt.tensors, &ckpt.origin, device)),
+            other => Err(Error::bad_input(
+                &ckpt.origin,
+                format!("is a {} checkpoint, expected pixelcnn-prior", other.name()),
+            )),
+        }
+    }
+}
+
+/// What a prior needs to know of its codes that the codes may not say themselves.
+#[derive(Debug, Clone, Default)]
+pub struct PriorShape {
+    /// Codebook size of the modelled level (and of the top level), when the code file's
+    /// metadata does not name it.
+    pub n_embed: Option<usize>,
+    /// Number of classes; by default the largest label plus one.
+    pub classes: Option<usize>,
+    pub channels: Option<usize>,
+    pub layers: Option<usize>,
+}
+
+/// The configuration of a prior of `codes`: the preset's network over their map size,
+/// codebook, classes (when labelled) and top codes (when the level is the bottom one).
+pub fn prior_config(codes: &CodeSet, shape: &PriorShape) -> Result<PixelCnnConfig> {
+    let codebook = |level: Level, which: &str| -> Result<usize> {
+        let n = level.n_embed.or(shape.n_embed).ok_or_else(|| {
+            Error::bad_input(
+                &codes.name,
+                format!("does not name the {which} codebook size (codes from another program?): pass --n-embed K"),
+            )
+        })?;
+        Ok(n)
+    };
+    let n_embed = codebook(codes.level, "modelled level's")?;
+    if codes.min_codebook() > n_embed {
+        return Err(Error::bad_input(
+            &codes.name,
+            format!("holds code {}, outside a codebook of {n_embed}", codes.min_codebook() - 1),
+        ));
+    }
+    let n_classes = match (&codes.labels, shape.classes) {
+        (None, _) => None,
+        (Some(labels), classes) => {
+            let needed = labels.iter().max().map_or(1, |&l| l as usize + 1);
+            let k = classes.unwrap_or(needed);
+            if needed > k {
+                return Err(Error::bad_input(&codes.name, format!("holds label {}, beyond --classes {k}", needed - 1)));
+            }
+            Some(k)
+        }
+    };
+    let top = match &codes.top {
+        Some((level, _)) => {
+            Some(TopCondition { n_embed: codebook(*level, "top")?, height: level.height, width: level.width })
+        }
+        None => None,
+    };
+    let preset = PixelCnnConfig::default();
+    Ok(PixelCnnConfig {
+        n_embed,
+        height: codes.level.height,
+        width: codes.level.width,
+        channels: shape.channels.unwrap_or(preset.channels),
+        layers: shape.layers.unwrap_or(preset.layers),
+        n_classes,
+        top,
+    })
+}
+
+/// Checks that held-out codes fit a prior configured for the training codes.
+pub fn check_eval_codes(config: &PixelCnnConfig, eval: &CodeSet) -> Result<()> {
+    let l = eval.level;
+    let mismatch = |what: String| Err(Error::bad_input(&eval.name, what));
+    if (l.height, l.width) != (config.height, config.width) {
+        return mismatch(format!("codes are {}x{}, the training codes {}x{}", l.height, l.width, config.height, config.width));
+    }
+    if eval.min_codebook() > config.n_embed {
+        return mismatch(format!("holds code {}, outside the codebook of {}", eval.min_codebook() - 1, config.n_embed));
+    }
+    if eval.top.is_some() != config.top.is_some() || eval.labels.is_some() != config.n_classes.is_some() {
+        return mismatch("has other conditioning (labels or top codes) than the training codes".into());
+    }
+    Ok(())
+}
+
+fn conditioning<'a>(config: &PixelCnnConfig, batch: &'a Batch) -> Result<(Option<&'a Tensor>, Option<&'a Tensor>)> {
+    let labels = if config.n_classes.is_some() {
+        Some(batch.y.as_ref().ok_or_else(|| Error::config("this prior is class-conditional: its codes need labels"))?)
+    } else {
+        None
+    };
+    Ok((labels, if config.top.is_some() { batch.cond.as_ref() } else { None }))
+}
+
+/// Nats to bits.
+const LOG2_E: f64 = std::f64::consts::LOG2_E;
+
+impl Task for PriorTask {
+    fn config(&self) -> ModelConfig {
+        ModelConfig::PixelCnn(self.model.config.clone())
+    }
+
+    fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// Cross-entropy of the codes, nats per code; reported in bits per code.
+    fn train_step(&mut self, batch: &Batch, _rng: &mut Rng) -> Result<StepOutput> {
+        let (labels, top) = conditioning(&self.model.config, batch)?;
+        let loss = self.model.loss(&batch.x, labels, top)?;
+        let nats = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok(StepOutput { loss, metrics: vec![("bits_per_code".into(), nats * LOG2_E)] })
+    }
+
+    /// The held-out negative log-likelihood in bits per code.
+    fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
+        let mut means = Means::default();
+        let rows: Vec<usize> = (0..data.len()).collect();
+        for chunk in rows.chunks(EVAL_BATCH) {
+            let batch = data.batch(chunk, &self.params.device())?;
+            let (labels, top) = conditioning(&self.model.config, &batch)?;
+            let nats = self.model.loss(&batch.x, labels, top)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            means.add(chunk.len(), [("bits_per_code", nats * LOG2_E * chunk.len() as f64)]);
+        }
+        Ok(means.finish())
+    }
+}
+
+/// The classes of `n` samples: one class for all, or equal blocks of 0, 1, ... in order
+/// (so a grid of n / K columns shows one class per row).
+pub fn sample_classes(n: usize, classes: usize, one: Option<u32>) -> Vec<u32> {
+    match one {
+        Some(k) => vec![k; n],
+        None => (0..n).map(|i| (i * classes / n.max(1)) as u32).collect(),
+    }
+}
+
+/// What to sample, as the user asked for it.
+#[derive(Debug, Clone, Default)]
+pub struct SampleRequest {
+    /// Number of samples; by default one per code map of `top` or label of `labels`, else 64.
+    pub n: Option<usize>,
+    /// One class for every sample.
+    pub class: Option<u32>,
+    /// One class per sample (.npy integers [N]).
+    pub labels: Option<InputPath>,
+    /// Top codes to condition a bottom prior on, instead of sampling them.
+    pub top: Option<InputPath>,
+}
+
+/// Top codes read from a file: its top level, or its only level.
+struct GivenTop {
+    name: String,
+    n: usize,
+    level: Level,
+    codes: Vec<u32>,
+    labels: Option<Vec<u32>>,
+}
+
+impl GivenTop {
+    fn read(path: &InputPath) -> Result<Self> {
+        let reader = CodeReader::open(path)?;
+        let layout = reader.layout().clone();
+        let name = reader.name().to_string();
+        let all = reader.read_all()?;
+        let (level, codes) = match layout.top {
+            Some(level) => (level, all.top.unwrap_or_default()),
+            None => (layout.bottom, all.bottom),
+        };
+        Ok(GivenTop { name, n: layout.n, level, codes, labels: all.labels })
+    }
+
+    /// Checks the codes against the top conditioning of a bottom prior.
+    fn check(&self, prior: &PixelCnnConfig) -> Result<()> {
+        let Some(t) = &prior.top else {
+            return Err(Error::config("this prior is not conditioned on top codes, so --top does not apply"));
+        };
+        if (self.level.height, self.level.width) != (t.height, t.width) {
+            return Err(Error::bad_input(
+                &self.name,
+                format!(
+                    "top codes are {}x{}, the prior is conditioned on {}x{}",
+                    self.level.height, self.level.width, t.height, t.width
+                ),
+            ));
+        }
+        if let Some(bad) = self.codes.iter().find(|&&c| c as usize >= t.n_embed) {
+            return Err(Error::bad_input(&self.name, format!("top code {bad} is outside the codebook of {}", t.n_embed)));
+        }
+        Ok(())
+    }
+}
+
+/// How samples are drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw {
+    pub opts: SampleOptions,
+    /// Samples drawn together.
+    pub batch_size: usize,
+    /// Batch `b` draws from the stream (seed, Eval, b).
+    pub seed: u64,
+}
+
+/// Samples from `prior` (and first from `top_prior` for the top codes, when given) as
+/// `request` asks and writes the codes to `out` (see [`sample_to`]).
+pub fn sample_codes(
+    prior: &PixelCnn,
+    top_prior: Option<&PixelCnn>,
+    request: &SampleRequest,
+    draw: &Draw,
+    out: &OutputPath,
+) -> Result<()> {
+    let given = request.top.as_ref().map(GivenTop::read).transpose()?;
+    if let Some(g) = &given {
+        g.check(&prior.config)?;
+    }
+    let given_n = given.as_ref().map(|g| g.n);
+    let n = match (request.n, given_n) {
+        (Some(n), Some(g)) if n != g => {
+            return Err(Error::config(format!("-n {n}, but the top codes hold {g} code maps")));
+        }
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => match &request.labels {
+            Some(path) => crate::data::image_set::read_array(path)?.shape.first().copied().unwrap_or(0),
+            None => 64,
+        },
+    };
+    let classes = [Some(prior), top_prior].into_iter().flatten().filter_map(|p| p.config.n_classes).max();
+    let labels = match classes {
+        None if request.class.is_some() || request.labels.is_some() => {
+            return Err(Error::config("the prior is not class-conditional, so --class and --labels do not apply"));
+        }
+        None => None,
+        Some(k) => {
+            let labels = match (request.class, &request.labels, given.as_ref().and_then(|g| g.labels.clone())) {
+                (Some(c), _, _) => sample_classes(n, k, Some(c)),
+                (None, Some(path), _) => read_labels(path, n)?,
+                (None, None, Some(from_file)) => from_file,
+                (None, None, None) => sample_classes(n, k, None),
+            };
+            if let Some(bad) = labels.iter().find(|&&l| l as usize >= k) {
+                return Err(Error::config(format!("class {bad} is out of range: the prior knows {k} classes (0..{k})")));
+            }
+            Some(labels)
+        }
+    };
+    let top = match (top_prior, given) {
+        (Some(p), _) => Some(TopCodes::Prior(p)),
+        (None, Some(g)) => Some(TopCodes::Given(g.codes)),
+        (None, None) => None,
+    };
+    sample_to(prior, top, labels, n, draw, out)
+}
+
+/// Where the top codes of a bottom-level sample come from.
+enum TopCodes<'a> {
+    /// Sampled first from this top prior.
+    Prior(&'a PixelCnn),
+    /// Given (e.g. read from a file), [n, h, w].
+    Given(Vec<u32>),
+}
+
+/// Draws `n` samples in batches and writes them in the form vq-decode reads: with a bottom
+/// prior, a `.safetensors` file of `top`, `bottom` (and `labels` for class-conditional
+/// priors); with one prior alone, an `.npy` array of its codes.
+fn sample_to(
+    prior: &PixelCnn,
+    top: Option<TopCodes>,
+    labels: Option<Vec<u32>>,
+    n: usize,
+    draw: &Draw,
+    out: &OutputPath,
+) -> Result<()> {
+    let (opts, batch_size, seed) = (&draw.opts, draw.batch_size, draw.seed);
+    let device = prior.device().clone();
+    let c = &prior.config;
+    let level = |c: &PixelCnnConfig| Level { height: c.height, width: c.width, n_embed: Some(c.n_embed) };
+    let top_level = match (&top, &c.top) {
+        (Some(TopCodes::Prior(p)), Some(t)) => {
+            let pc = &p.config;
+            if (pc.height, pc.width, pc.n_embed) != (t.height, t.width, t.n_embed) {
+                return Err(Error::config(format!(
+                    "the top prior models {}x{} codes of {}, the bottom prior is conditioned on {}x{} codes of {}",
+                    pc.height, pc.width, pc.n_embed, t.height, t.width, t.n_embed
+                )));
+            }
+            Some(level(pc))
+        }
+        (Some(TopCodes::Given(_)), Some(t)) => Some(Level { height: t.height, width: t.width, n_embed: Some(t.n_embed) }),
+        (None, None) => None,
+        (None, Some(_)) => return Err(Error::config("this prior is conditioned on top codes: give a top prior or --top")),
+        (Some(_), None) => return Err(Error::config("this prior is not conditioned on top codes, so it takes none")),
+    };
+    let layout = CodeLayout { n, top: top_level, bottom: level(c), labels: labels.is_some() && top_level.is_some() };
+    let mut writer = CodeWriter::create(out, layout)?;
+    for (b, start) in (0..n).step_by(batch_size.max(1)).enumerate() {
+        let rows = batch_size.min(n - start);
+        let mut rng = Rng::new(seed, Stream::Eval, b as u64);
+        let y = labels.as_ref().map(|l| Tensor::new(&l[start..start + rows], &device)).transpose()?;
+        let top_codes = match (&top, top_level) {
+            (Some(TopCodes::Prior(p)), Some(_)) => {
+                let y = p.config.n_classes.and(y.as_ref());
+                Some(sample(p, rows, y, None, opts, &mut rng)?)
+            }
+            (Some(TopCodes::Given(codes)), Some(t)) => {
+                let per = t.len();
+                Some(Tensor::from_slice(&codes[start * per..(start + rows) * per], (rows, t.height, t.width), &device)?)
+            }
+            _ => None,
+        };
+        let y_bottom = c.n_classes.and(y.as_ref());
+        let bottom = sample(prior, rows, y_bottom, top_codes.as_ref(), opts, &mut rng)?;
+        let flat = |t: &Tensor| -> Result<Vec<u32>> { Ok(t.flatten_all()?.to_vec1::<u32>()?) };
+        writer.write(&CodeBatch {
+            n: rows,
+            top: top_codes.as_ref().map(flat).transpose()?,
+            bottom: flat(&bottom)?,
+            labels: labels.as_ref().map(|l| l[start..start + rows].to_vec()),
+        })?;
+    }
+    writer.finish()
+}
