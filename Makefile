@@ -25,6 +25,7 @@ $(TOOL_PATHS) &: $(SOURCES)
 test:
 	$(CARGO) test --release --locked
 	$(MAKE) --no-print-directory pipeline-vae SMOKE=1 OUT=target/smoke/vae
+	$(MAKE) --no-print-directory pipeline-vqvae2 SMOKE=1 OUT=target/smoke/vqvae2
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -79,7 +79,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         (None, _) => LabelSource::File,
     };
     let codes = CodeSet::load(&args.input, args.level, &labels)?;
-    let shape = PriorShape { n_embed: args.n_embed, classes: args.classes, channels: args.channels, layers: args.layers };
+    let shape =
+        PriorShape { n_embed: args.n_embed, classes: args.classes, channels: args.channels, layers: args.layers };
     let config = prior_config(&codes, &shape)?;
     let eval = match &args.train.eval_data {
         Some(path) => {

@@ -79,7 +79,8 @@ impl Geometry {
 }
 
 /// Converts a batch of images (u8, or float in `range`) to f32 in [0,1] with geometry
-/// `want`, zero-padding smaller images centred. `source` names the input in errors.
+/// `want`: 28x28 images are zero-padded to 32x32 (2 pixels on every side, centred) and 32x32
+/// images centre-cropped to 28x28, the inverse. `source` names the input in errors.
 pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &str) -> Result<Vec<f32>> {
     let have = Geometry::of_shape(&batch.shape).map_err(|p| Error::bad_input(source, p))?;
     let n = batch.shape[0];
@@ -94,33 +95,35 @@ pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &st
             ),
         ));
     }
-    let pad_h = want.height.checked_sub(have.height);
-    let pad_w = want.width.checked_sub(have.width);
-    let (Some(pad_h), Some(pad_w)) = (pad_h, pad_w) else {
-        return Err(Error::bad_input(
-            source,
-            format!("images are {}x{}, the model expects {}x{}", have.height, have.width, want.height, want.width),
-        ));
-    };
-    if pad_h % 2 != 0 || pad_w % 2 != 0 || (pad_h > 0) != (pad_w > 0) || pad_h > 8 {
+    // A margin of m pixels on every side: padded (m > 0) or cropped (m < 0), centred.
+    let (dh, dw) = (want.height as isize - have.height as isize, want.width as isize - have.width as isize);
+    if dh != dw || dh % 2 != 0 || dh.abs() > 8 {
         return Err(Error::bad_input(
             source,
             format!(
-                "images are {}x{}, the model expects {}x{} (only 28x28 is padded to 32x32)",
+                "images are {}x{}, the model expects {}x{} (only 28x28 and 32x32 are padded or cropped to each other)",
                 have.height, have.width, want.height, want.width
             ),
         ));
     }
     let unit = unit_values(&batch.data, range, source)?;
-    if pad_h == 0 {
+    if dh == 0 {
         return Ok(unit);
     }
-    let (top, left) = (pad_h / 2, pad_w / 2);
+    let margin = dh.unsigned_abs() / 2;
     let mut out = vec![0f32; n * want.pixels()];
-    for (src, dst) in unit.chunks_exact(have.height * have.width).zip(out.chunks_exact_mut(want.height * want.width)) {
-        for (y, row) in src.chunks_exact(have.width).enumerate() {
-            let start = (y + top) * want.width + left;
-            dst[start..start + have.width].copy_from_slice(row);
+    let planes = unit.chunks_exact(have.height * have.width).zip(out.chunks_exact_mut(want.height * want.width));
+    for (src, dst) in planes {
+        if dh > 0 {
+            for (y, row) in src.chunks_exact(have.width).enumerate() {
+                let start = (y + margin) * want.width + margin;
+                dst[start..start + have.width].copy_from_slice(row);
+            }
+        } else {
+            for (y, row) in dst.chunks_exact_mut(want.width).enumerate() {
+                let start = (y + margin) * have.width + margin;
+                row.copy_from_slice(&src[start..start + want.width]);
+            }
         }
     }
     Ok(out)
@@ -195,5 +198,17 @@ mod tests {
         assert!(to_unit_f32(&d, PixelRange::ZeroOne, g, "x").is_err());
         let e = Array { shape: vec![1, 28, 28], data: Elements::I64(vec![0; 784]) };
         assert!(to_unit_f32(&e, PixelRange::ZeroOne, g, "x").unwrap_err().to_string().contains("dtype i64"));
+    }
+
+    /// 32x32 to 28x28 drops the 2-pixel border: the inverse of the padding.
+    #[test]
+    fn crops_32_to_28_inverting_the_padding() {
+        let digit: Vec<u8> = (0..784).map(|i| (i % 251) as u8).collect();
+        let a = Array { shape: vec![1, 28, 28], data: Elements::U8(digit.clone()) };
+        let padded =
+            to_unit_f32(&a, PixelRange::ZeroOne, Geometry { channels: 1, height: 32, width: 32 }, "x").unwrap();
+        let b = Array { shape: vec![1, 32, 32], data: Elements::F32(padded) };
+        let back = to_unit_f32(&b, PixelRange::ZeroOne, Geometry::MNIST, "x").unwrap();
+        assert_eq!(back, digit.iter().map(|&p| p as f32 / 255.0).collect::<Vec<_>>());
     }
 }

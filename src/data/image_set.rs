@@ -154,23 +154,39 @@ pub fn read_array(path: &InputPath) -> Result<Array> {
     }
 }
 
-/// Reads integer class labels [N] (any integer dtype) and checks their count.
+/// Reads integer class labels [N] (any integer dtype) and checks their count: an `.npy`
+/// array, or the `labels` tensor of a `.safetensors` file (codes from vq-encode or
+/// prior-sample carry one).
 pub fn read_labels(path: &InputPath, n: usize) -> Result<Vec<u32>> {
-    let a = read_array(path)?;
-    let values: Vec<i64> = match a.data {
-        Elements::U8(v) => v.into_iter().map(i64::from).collect(),
-        Elements::U16(v) => v.into_iter().map(i64::from).collect(),
-        Elements::I32(v) => v.into_iter().map(i64::from).collect(),
-        Elements::I64(v) => v,
-        other => {
-            return Err(Error::bad_input(
-                path,
-                format!("labels of dtype {} (expected integers: u8, u16, i32 or i64)", other.dtype().name()),
-            ))
+    let (shape, values): (Vec<usize>, Vec<i64>) = match read_tensor_file(path, &Device::Cpu)? {
+        TensorFile::Npy(r) => {
+            let a = r.read_all()?;
+            let values = match a.data {
+                Elements::U8(v) => v.into_iter().map(i64::from).collect(),
+                Elements::U16(v) => v.into_iter().map(i64::from).collect(),
+                Elements::I32(v) => v.into_iter().map(i64::from).collect(),
+                Elements::I64(v) => v,
+                other => {
+                    return Err(Error::bad_input(
+                        path,
+                        format!("labels of dtype {} (expected integers: u8, u16, i32 or i64)", other.dtype().name()),
+                    ))
+                }
+            };
+            (a.shape, values)
+        }
+        TensorFile::Safetensors(map) => {
+            let t = map.get("labels").ok_or_else(|| {
+                Error::bad_input(path, format!("has no 'labels' tensor (it holds: {})", map.names().join(", ")))
+            })?;
+            if t.dtype().is_float() {
+                return Err(Error::bad_input(path, format!("labels of dtype {:?} (expected integers)", t.dtype())));
+            }
+            (t.dims().to_vec(), t.flatten_all()?.to_dtype(candle_core::DType::I64)?.to_vec1::<i64>()?)
         }
     };
-    if a.shape.len() != 1 || a.shape[0] != n {
-        return Err(Error::bad_input(path, format!("labels have shape {:?}, expected [{n}] (one per image)", a.shape)));
+    if shape.len() != 1 || shape[0] != n {
+        return Err(Error::bad_input(path, format!("labels have shape {shape:?}, expected [{n}] (one per image)")));
     }
     values
         .into_iter()

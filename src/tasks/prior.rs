@@ -105,7 +105,10 @@ pub fn check_eval_codes(config: &PixelCnnConfig, eval: &CodeSet) -> Result<()> {
     let l = eval.level;
     let mismatch = |what: String| Err(Error::bad_input(&eval.name, what));
     if (l.height, l.width) != (config.height, config.width) {
-        return mismatch(format!("codes are {}x{}, the training codes {}x{}", l.height, l.width, config.height, config.width));
+        return mismatch(format!(
+            "codes are {}x{}, the training codes {}x{}",
+            l.height, l.width, config.height, config.width
+        ));
     }
     if eval.min_codebook() > config.n_embed {
         return mismatch(format!("holds code {}, outside the codebook of {}", eval.min_codebook() - 1, config.n_embed));
@@ -218,7 +221,10 @@ impl GivenTop {
             ));
         }
         if let Some(bad) = self.codes.iter().find(|&&c| c as usize >= t.n_embed) {
-            return Err(Error::bad_input(&self.name, format!("top code {bad} is outside the codebook of {}", t.n_embed)));
+            return Err(Error::bad_input(
+                &self.name,
+                format!("top code {bad} is outside the codebook of {}", t.n_embed),
+            ));
         }
         Ok(())
     }
@@ -272,7 +278,9 @@ pub fn sample_codes(
                 (None, None, None) => sample_classes(n, k, None),
             };
             if let Some(bad) = labels.iter().find(|&&l| l as usize >= k) {
-                return Err(Error::config(format!("class {bad} is out of range: the prior knows {k} classes (0..{k})")));
+                return Err(Error::config(format!(
+                    "class {bad} is out of range: the prior knows {k} classes (0..{k})"
+                )));
             }
             Some(labels)
         }
@@ -319,9 +327,13 @@ fn sample_to(
             }
             Some(level(pc))
         }
-        (Some(TopCodes::Given(_)), Some(t)) => Some(Level { height: t.height, width: t.width, n_embed: Some(t.n_embed) }),
+        (Some(TopCodes::Given(_)), Some(t)) => {
+            Some(Level { height: t.height, width: t.width, n_embed: Some(t.n_embed) })
+        }
         (None, None) => None,
-        (None, Some(_)) => return Err(Error::config("this prior is conditioned on top codes: give a top prior or --top")),
+        (None, Some(_)) => {
+            return Err(Error::config("this prior is conditioned on top codes: give a top prior or --top"))
+        }
         (Some(_), None) => return Err(Error::config("this prior is not conditioned on top codes, so it takes none")),
     };
     let layout = CodeLayout { n, top: top_level, bottom: level(c), labels: labels.is_some() && top_level.is_some() };

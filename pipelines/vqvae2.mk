@@ -1,0 +1,95 @@
+# make pipeline-vqvae2 [OUT=runs/vqvae2] [EPOCHS=3] [PRIOR_EPOCHS=..] [SEED=0] [DEVICE=cpu] [SMOKE=1]
+#
+# The main job. Bundled MNIST -> train vqvae2-mnist -> encode the train and test splits to
+# codes -> fit a class-conditional PixelCNN prior over the top codes and one over the bottom
+# codes conditioned on the top codes -> sample 10 digits of each class -> decode ->
+# samples.png (one class per row). A vib-mlp classifier trained on the train split scores
+# the samples: the fraction it assigns to their requested class (the classifier check of the
+# VQ-VAE-2 paper). summary.json gathers test MSE, codes in use, prior NLLs, that accuracy and
+# the wall time of every stage. Each file is a target, so a changed stage rebuilds only what
+# depends on it. SMOKE=1 runs the same graph on a tiny budget (the 1,000 test digits, small
+# priors, one epoch each).
+#
+# The same flow as a shell pipe:
+#   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100 \
+#     | vq-decode --model vqvae2.safetensors --png samples.png --cols 10
+
+# OUT applies to the pipeline named on the command line (see vae.mk).
+VQ_OUT := $(if $(filter pipeline-vqvae2,$(MAKECMDGOALS)),$(or $(OUT),runs/vqvae2),runs/vqvae2)
+VQ_SEED := $(or $(SEED),0)
+VQ_DEVICE := $(or $(DEVICE),cpu)
+ifeq ($(SMOKE),1)
+VQ_EPOCHS := 1
+VQ_TOP_EPOCHS := 1
+VQ_BOTTOM_EPOCHS := 1
+VQ_TRAIN_SPLIT := test
+VQ_PRIOR_NET := --layers 2 --channels 16
+else
+VQ_EPOCHS := $(or $(EPOCHS),3)
+VQ_TOP_EPOCHS := $(or $(PRIOR_EPOCHS),6)
+VQ_BOTTOM_EPOCHS := $(or $(PRIOR_EPOCHS),4)
+VQ_TRAIN_SPLIT := train
+VQ_PRIOR_NET :=
+endif
+VQ_COMMON := --seed $(VQ_SEED) --device $(VQ_DEVICE)
+VQ_STAMP := $(VQ_OUT)/.settings-$(VQ_EPOCHS)-$(VQ_TOP_EPOCHS)-$(VQ_BOTTOM_EPOCHS)-$(VQ_SEED)-$(VQ_DEVICE)-$(SMOKE)
+
+# $(call vq_timed,STAGE,COMMAND): runs COMMAND and records its wall time in seconds.
+vq_timed = start=$$(date +%s.%N); $(2); \
+  awk -v s=$$start -v e=$$(date +%s.%N) 'BEGIN { printf "%.1f\n", e - s }' > $(VQ_OUT)/.time-$(1)
+
+.PHONY: pipeline-vqvae2
+pipeline-vqvae2: $(VQ_OUT)/summary.json
+	@cat $<
+
+# A changed setting retrains: the stamp's name holds them.
+$(VQ_STAMP):
+	@mkdir -p $(@D)
+	@rm -f $(VQ_OUT)/.settings-*
+	@touch $@
+
+$(VQ_OUT)/vqvae2.safetensors: $(VQ_STAMP) $(BIN)/vae-train
+	$(call vq_timed,vqvae2,$(BIN)/vae-train --preset vqvae2-mnist --data mnist --split $(VQ_TRAIN_SPLIT) \
+	  --epochs $(VQ_EPOCHS) $(VQ_COMMON) --metrics $(VQ_OUT)/vqvae2-train.jsonl -o $@)
+
+$(VQ_OUT)/codes-%.safetensors: $(VQ_OUT)/vqvae2.safetensors $(BIN)/vq-encode
+	$(call vq_timed,encode-$*,$(BIN)/vq-encode --model $< --data mnist --split $* --device $(VQ_DEVICE) -o $@)
+
+$(VQ_OUT)/prior-top.safetensors: $(VQ_OUT)/codes-$(VQ_TRAIN_SPLIT).safetensors $(VQ_OUT)/codes-test.safetensors $(BIN)/prior-fit
+	$(call vq_timed,prior-top,$(BIN)/prior-fit $< --level top --eval-data $(VQ_OUT)/codes-test.safetensors \
+	  --epochs $(VQ_TOP_EPOCHS) $(VQ_PRIOR_NET) $(VQ_COMMON) --metrics $(VQ_OUT)/prior-top.jsonl -o $@)
+
+$(VQ_OUT)/prior-bottom.safetensors: $(VQ_OUT)/codes-$(VQ_TRAIN_SPLIT).safetensors $(VQ_OUT)/codes-test.safetensors $(BIN)/prior-fit
+	$(call vq_timed,prior-bottom,$(BIN)/prior-fit $< --level bottom --eval-data $(VQ_OUT)/codes-test.safetensors \
+	  --epochs $(VQ_BOTTOM_EPOCHS) $(VQ_PRIOR_NET) $(VQ_COMMON) --metrics $(VQ_OUT)/prior-bottom.jsonl -o $@)
+
+# 100 samples: classes 0..9 in blocks of 10, so 10 columns give one class per row.
+$(VQ_OUT)/sample-codes.safetensors: $(VQ_OUT)/prior-top.safetensors $(VQ_OUT)/prior-bottom.safetensors $(BIN)/prior-sample
+	$(call vq_timed,sample,$(BIN)/prior-sample --model $< --bottom $(VQ_OUT)/prior-bottom.safetensors -n 100 $(VQ_COMMON) -o $@)
+
+$(VQ_OUT)/samples.npy: $(VQ_OUT)/sample-codes.safetensors $(VQ_OUT)/vqvae2.safetensors $(BIN)/vq-decode
+	$(call vq_timed,decode,$(BIN)/vq-decode --model $(VQ_OUT)/vqvae2.safetensors $< --device $(VQ_DEVICE) -o $@)
+
+$(VQ_OUT)/samples.png: $(VQ_OUT)/samples.npy $(BIN)/img-grid
+	$(BIN)/img-grid $< --cols 10 --scale 2 -o $@
+
+$(VQ_OUT)/vib.safetensors: $(VQ_STAMP) $(BIN)/vae-train
+	$(call vq_timed,vib,$(BIN)/vae-train --preset vib-mlp --data mnist --epochs $(if $(filter 1,$(SMOKE)),1,10) \
+	  $(VQ_COMMON) --metrics $(VQ_OUT)/vib-train.jsonl -o $@)
+
+# The classifier's error on the samples, labelled with the classes they were drawn for
+# (32x32 samples are centre-cropped to the classifier's 28x28).
+$(VQ_OUT)/sample-classes.json: $(VQ_OUT)/vib.safetensors $(VQ_OUT)/samples.npy $(VQ_OUT)/sample-codes.safetensors $(BIN)/vae-eval
+	$(BIN)/vae-eval --model $< --data $(VQ_OUT)/samples.npy --labels $(VQ_OUT)/sample-codes.safetensors $(VQ_COMMON) -o $@
+
+$(VQ_OUT)/summary.json: $(VQ_OUT)/samples.png $(VQ_OUT)/sample-classes.json
+	{ last() { tail -n 1 $(VQ_OUT)/$$1; }; \
+	  printf '{"epochs": {"vqvae2": %s, "prior_top": %s, "prior_bottom": %s}, "seed": %s, "smoke": %s,\n' \
+	    $(VQ_EPOCHS) $(VQ_TOP_EPOCHS) $(VQ_BOTTOM_EPOCHS) $(VQ_SEED) $(if $(filter 1,$(SMOKE)),true,false); \
+	  printf ' "vqvae2_last_epoch": %s,\n' "$$(last vqvae2-train.jsonl)"; \
+	  printf ' "prior_top_last_epoch": %s,\n "prior_bottom_last_epoch": %s,\n' "$$(last prior-top.jsonl)" "$$(last prior-bottom.jsonl)"; \
+	  printf ' "sample_class_accuracy": %s,\n' "$$(sed -n 's/.*"error": *\([0-9.eE+-]*\).*/\1/p' $(VQ_OUT)/sample-classes.json | awk '{ print 1 - $$1 }')"; \
+	  printf ' "sample_classifier": %s,\n' "$$(cat $(VQ_OUT)/sample-classes.json)"; \
+	  printf ' "wall_seconds": {'; \
+	  for f in $(VQ_OUT)/.time-*; do printf '%s"%s": %s' "$${sep:-}" "$${f##*/.time-}" "$$(cat $$f)"; sep=', '; done; \
+	  printf '},\n "files": ["vqvae2.safetensors", "prior-top.safetensors", "prior-bottom.safetensors", "samples.png"]}\n'; } > $@
