@@ -181,3 +181,19 @@ pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
         other => panic!("{}: expected f32, got {:?}", path.display(), other.data.dtype()),
     }
 }
+
+/// Writes 16 noise images with labels and trains a vqvae2-mnist of `levels` levels on them
+/// for one epoch into `dir/model`.
+#[allow(dead_code)]
+pub fn train_vq(dir: &Path, model: &str, levels: u32) {
+    if !dir.join("x.npy").exists() {
+        write_npy_u8(dir, "x.npy", &[16, 28, 28], &noise_pixels(16, 5));
+        write_npy_u8(dir, "y.npy", &[16], &(0..16).map(|i| (i % 10) as u8).collect::<Vec<_>>());
+    }
+    tool("vae-train")
+        .current_dir(dir)
+        .args(["--preset", "vqvae2-mnist", "--levels", &levels.to_string(), "--data", "x.npy"])
+        .args(["--epochs", "1", "--batch-size", "8", "--metrics", "train.jsonl", "-o", model])
+        .assert()
+        .success();
+}

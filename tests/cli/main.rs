@@ -6,6 +6,7 @@ mod img_grid;
 mod img_pack;
 mod interrupt;
 mod pipes;
+mod prior;
 mod vae_decode;
 mod vae_encode;
 mod vae_eval;

@@ -8,22 +8,7 @@ use candle_core::{Device, Tensor};
 use genimg::io::safetensors::TensorMap;
 use genimg::io::OutputPath;
 
-use crate::common::{assert_fails_naming, bin_path, noise_pixels, read_f32, read_npy, tool, write_npy_u8};
-
-/// Writes 16 noise images with labels and trains a vqvae2-mnist of `levels` levels on them
-/// for one epoch into `dir/model`.
-fn train_vq(dir: &Path, model: &str, levels: u32) {
-    if !dir.join("x.npy").exists() {
-        write_npy_u8(dir, "x.npy", &[16, 28, 28], &noise_pixels(16, 5));
-        write_npy_u8(dir, "y.npy", &[16], &(0..16).map(|i| (i % 10) as u8).collect::<Vec<_>>());
-    }
-    tool("vae-train")
-        .current_dir(dir)
-        .args(["--preset", "vqvae2-mnist", "--levels", &levels.to_string(), "--data", "x.npy"])
-        .args(["--epochs", "1", "--batch-size", "8", "--metrics", "train.jsonl", "-o", model])
-        .assert()
-        .success();
-}
+use crate::common::{assert_fails_naming, bin_path, read_f32, read_npy, tool, train_vq, write_npy_u8};
 
 fn read_map(path: &Path) -> TensorMap {
     TensorMap::read(&genimg::io::InputPath::File(path.to_path_buf()), &Device::Cpu).unwrap()
