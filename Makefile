@@ -31,10 +31,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 
-# Median images/s of training, encoding and decoding; GFLOP/s of the fused convolutions.
+# Median images/s of training, encoding and decoding, the samplers' seconds; GFLOP/s of the
+# fused convolutions.
 bench: build
 	$(CARGO) bench --locked --bench throughput
 	$(CARGO) bench --locked --bench conv
+	$(CARGO) bench --locked --bench vq
 
 clean:
 	$(CARGO) clean

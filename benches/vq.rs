@@ -1,0 +1,172 @@
+//! `make bench`, VQ-VAE-2 and PixelCNN priors: training images/s, encoding and decoding
+//! images/s, and the two samplers' seconds, as JSON lines on stdout.
+//!
+//! Training runs the shared loop over the first 1,024 train digits (8 steps of 128; the
+//! figures of the issue were taken the same way), encoding and decoding stream the 1,000
+//! test digits in batches of 1,000, through the functions the tools call. Each figure is the
+//! median of BENCH_REPEATS runs (default 3).
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use genimg::data::code_set::CodeSet;
+use genimg::data::codes::Level;
+use genimg::data::stream::ImageStream;
+use genimg::data::{Dataset, ImageSet, Split};
+use genimg::io::{InputPath, OutputPath};
+use genimg::models::pixelcnn::{sample, PixelCnnConfig, SampleMethod, SampleOptions, TopCondition};
+use genimg::models::vqvae2::VqVae2Config;
+use genimg::models::ModelConfig;
+use genimg::nn::{AdamConfig, Params};
+use genimg::rng::{Rng, Stream};
+use genimg::tasks::prior::PriorTask;
+use genimg::tasks::vqvae2::{decode, encode, DecodeOutput, VqTask};
+use genimg::train::{train, TrainOptions};
+use serde_json::json;
+
+fn repeats() -> usize {
+    std::env::var("BENCH_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+const TRAIN_IMAGES: usize = 1024;
+
+/// Images per second of one epoch of the shared loop over `data`, median of repeats.
+fn train_rate(config: &ModelConfig, data: &dyn Dataset, dir: &std::path::Path) -> f64 {
+    let (lr, batch_size) = config.train_defaults();
+    median(
+        (0..repeats())
+            .map(|r| {
+                let mut task =
+                    genimg::tasks::build(config.clone(), Params::init(r as u64, &Device::Cpu)).expect("task");
+                let opts = TrainOptions {
+                    epochs: 1,
+                    batch_size,
+                    seed: r as u64,
+                    adam: AdamConfig::with_lr(lr),
+                    output: dir.join("bench.safetensors"),
+                    metrics: Some(dir.join("metrics.jsonl")),
+                    resume: false,
+                    device: Device::Cpu,
+                };
+                let last = train(task.as_mut(), data, None, &opts).expect("training");
+                last["images_per_s"].as_f64().expect("images_per_s")
+            })
+            .collect(),
+    )
+}
+
+fn seconds(mut f: impl FnMut()) -> f64 {
+    median(
+        (0..repeats())
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// A code set of `n` random codes (training speed does not depend on their values).
+fn random_codes(n: usize, side: usize, labels: bool, top: bool) -> CodeSet {
+    let mut rng = Rng::new(0, Stream::Eval, side as u64);
+    let mut draw =
+        |count: usize, k: u32| -> Vec<u32> { (0..count).map(|_| rand::Rng::random_range(rng.inner(), 0..k)).collect() };
+    let level = |s: usize| Level { height: s, width: s, n_embed: Some(512) };
+    CodeSet {
+        name: "random".into(),
+        n,
+        level: level(side),
+        codes: draw(n * side * side, 512),
+        labels: labels.then(|| draw(n, 10)),
+        top: top.then(|| (level(side / 2), draw(n * side * side / 4, 512))),
+    }
+}
+
+fn main() {
+    genimg::cli::configure_threads();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let d = dir.path();
+    let all = ImageSet::mnist(Split::Train, VqVae2Config::default().geometry()).expect("bundled data");
+    let subset = ImageSet {
+        name: "mnist:train[..1024]".into(),
+        pixels: all.pixels[..TRAIN_IMAGES * all.geometry.pixels()].to_vec(),
+        labels: None,
+        ..all
+    };
+    for levels in [2, 1] {
+        let config = ModelConfig::VqVae2(VqVae2Config { levels, ..VqVae2Config::default() });
+        let rate = train_rate(&config, &subset, d);
+        println!(
+            "{}",
+            json!({"bench": "train", "model": "vqvae2-mnist", "levels": levels, "batch_size": 128, "images": TRAIN_IMAGES, "images_per_s": rate.round()})
+        );
+    }
+
+    let model = VqTask::new(VqVae2Config::default(), Params::init(0, &Device::Cpu)).expect("model").model;
+    let codes_path = d.join("codes.safetensors");
+    let t = seconds(|| {
+        let mut images = ImageStream::open(
+            &genimg::data::DataSpec::Mnist,
+            Some(Split::Test),
+            Default::default(),
+            model.config.geometry(),
+            1000,
+        )
+        .expect("stream");
+        encode(&model, &mut images, &OutputPath::File(codes_path.clone()), &Device::Cpu).expect("encode");
+    });
+    println!(
+        "{}",
+        json!({"bench": "encode", "model": "vqvae2-mnist", "images": 1000, "images_per_s": (1000.0 / t).round()})
+    );
+    let t = seconds(|| {
+        let mut codes = genimg::data::codes::CodeReader::open(&InputPath::File(codes_path.clone())).expect("codes");
+        let out = DecodeOutput::Array(OutputPath::File(d.join("x.npy")), Default::default());
+        decode(&model, &mut codes, &out, 1000, &Device::Cpu).expect("decode");
+    });
+    println!(
+        "{}",
+        json!({"bench": "decode", "model": "vqvae2-mnist", "images": 1000, "images_per_s": (1000.0 / t).round()})
+    );
+
+    for (side, labels, top) in [(8, false, false), (8, true, true), (4, false, false), (4, true, false)] {
+        let codes = random_codes(TRAIN_IMAGES, side, labels, top);
+        let config = ModelConfig::PixelCnn(PixelCnnConfig {
+            height: side,
+            width: side,
+            n_classes: labels.then_some(10),
+            top: top.then_some(TopCondition { n_embed: 512, height: side / 2, width: side / 2 }),
+            ..PixelCnnConfig::default()
+        });
+        let rate = train_rate(&config, &codes, d);
+        println!(
+            "{}",
+            json!({"bench": "train", "model": "pixelcnn-prior", "codes": format!("{side}x{side}"), "labels": labels, "top": top, "images_per_s": rate.round()})
+        );
+    }
+
+    for side in [4, 8, 16] {
+        let config = PixelCnnConfig { height: side, width: side, ..PixelCnnConfig::default() };
+        let prior = PriorTask::new(config, Params::init(0, &Device::Cpu)).expect("prior").model;
+        let mut times = Vec::new();
+        for method in [SampleMethod::Cached, SampleMethod::Plain] {
+            let opts = SampleOptions { temperature: 1.0, top_k: None, method };
+            let t = seconds(|| {
+                let codes: Tensor =
+                    sample(&prior, 100, None, None, &opts, &mut Rng::new(0, Stream::Eval, 0)).expect("sample");
+                assert_eq!(codes.dims(), [100, side, side]);
+            });
+            times.push(t);
+        }
+        println!(
+            "{}",
+            json!({"bench": "sample", "model": "pixelcnn-prior", "codes": format!("{side}x{side}"), "samples": 100, "cached_s": (times[0] * 1000.0).round() / 1000.0, "plain_s": (times[1] * 1000.0).round() / 1000.0, "speedup": (times[1] / times[0] * 10.0).round() / 10.0})
+        );
+    }
+}
