@@ -44,7 +44,8 @@
 //!
 //! On the CPU the network runs channels-last ([N, H, W, C], one pixel a row): each
 //! convolution is an unfold of its taps ([`ops::Unfold`]) and one fused matrix product, the
-//! 1x1 convolutions are plain products, and the gate is one fused op ([`ops::Gate`]).
+//! 1x1 convolutions are plain products, the gate with its conditioning is one fused op
+//! ([`ops::gate`]), and so is the cross-entropy.
 
 mod ops;
 mod sample;
@@ -55,6 +56,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::nn::conv::{ConvTranspose2d, ConvTransposeConfig};
+use crate::nn::functional::mean_cross_entropy;
 use crate::nn::linear::Linear;
 use crate::nn::params::{Init, Params};
 
@@ -206,17 +208,8 @@ impl GatedLayer {
         let v_pre = v_conv.forward(&v.apply_op1(ops::Unfold(ops::V_TAPS))?.reshape((rows, 6 * c))?)?;
         let h_pre = h_conv.forward(&h.apply_op1(ops::Unfold(ops::H_TAPS))?.reshape((rows, 2 * c))?)?;
         let h_pre = (self.v_to_h.forward(&v_pre)? + h_pre)?;
-        let (v_pre, h_pre) = match cond {
-            Some(cond) => {
-                // (rows, 2c) -> (n, height width, 2c), plus the conditioning
-                let add =
-                    |x: &Tensor| x.reshape((n, height * width, 2 * c))?.broadcast_add(cond)?.reshape((rows, 2 * c));
-                (add(&v_pre)?, add(&h_pre)?)
-            }
-            None => (v_pre, h_pre),
-        };
-        let v_out = v_pre.apply_op1(ops::Gate)?.reshape((n, height, width, c))?;
-        let h_out = self.h_out.forward(&h_pre.apply_op1(ops::Gate)?)?.reshape((n, height, width, c))?;
+        let v_out = ops::gate(&v_pre, cond)?.reshape((n, height, width, c))?;
+        let h_out = self.h_out.forward(&ops::gate(&h_pre, cond)?)?.reshape((n, height, width, c))?;
         let h_out = if self.mask.is_some() { h_out } else { (h_out + h)? };
         Ok((v_out, h_out))
     }
@@ -290,7 +283,7 @@ impl PixelCnn {
     /// The mean cross-entropy of the codes under the model, in nats per code.
     pub fn loss(&self, codes: &Tensor, labels: Option<&Tensor>, top: Option<&Tensor>) -> Result<Tensor> {
         let logits = self.logits_rows(codes, labels, top)?;
-        Ok(candle_nn::loss::cross_entropy(&logits, &codes.flatten_all()?)?)
+        mean_cross_entropy(&logits, &codes.flatten_all()?)
     }
 
     /// The logits channels-last, one row per code: [N H W, n_embed].

@@ -113,6 +113,137 @@ impl CustomOp3 for BceGrad {
     }
 }
 
+/// The mean over rows of -log softmax(logits)[target], for logits [R, E] and targets [R]
+/// (u32): the cross-entropy in nats. On the CPU one fused pass forward and one backward
+/// replace the composed log-softmax, whose eight ops each fill a fresh [R, E] buffer (a
+/// PixelCNN batch has R E = 4M logits). Elsewhere it is `candle_nn::loss::cross_entropy`,
+/// also the reference the tests compare against.
+pub fn mean_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let fused = logits.device().is_cpu()
+        && logits.rank() == 2
+        && logits.dtype() == candle_core::DType::F32
+        && targets.dtype() == candle_core::DType::U32
+        && targets.dims() == [logits.dim(0)?];
+    if fused {
+        Ok(logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)?)
+    } else {
+        Ok(candle_nn::loss::cross_entropy(logits, targets)?)
+    }
+}
+
+/// Rows of logits that one task of the fused cross-entropy takes.
+const CE_ROWS: usize = 64;
+
+/// The u32 data of a contiguous tensor.
+fn contiguous_u32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::U32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{op}: expected contiguous u32 targets"),
+    }
+}
+
+/// The log-sum-exp of a row and, through `probs`, its softmax.
+fn softmax_row(row: &[f32], probs: &mut [f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (p, &l) in probs.iter_mut().zip(row) {
+        *p = fastmath::exp(l - max);
+    }
+    let sum = fastmath::sum(probs);
+    probs.iter_mut().for_each(|p| *p /= sum);
+    max + sum.ln()
+}
+
+struct CrossEntropy;
+
+impl CrossEntropy {
+    /// Checks the targets against the logits; returns (rows, classes).
+    fn dims(l: &Layout, targets: &[u32]) -> candle_core::Result<(usize, usize)> {
+        let (r, e) = l.shape().dims2()?;
+        if let Some(t) = targets.iter().find(|&&t| t as usize >= e) {
+            candle_core::bail!("cross-entropy: target {t} is out of range for {e} classes")
+        }
+        Ok((r, e))
+    }
+}
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (logits, targets) = (contiguous_f32(self.name(), ls, ll)?, contiguous_u32(self.name(), ts, tl)?);
+        let (r, e) = Self::dims(ll, targets)?;
+        let total: f64 = logits
+            .par_chunks(CE_ROWS * e.max(1))
+            .zip(targets.par_chunks(CE_ROWS))
+            .map_init(
+                || vec![0f32; e],
+                |probs, (rows, targets)| {
+                    rows.chunks_exact(e)
+                        .zip(targets)
+                        .map(|(row, &t)| (softmax_row(row, probs) - row[t as usize]) as f64)
+                        .sum::<f64>()
+                },
+            )
+            .sum();
+        Ok((CpuStorage::F32(vec![(total / r.max(1) as f64) as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _loss: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let scale = grad.to_dtype(candle_core::DType::F32)?.reshape(1)?;
+        Ok((Some(logits.apply_op3_no_bwd(targets, &scale, &CrossEntropyGrad)?), None))
+    }
+}
+
+/// d loss / d logits = grad (softmax(row) - onehot(target)) / R.
+struct CrossEntropyGrad;
+
+impl CustomOp3 for CrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "cross-entropy-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (logits, targets) = (contiguous_f32(self.name(), ls, ll)?, contiguous_u32(self.name(), ts, tl)?);
+        let g = contiguous_f32(self.name(), gs, gl)?[0];
+        let (r, e) = CrossEntropy::dims(ll, targets)?;
+        let scale = g / r.max(1) as f32;
+        let mut out = vec![0f32; logits.len()];
+        out.par_chunks_mut(CE_ROWS * e.max(1))
+            .zip(logits.par_chunks(CE_ROWS * e.max(1)))
+            .zip(targets.par_chunks(CE_ROWS))
+            .for_each(|((out, rows), targets)| {
+                for ((o, row), &t) in out.chunks_exact_mut(e).zip(rows.chunks_exact(e)).zip(targets) {
+                    softmax_row(row, o);
+                    o[t as usize] -= 1.0;
+                    o.iter_mut().for_each(|v| *v *= scale);
+                }
+            });
+        Ok((CpuStorage::F32(out), ll.shape().clone()))
+    }
+}
+
 /// softplus(x) = log(1 + exp(x)), stable for large |x|.
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
     Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
@@ -189,6 +320,32 @@ mod tests {
         let ((sf, gf), (ss, gs)) = (run(true), run(false));
         assert!(sf.iter().zip(&ss).all(|(a, b)| (a - b).abs() < 1e-4), "{sf:?} {ss:?}");
         assert!(gf.iter().zip(&gs).all(|(a, b)| (a - b).abs() < 1e-5), "{gf:?} {gs:?}");
+    }
+
+    #[test]
+    fn fused_cross_entropy_matches_candle_in_value_and_gradient() {
+        let d = Device::Cpu;
+        let mut r = Rng::new(3, Stream::Eval, 0);
+        let l = candle_core::Var::from_tensor(&(r.normal(&[70, 9], &d).unwrap() * 4.0).unwrap()).unwrap();
+        let t: Vec<u32> = (0..70u32).map(|i| (i * 7) % 9).collect();
+        let t = Tensor::new(t.as_slice(), &d).unwrap();
+        let run = |fused: bool| {
+            let loss = if fused {
+                mean_cross_entropy(l.as_tensor(), &t).unwrap()
+            } else {
+                candle_nn::loss::cross_entropy(l.as_tensor(), &t).unwrap()
+            };
+            let g = (&loss * 3.0).unwrap().backward().unwrap();
+            (
+                loss.to_scalar::<f32>().unwrap(),
+                g.get(l.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        };
+        let ((lf, gf), (ls, gs)) = (run(true), run(false));
+        assert!((lf - ls).abs() < 1e-5, "{lf} vs {ls}");
+        assert!(gf.iter().zip(&gs).all(|(a, b)| (a - b).abs() < 1e-6), "{gf:?} {gs:?}");
+        let bad = Tensor::new(&[9u32; 70], &d).unwrap();
+        assert!(mean_cross_entropy(l.as_tensor(), &bad).unwrap_err().to_string().contains("target 9 is out of range"));
     }
 
     /// The closed-form KL equals E_q[log q(z) - log p(z)] estimated by Monte Carlo.

@@ -3,7 +3,7 @@
 //! Both are plain copies or elementwise maths that candle would spread over many ops (pad,
 //! narrow, cat; narrow, tanh, sigmoid, mul), each with a fresh buffer and a backward pass.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::nn::fastmath;
@@ -107,50 +107,149 @@ fn sigmoid(x: f32) -> f32 {
 /// tanh(f) * sigmoid(g).
 pub fn gate_rows(a: &[f32], out: &mut [f32], c: usize) {
     for (o, row) in out.chunks_exact_mut(c).zip(a.chunks_exact(2 * c)) {
-        let (f, g) = row.split_at(c);
-        for ((o, &f), &g) in o.iter_mut().zip(f).zip(g) {
-            *o = tanh(f) * sigmoid(g);
+        gate_row(row, None, o);
+    }
+}
+
+/// One pixel's gate, of `a` [2C] plus `cond` [2C] when given, into `out` [C].
+#[inline(always)]
+fn gate_row(a: &[f32], cond: Option<&[f32]>, out: &mut [f32]) {
+    let (f, g) = a.split_at(out.len());
+    match cond {
+        None => out.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g)),
+        Some(k) => {
+            let (kf, kg) = k.split_at(out.len());
+            for ((((o, &f), &g), &kf), &kg) in out.iter_mut().zip(f).zip(g).zip(kf).zip(kg) {
+                *o = tanh(f + kf) * sigmoid(g + kg);
+            }
         }
     }
 }
 
-/// gate(a) = tanh(a_f) * sigmoid(a_g) over the last dimension, [..., 2C] -> [..., C]: the
-/// first C channels are f, the last C are g.
-pub struct Gate;
-
-impl CustomOp1 for Gate {
-    fn name(&self) -> &'static str {
-        "gate"
+/// The gradient of [`gate_row`] in `a`: dy (1 - tanh^2 f) sigmoid g for f, dy tanh f
+/// sigmoid g (1 - sigmoid g) for g, written to `da` [2C].
+#[inline(always)]
+fn gate_grad_row(a: &[f32], cond: Option<&[f32]>, dy: &[f32], da: &mut [f32]) {
+    // The gate's input, the conditioning added, then overwritten by its gradient.
+    da.copy_from_slice(a);
+    if let Some(k) = cond {
+        da.iter_mut().zip(k).for_each(|(d, k)| *d += k);
     }
+    let (df, dg) = da.split_at_mut(dy.len());
+    for ((f, g), &dy) in df.iter_mut().zip(dg.iter_mut()).zip(dy) {
+        let (t, s) = (tanh(*f), sigmoid(*g));
+        *f = dy * (1.0 - t * t) * s;
+        *g = dy * t * s * (1.0 - s);
+    }
+}
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let a = contiguous_f32(self.name(), s, l)?;
-        let mut dims = l.dims().to_vec();
+/// gate(a + cond) = tanh(f) * sigmoid(g) over the last dimension, [..., 2C] -> [..., C]: the
+/// first C channels are f, the last C are g. `cond` [N, 1 or P, 2C] is added to the pixels
+/// of each of the N images (P pixels each), broadcast over them when it has one.
+pub fn gate(a: &Tensor, cond: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    match cond {
+        None => a.apply_op1(Gate),
+        Some(cond) => a.apply_op2(&cond.contiguous()?, Gate),
+    }
+}
+
+/// The gate, on its own or with conditioning; see [`gate`].
+struct Gate;
+
+/// A gate's input of `rows` rows of 2C and, when conditioned, its conditioning [N, Q, 2C]
+/// (Q = 1 or the P rows of one image) with Q and P.
+struct GateInput<'a> {
+    a: &'a [f32],
+    rows: usize,
+    c: usize,
+    cond: Option<(&'a [f32], usize, usize)>,
+}
+
+impl<'a> GateInput<'a> {
+    fn new(a: &'a [f32], al: &Layout, cond: Option<(&'a [f32], &Layout)>) -> candle_core::Result<Self> {
+        let dims = al.dims();
         let two_c = dims.last().copied().unwrap_or(0);
         if two_c == 0 || two_c % 2 == 1 {
             candle_core::bail!("gate: the last dimension of {dims:?} must be even and non-zero")
         }
-        let c = two_c / 2;
-        *dims.last_mut().expect("rank >= 1") = c;
-        let mut out = vec![0f32; a.len() / 2];
-        out.par_chunks_mut(ROWS_PER_TASK * c)
-            .zip(a.par_chunks(ROWS_PER_TASK * two_c))
-            .for_each(|(o, a)| gate_rows(a, o, c));
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        let rows = a.len() / two_c;
+        let cond = match cond {
+            None => None,
+            Some((k, l)) => {
+                let (n, q, k2) = l.shape().dims3()?;
+                if k2 != two_c || n == 0 || rows % n != 0 || (q != 1 && q != rows / n) {
+                    candle_core::bail!("gate: conditioning {:?} does not fit input {dims:?}", l.dims())
+                }
+                Some((k, q, rows / n))
+            }
+        };
+        Ok(GateInput { a, rows, c: two_c / 2, cond })
     }
 
-    fn bwd(&self, a: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(a.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &GateGrad)?))
+    fn row(&self, r: usize) -> &'a [f32] {
+        &self.a[r * 2 * self.c..(r + 1) * 2 * self.c]
+    }
+
+    /// The conditioning of row `r`.
+    fn cond_row(&self, r: usize) -> Option<&'a [f32]> {
+        let (k, q, per_image) = self.cond?;
+        let two_c = 2 * self.c;
+        let at = if q == 1 { r / per_image } else { r };
+        Some(&k[at * two_c..(at + 1) * two_c])
     }
 }
 
-/// (a [..., 2C], dy [..., C]) -> da: dy (1 - tanh^2 f) sigmoid g for f, dy tanh f
-/// sigmoid g (1 - sigmoid g) for g.
-struct GateGrad;
+/// Runs `f(row, out row)` over the rows of `out`, `width` floats each, on rayon's threads.
+fn par_rows<F>(out: &mut [f32], width: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    out.par_chunks_mut(ROWS_PER_TASK * width).enumerate().for_each(|(b, block)| {
+        for (r, o) in block.chunks_exact_mut(width).enumerate() {
+            f(b * ROWS_PER_TASK + r, o)
+        }
+    });
+}
 
-impl CustomOp2 for GateGrad {
+fn gate_fwd(x: GateInput, al: &Layout) -> (CpuStorage, Shape) {
+    let c = x.c;
+    let mut out = vec![0f32; x.rows * c];
+    par_rows(&mut out, c, |r, o| gate_row(x.row(r), x.cond_row(r), o));
+    let mut dims = al.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = c;
+    (CpuStorage::F32(out), Shape::from(dims))
+}
+
+fn gate_bwd(x: GateInput, al: &Layout, dy: &[f32]) -> candle_core::Result<(CpuStorage, Shape)> {
+    let c = x.c;
+    if dy.len() != x.rows * c {
+        candle_core::bail!("gate-grad: gradient of {} floats for input {:?}", dy.len(), al.dims())
+    }
+    let mut da = vec![0f32; x.rows * 2 * c];
+    par_rows(&mut da, 2 * c, |r, d| gate_grad_row(x.row(r), x.cond_row(r), &dy[r * c..(r + 1) * c], d));
+    Ok((CpuStorage::F32(da), al.shape().clone()))
+}
+
+const NAME: &str = "gate";
+const GRAD_NAME: &str = "gate-grad";
+
+impl CustomOp1 for Gate {
     fn name(&self) -> &'static str {
-        "gate-grad"
+        NAME
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok(gate_fwd(GateInput::new(contiguous_f32(NAME, s, l)?, l, None)?, l))
+    }
+
+    fn bwd(&self, a: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(a.apply_op2_no_bwd(&grad.contiguous()?, &GateGrad)?))
+    }
+}
+
+impl CustomOp2 for Gate {
+    fn name(&self) -> &'static str {
+        NAME
     }
 
     fn cpu_fwd(
@@ -160,27 +259,64 @@ impl CustomOp2 for GateGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, dy) = (contiguous_f32(self.name(), s1, l1)?, contiguous_f32(self.name(), s2, l2)?);
-        let two_c = l1.dims().last().copied().unwrap_or(0);
-        if two_c == 0 || dy.len() * 2 != a.len() {
-            candle_core::bail!("gate-grad: input {:?} and gradient {:?} do not match", l1.dims(), l2.dims())
-        }
-        let c = two_c / 2;
-        let mut da = vec![0f32; a.len()];
-        da.par_chunks_mut(ROWS_PER_TASK * two_c)
-            .zip(a.par_chunks(ROWS_PER_TASK * two_c))
-            .zip(dy.par_chunks(ROWS_PER_TASK * c))
-            .for_each(|((da, a), dy)| {
-                for ((da, a), dy) in da.chunks_exact_mut(two_c).zip(a.chunks_exact(two_c)).zip(dy.chunks_exact(c)) {
-                    let (df, dg) = da.split_at_mut(c);
-                    let (f, g) = a.split_at(c);
-                    for ((((df, dg), &f), &g), &dy) in df.iter_mut().zip(dg).zip(f).zip(g).zip(dy) {
-                        let (t, s) = (tanh(f), sigmoid(g));
-                        *df = dy * (1.0 - t * t) * s;
-                        *dg = dy * t * s * (1.0 - s);
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(da), l1.shape().clone()))
+        let cond = Some((contiguous_f32(NAME, s2, l2)?, l2));
+        Ok(gate_fwd(GateInput::new(contiguous_f32(NAME, s1, l1)?, l1, cond)?, l1))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        cond: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let da = a.apply_op3_no_bwd(cond, &grad.contiguous()?, &GateGrad)?;
+        let dcond = if cond.track_op() {
+            // (rows, 2c) -> (n, p, 2c), summed over p where the conditioning is broadcast.
+            let (n, q, two_c) = cond.dims3()?;
+            let da = da.reshape((n, (), two_c))?;
+            Some(if q == 1 { da.sum_keepdim(1)? } else { da })
+        } else {
+            None
+        };
+        Ok((Some(da), dcond))
+    }
+}
+
+/// The gate's gradient in its input: from (a, dy), or (a, cond, dy) with conditioning.
+struct GateGrad;
+
+impl CustomOp2 for GateGrad {
+    fn name(&self) -> &'static str {
+        GRAD_NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        gate_bwd(GateInput::new(contiguous_f32(GRAD_NAME, s1, l1)?, l1, None)?, l1, contiguous_f32(GRAD_NAME, s2, l2)?)
+    }
+}
+
+impl CustomOp3 for GateGrad {
+    fn name(&self) -> &'static str {
+        GRAD_NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let cond = Some((contiguous_f32(GRAD_NAME, s2, l2)?, l2));
+        gate_bwd(GateInput::new(contiguous_f32(GRAD_NAME, s1, l1)?, l1, cond)?, l1, contiguous_f32(GRAD_NAME, s3, l3)?)
     }
 }
