@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Geometry;
 use crate::error::{Error, Result};
-use crate::nn::functional::{bce_with_logits_sum, kl_std_normal, log_std_normal, logsumexp, LN_2PI};
+use crate::nn::functional::{bce_with_logits_sum, kl_std_normal, log_std_normal, logsumexp, relu, LN_2PI};
 use crate::nn::params::{Init, Params};
 use crate::rng::Rng;
 
@@ -170,13 +170,13 @@ impl Vae {
 
     /// q(z|x): mean and log-variance, each [N, latent]. `x` is [N, 784] in [0,1].
     pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let h = self.fc1.forward(x)?.relu()?;
+        let h = relu(&self.fc1.forward(x)?)?;
         Ok((self.fc21.forward(&h)?, self.fc22.forward(&h)?))
     }
 
     /// The decoder's output before the sigmoid: [N, 784].
     pub fn decode_logits(&self, z: &Tensor) -> Result<Tensor> {
-        Ok(self.fc4.forward(&self.fc3.forward(z)?.relu()?)?)
+        Ok(self.fc4.forward(&relu(&self.fc3.forward(z)?)?)?)
     }
 
     /// The mean of p(x|z) in [0,1]: [N, 784].

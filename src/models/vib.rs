@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Geometry;
 use crate::error::{Error, Result};
-use crate::nn::functional::softplus;
+use crate::nn::functional::{relu, softplus};
 use crate::nn::params::Params;
 use crate::rng::Rng;
 
@@ -91,7 +91,7 @@ impl Vib {
 
     /// q(z|x) for images `x` [N, 784] in [0,1].
     pub fn encode(&self, x: &Tensor) -> Result<Posterior> {
-        let h = self.fc2.forward(&self.fc1.forward(x)?.relu()?)?.relu()?;
+        let h = relu(&self.fc2.forward(&relu(&self.fc1.forward(x)?)?)?)?;
         let s = self.fc3.forward(&h)?;
         let l = self.config.latent;
         Ok(Posterior { mu: s.narrow(1, 0, l)?, sigma: softplus(&(s.narrow(1, l, l)? - 5.0)?)? })

@@ -20,6 +20,7 @@ use super::quantize::{Quantized, Quantizer, QuantizerConfig};
 use crate::data::Geometry;
 use crate::error::{Error, Result};
 use crate::nn::conv::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
+use crate::nn::functional::relu;
 use crate::nn::params::Params;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +94,7 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv3.forward(&self.conv1.forward(&x.relu()?)?.relu()?)?;
+        let h = self.conv3.forward(&relu(&self.conv1.forward(&relu(x)?)?)?)?;
         Ok((h + x)?)
     }
 }
@@ -110,7 +111,7 @@ fn run_res(blocks: &[ResBlock], x: Tensor) -> Result<Tensor> {
     for b in blocks {
         h = b.forward(&h)?;
     }
-    Ok(h.relu()?)
+    relu(&h)
 }
 
 /// An encoder of stride 4 (`enc_b`) or 2 (`enc_t`).
@@ -143,7 +144,7 @@ impl Encoder {
         for (i, conv) in self.convs.iter().enumerate() {
             h = conv.forward(&h)?;
             if i + 1 < self.convs.len() {
-                h = h.relu()?;
+                h = relu(&h)?;
             }
         }
         run_res(&self.res, h)
@@ -179,7 +180,7 @@ impl Decoder {
         for (i, up) in self.ups.iter().enumerate() {
             h = up.forward(&h)?;
             if i + 1 < self.ups.len() {
-                h = h.relu()?;
+                h = relu(&h)?;
             }
         }
         Ok(h)
