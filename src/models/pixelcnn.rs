@@ -199,8 +199,8 @@ impl GatedLayer {
     }
 
     /// One layer on channels-last maps `v`, `h` [N, H, W, C], with conditioning `cond`
-    /// [N, 1 or H W, 2C].
-    fn forward(&self, v: &Tensor, h: &Tensor, cond: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    /// (each [N, 1 or H W, 2C]).
+    fn forward(&self, v: &Tensor, h: &Tensor, cond: &[&Tensor]) -> Result<(Tensor, Tensor)> {
         let (n, height, width, c) = v.dims4()?;
         let rows = n * height * width;
         let (v_conv, h_conv) = self.convs()?;
@@ -294,15 +294,15 @@ impl PixelCnn {
         let x = self.embed.forward(codes)?;
         let (mut v, mut h) = (x.clone(), x);
         for (layer, cond) in self.layers.iter().zip(&conds) {
-            (v, h) = layer.forward(&v, &h, cond.as_ref())?;
+            (v, h) = layer.forward(&v, &h, &cond.iter().collect::<Vec<_>>())?;
         }
         let x = self.head1.forward(&h.reshape((rows, c))?.relu()?)?.relu()?;
         Ok(self.head3.forward(&x)?)
     }
 
-    /// Each layer's conditioning, [N, 1, 2C] (classes only) or [N, H W, 2C] (top codes, plus
-    /// the classes when both), or `None` for an unconditioned model.
-    fn conditions(&self, n: usize, labels: Option<&Tensor>, top: Option<&Tensor>) -> Result<Vec<Option<Tensor>>> {
+    /// Each layer's conditioning: the projected top codes [N, H W, 2C] and the class
+    /// embedding [N, 1, 2C], those the model has, in that order.
+    fn conditions(&self, n: usize, labels: Option<&Tensor>, top: Option<&Tensor>) -> Result<Vec<Vec<Tensor>>> {
         let c2 = 2 * self.config.channels;
         let features = match (&self.top, top) {
             (Some(path), Some(codes)) => Some(path.features(codes)?.reshape(((), self.config.channels))?),
@@ -311,18 +311,14 @@ impl PixelCnn {
         self.layers
             .iter()
             .map(|layer| {
-                let class = match (&layer.class_embed, labels) {
-                    (Some(e), Some(y)) => Some(e.forward(y)?.unsqueeze(1)?),
-                    _ => None,
-                };
-                let top = match (&layer.top_proj, &features) {
-                    (Some(proj), Some(f)) => Some(proj.forward(f)?.reshape((n, (), c2))?),
-                    _ => None,
-                };
-                Ok(match (class, top) {
-                    (Some(class), Some(top)) => Some(top.broadcast_add(&class)?),
-                    (class, top) => class.or(top),
-                })
+                let mut cond = Vec::new();
+                if let (Some(proj), Some(f)) = (&layer.top_proj, &features) {
+                    cond.push(proj.forward(f)?.reshape((n, (), c2))?);
+                }
+                if let (Some(e), Some(y)) = (&layer.class_embed, labels) {
+                    cond.push(e.forward(y)?.unsqueeze(1)?);
+                }
+                Ok(cond)
             })
             .collect()
     }

@@ -107,127 +107,182 @@ fn sigmoid(x: f32) -> f32 {
 /// tanh(f) * sigmoid(g).
 pub fn gate_rows(a: &[f32], out: &mut [f32], c: usize) {
     for (o, row) in out.chunks_exact_mut(c).zip(a.chunks_exact(2 * c)) {
-        gate_row(row, None, o);
+        let (f, g) = row.split_at(c);
+        o.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g));
     }
 }
 
-/// One pixel's gate, of `a` [2C] plus `cond` [2C] when given, into `out` [C].
-#[inline(always)]
-fn gate_row(a: &[f32], cond: Option<&[f32]>, out: &mut [f32]) {
-    let (f, g) = a.split_at(out.len());
-    match cond {
-        None => out.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g)),
-        Some(k) => {
-            let (kf, kg) = k.split_at(out.len());
-            for ((((o, &f), &g), &kf), &kg) in out.iter_mut().zip(f).zip(g).zip(kf).zip(kg) {
-                *o = tanh(f + kf) * sigmoid(g + kg);
-            }
-        }
+/// gate(a + conds) = tanh(f) * sigmoid(g) over the last dimension, [..., 2C] -> [..., C]:
+/// the first C channels are f, the last C are g. Each of at most two conditioning tensors
+/// [N, 1 or P, 2C] is added to the pixels of each of the N images (P pixels each), broadcast
+/// over them when it has one. As candle ops, the broadcast adds and the sums of their
+/// backward pass walk a middle axis element by element: a conditioned training step (8x8,
+/// batch 128) cost 40 % more than an unconditioned one; fused, 10-15 % more.
+pub fn gate(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
+    let a = a.contiguous()?;
+    match conds {
+        [] => a.apply_op1(Gate),
+        [k] => a.apply_op2(&k.contiguous()?, Gate),
+        [k1, k2] => a.apply_op3(&k1.contiguous()?, &k2.contiguous()?, Gate),
+        _ => candle_core::bail!("gate: at most two conditioning tensors, got {}", conds.len()),
     }
 }
 
-/// The gradient of [`gate_row`] in `a`: dy (1 - tanh^2 f) sigmoid g for f, dy tanh f
-/// sigmoid g (1 - sigmoid g) for g, written to `da` [2C].
-#[inline(always)]
-fn gate_grad_row(a: &[f32], cond: Option<&[f32]>, dy: &[f32], da: &mut [f32]) {
-    // The gate's input, the conditioning added, then overwritten by its gradient.
-    da.copy_from_slice(a);
-    if let Some(k) = cond {
-        da.iter_mut().zip(k).for_each(|(d, k)| *d += k);
-    }
-    let (df, dg) = da.split_at_mut(dy.len());
-    for ((f, g), &dy) in df.iter_mut().zip(dg.iter_mut()).zip(dy) {
-        let (t, s) = (tanh(*f), sigmoid(*g));
-        *f = dy * (1.0 - t * t) * s;
-        *g = dy * t * s * (1.0 - s);
-    }
-}
-
-/// gate(a + cond) = tanh(f) * sigmoid(g) over the last dimension, [..., 2C] -> [..., C]: the
-/// first C channels are f, the last C are g. `cond` [N, 1 or P, 2C] is added to the pixels
-/// of each of the N images (P pixels each), broadcast over them when it has one.
-pub fn gate(a: &Tensor, cond: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    match cond {
-        None => a.apply_op1(Gate),
-        Some(cond) => a.apply_op2(&cond.contiguous()?, Gate),
-    }
-}
-
-/// The gate, on its own or with conditioning; see [`gate`].
+/// The gate; see [`gate`].
 struct Gate;
 
-/// A gate's input of `rows` rows of 2C and, when conditioned, its conditioning [N, Q, 2C]
-/// (Q = 1 or the P rows of one image) with Q and P.
+/// One conditioning tensor [N, Q, 2C] of a gate: its data, Q, and the pixels P of an image.
+#[derive(Clone, Copy)]
+struct Cond<'a> {
+    data: &'a [f32],
+    q: usize,
+    per_image: usize,
+}
+
+impl<'a> Cond<'a> {
+    /// The conditioning of row `r` of the gate's input.
+    fn row(&self, r: usize, two_c: usize) -> &'a [f32] {
+        let at = if self.q == 1 { r / self.per_image } else { r };
+        &self.data[at * two_c..(at + 1) * two_c]
+    }
+}
+
+/// A gate's input [rows, 2C] and its conditioning.
 struct GateInput<'a> {
     a: &'a [f32],
     rows: usize,
     c: usize,
-    cond: Option<(&'a [f32], usize, usize)>,
+    conds: Vec<Cond<'a>>,
 }
 
 impl<'a> GateInput<'a> {
-    fn new(a: &'a [f32], al: &Layout, cond: Option<(&'a [f32], &Layout)>) -> candle_core::Result<Self> {
-        let dims = al.dims();
+    fn new(a: (&'a [f32], &Layout), conds: &[(&'a [f32], &Layout)]) -> candle_core::Result<Self> {
+        let dims = a.1.dims();
         let two_c = dims.last().copied().unwrap_or(0);
         if two_c == 0 || two_c % 2 == 1 {
             candle_core::bail!("gate: the last dimension of {dims:?} must be even and non-zero")
         }
-        let rows = a.len() / two_c;
-        let cond = match cond {
-            None => None,
-            Some((k, l)) => {
-                let (n, q, k2) = l.shape().dims3()?;
-                if k2 != two_c || n == 0 || rows % n != 0 || (q != 1 && q != rows / n) {
+        let rows = a.0.len() / two_c;
+        let conds = conds
+            .iter()
+            .map(|&(data, l)| {
+                let (n, q, k) = l.shape().dims3()?;
+                if k != two_c || n == 0 || rows % n != 0 || (q != 1 && q != rows / n) {
                     candle_core::bail!("gate: conditioning {:?} does not fit input {dims:?}", l.dims())
                 }
-                Some((k, q, rows / n))
-            }
-        };
-        Ok(GateInput { a, rows, c: two_c / 2, cond })
+                Ok(Cond { data, q, per_image: rows / n })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(GateInput { a: a.0, rows, c: two_c / 2, conds })
     }
 
-    fn row(&self, r: usize) -> &'a [f32] {
-        &self.a[r * 2 * self.c..(r + 1) * 2 * self.c]
-    }
-
-    /// The conditioning of row `r`.
-    fn cond_row(&self, r: usize) -> Option<&'a [f32]> {
-        let (k, q, per_image) = self.cond?;
+    /// Writes row `r` of the gate's input, conditioning added, to `x` [2C].
+    fn load(&self, r: usize, x: &mut [f32]) {
         let two_c = 2 * self.c;
-        let at = if q == 1 { r / per_image } else { r };
-        Some(&k[at * two_c..(at + 1) * two_c])
+        x.copy_from_slice(&self.a[r * two_c..(r + 1) * two_c]);
+        for k in &self.conds {
+            x.iter_mut().zip(k.row(r, two_c)).for_each(|(x, k)| *x += k);
+        }
+    }
+
+    fn forward(&self) -> Vec<f32> {
+        let c = self.c;
+        let mut out = vec![0f32; self.rows * c];
+        par_rows(&mut out, c, 2 * c, |r, o, x| {
+            self.load(r, x);
+            let (f, g) = x.split_at(c);
+            o.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g));
+        });
+        out
+    }
+
+    /// The gradient in the input from that in the output `dy` [rows, C]:
+    /// dy (1 - tanh^2 f) sigmoid g for f, dy tanh f sigmoid g (1 - sigmoid g) for g.
+    fn backward(&self, dy: &[f32]) -> Vec<f32> {
+        let c = self.c;
+        let mut da = vec![0f32; self.rows * 2 * c];
+        par_rows(&mut da, 2 * c, 0, |r, d, _| {
+            self.load(r, d);
+            let (df, dg) = d.split_at_mut(c);
+            for ((f, g), &dy) in df.iter_mut().zip(dg.iter_mut()).zip(&dy[r * c..(r + 1) * c]) {
+                let (t, s) = (tanh(*f), sigmoid(*g));
+                *f = dy * (1.0 - t * t) * s;
+                *g = dy * t * s * (1.0 - s);
+            }
+        });
+        da
     }
 }
 
-/// Runs `f(row, out row)` over the rows of `out`, `width` floats each, on rayon's threads.
-fn par_rows<F>(out: &mut [f32], width: usize, f: F)
+/// Runs `f(row, out row, scratch)` over the rows of `out`, `width` floats each, on rayon's
+/// threads, with a scratch buffer of `scratch` floats per task.
+fn par_rows<F>(out: &mut [f32], width: usize, scratch: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync,
+    F: Fn(usize, &mut [f32], &mut [f32]) + Sync,
 {
     out.par_chunks_mut(ROWS_PER_TASK * width).enumerate().for_each(|(b, block)| {
+        let mut x = vec![0f32; scratch];
         for (r, o) in block.chunks_exact_mut(width).enumerate() {
-            f(b * ROWS_PER_TASK + r, o)
+            f(b * ROWS_PER_TASK + r, o, &mut x)
         }
     });
 }
 
-fn gate_fwd(x: GateInput, al: &Layout) -> (CpuStorage, Shape) {
-    let c = x.c;
-    let mut out = vec![0f32; x.rows * c];
-    par_rows(&mut out, c, |r, o| gate_row(x.row(r), x.cond_row(r), o));
-    let mut dims = al.dims().to_vec();
-    *dims.last_mut().expect("rank >= 1") = c;
+/// The gate's output storage and shape: `dims` with the last halved.
+fn gate_output(out: Vec<f32>, l: &Layout) -> (CpuStorage, Shape) {
+    let mut dims = l.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last /= 2;
+    }
     (CpuStorage::F32(out), Shape::from(dims))
 }
 
-fn gate_bwd(x: GateInput, al: &Layout, dy: &[f32]) -> candle_core::Result<(CpuStorage, Shape)> {
-    let c = x.c;
-    if dy.len() != x.rows * c {
-        candle_core::bail!("gate-grad: gradient of {} floats for input {:?}", dy.len(), al.dims())
+/// The gradients of the gate's input and of each conditioning tensor that needs one, from
+/// the output gradient. Computed on the host here rather than as a further op: candle's ops
+/// take at most three inputs, and this needs up to four.
+fn gate_grads(a: &Tensor, conds: &[&Tensor], grad: &Tensor) -> candle_core::Result<(Tensor, Vec<Option<Tensor>>)> {
+    let grad = grad.contiguous()?;
+    let tensors: Vec<&Tensor> = [a, &grad].into_iter().chain(conds.iter().copied()).collect();
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        match &**storage {
+            candle_core::Storage::Cpu(s) => slices.push((contiguous_f32(GRAD_NAME, s, layout)?, *layout)),
+            _ => candle_core::bail!("{GRAD_NAME}: CPU tensors only"),
+        }
     }
-    let mut da = vec![0f32; x.rows * 2 * c];
-    par_rows(&mut da, 2 * c, |r, d| gate_grad_row(x.row(r), x.cond_row(r), &dy[r * c..(r + 1) * c], d));
-    Ok((CpuStorage::F32(da), al.shape().clone()))
+    let input = GateInput::new(slices[0], &slices[2..])?;
+    if slices[1].0.len() != input.rows * input.c {
+        candle_core::bail!("{GRAD_NAME}: gradient {:?} for input {:?}", grad.dims(), a.dims())
+    }
+    let da = input.backward(slices[1].0);
+    let two_c = 2 * input.c;
+    let dconds = input
+        .conds
+        .iter()
+        .zip(conds)
+        .map(|(k, t)| {
+            if !t.track_op() {
+                return Ok(None);
+            }
+            let dk = if k.q == 1 {
+                // Summed over the pixels of each image.
+                let mut sum = vec![0f32; k.data.len()];
+                for (image, rows) in da.chunks(k.per_image * two_c).enumerate() {
+                    let dst = &mut sum[image * two_c..(image + 1) * two_c];
+                    for row in rows.chunks_exact(two_c) {
+                        dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+                    }
+                }
+                sum
+            } else {
+                da.clone()
+            };
+            Ok(Some(Tensor::from_vec(dk, t.dims(), t.device())?))
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    drop(guards);
+    Ok((Tensor::from_vec(da, a.dims(), a.device())?, dconds))
 }
 
 const NAME: &str = "gate";
@@ -239,11 +294,11 @@ impl CustomOp1 for Gate {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok(gate_fwd(GateInput::new(contiguous_f32(NAME, s, l)?, l, None)?, l))
+        Ok(gate_output(GateInput::new((contiguous_f32(NAME, s, l)?, l), &[])?.forward(), l))
     }
 
     fn bwd(&self, a: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(a.apply_op2_no_bwd(&grad.contiguous()?, &GateGrad)?))
+        Ok(Some(gate_grads(a, &[], grad)?.0))
     }
 }
 
@@ -259,52 +314,25 @@ impl CustomOp2 for Gate {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let cond = Some((contiguous_f32(NAME, s2, l2)?, l2));
-        Ok(gate_fwd(GateInput::new(contiguous_f32(NAME, s1, l1)?, l1, cond)?, l1))
+        let k = [(contiguous_f32(NAME, s2, l2)?, l2)];
+        Ok(gate_output(GateInput::new((contiguous_f32(NAME, s1, l1)?, l1), &k)?.forward(), l1))
     }
 
     fn bwd(
         &self,
         a: &Tensor,
-        cond: &Tensor,
+        k: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let da = a.apply_op3_no_bwd(cond, &grad.contiguous()?, &GateGrad)?;
-        let dcond = if cond.track_op() {
-            // (rows, 2c) -> (n, p, 2c), summed over p where the conditioning is broadcast.
-            let (n, q, two_c) = cond.dims3()?;
-            let da = da.reshape((n, (), two_c))?;
-            Some(if q == 1 { da.sum_keepdim(1)? } else { da })
-        } else {
-            None
-        };
-        Ok((Some(da), dcond))
+        let (da, mut dk) = gate_grads(a, &[k], grad)?;
+        Ok((Some(da), dk.pop().flatten()))
     }
 }
 
-/// The gate's gradient in its input: from (a, dy), or (a, cond, dy) with conditioning.
-struct GateGrad;
-
-impl CustomOp2 for GateGrad {
+impl CustomOp3 for Gate {
     fn name(&self) -> &'static str {
-        GRAD_NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        gate_bwd(GateInput::new(contiguous_f32(GRAD_NAME, s1, l1)?, l1, None)?, l1, contiguous_f32(GRAD_NAME, s2, l2)?)
-    }
-}
-
-impl CustomOp3 for GateGrad {
-    fn name(&self) -> &'static str {
-        GRAD_NAME
+        NAME
     }
 
     fn cpu_fwd(
@@ -316,7 +344,20 @@ impl CustomOp3 for GateGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let cond = Some((contiguous_f32(GRAD_NAME, s2, l2)?, l2));
-        gate_bwd(GateInput::new(contiguous_f32(GRAD_NAME, s1, l1)?, l1, cond)?, l1, contiguous_f32(GRAD_NAME, s3, l3)?)
+        let k = [(contiguous_f32(NAME, s2, l2)?, l2), (contiguous_f32(NAME, s3, l3)?, l3)];
+        Ok(gate_output(GateInput::new((contiguous_f32(NAME, s1, l1)?, l1), &k)?.forward(), l1))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        k1: &Tensor,
+        k2: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (da, dk) = gate_grads(a, &[k1, k2], grad)?;
+        let mut dk = dk.into_iter();
+        Ok((Some(da), dk.next().flatten(), dk.next().flatten()))
     }
 }

@@ -242,10 +242,10 @@ impl Cached {
         // The embedded codes of row i-1 and row i, [N, W, C].
         let mut emb_prev_row = vec![0f32; row];
         let mut emb_row = vec![0f32; row];
-        // Per layer, v_to_h(v) and the conditioning (when there is one) over row i, [N, W, 2C].
+        // Per layer, v_to_h(v) and the projected top codes (when there are any) over row i,
+        // [N, W, 2C].
         let mut v_to_h = vec![vec![0f32; 2 * row]; nl];
-        let mut conds = vec![vec![0f32; 2 * row]; nl];
-        let conditioned = self.layers.first().is_some_and(|l| l.class.is_some() || l.top_proj.is_some());
+        let mut top_proj = vec![vec![0f32; 2 * row]; nl];
         // Per layer, its horizontal output at (i, j-1), [N, C]; and the embedded codes there.
         let mut h_prev = vec![vec![0f32; n * c]; nl];
         let mut emb_prev = vec![0f32; n * c];
@@ -278,9 +278,10 @@ impl Cached {
                 layer.v_conv.apply(&cols, &mut pre);
                 // v_to_h acts on the convolution's output before the conditioning.
                 layer.v_to_h.apply(&pre, &mut v_to_h[l]);
-                if self.condition(layer, &top_row, &mut conds[l]) {
-                    pre.iter_mut().zip(&conds[l]).for_each(|(p, c)| *p += c);
+                if let Some(proj) = &layer.top_proj {
+                    proj.apply(&top_row, &mut top_proj[l]);
                 }
+                self.condition(layer, &top_proj[l], &mut pre, (0..n).flat_map(|b| (0..w).map(move |j| (b, j))));
                 gate_rows(&pre, &mut v_cur[l], c);
             }
             // The horizontal stacks, position by position.
@@ -296,12 +297,10 @@ impl Cached {
                     layer.h_conv.apply(&hcols, &mut hpre);
                     // (h + v_to_h(v)) + conditioning, in the order of the forward pass.
                     for (b, dst) in hpre.chunks_exact_mut(2 * c).enumerate() {
-                        let at = (b * w + j) * 2 * c..(b * w + j + 1) * 2 * c;
-                        dst.iter_mut().zip(&v_to_h[l][at.clone()]).for_each(|(d, a)| *d += a);
-                        if conditioned {
-                            dst.iter_mut().zip(&conds[l][at]).for_each(|(d, a)| *d += a);
-                        }
+                        let add = &v_to_h[l][(b * w + j) * 2 * c..][..2 * c];
+                        dst.iter_mut().zip(add).for_each(|(d, a)| *d += a);
                     }
+                    self.condition(layer, &top_proj[l], &mut hpre, (0..n).map(|b| (b, j)));
                     gate_rows(&hpre, &mut gated, c);
                     layer.h_out.apply(&gated, &mut y);
                     if l > 0 {
@@ -326,21 +325,18 @@ impl Cached {
         Ok(())
     }
 
-    /// Writes the conditioning of `layer` over the current row into `cond` [N, W, 2C], from
-    /// the top features of that row `top_row` [N, W, C]; false when there is none.
-    fn condition(&self, layer: &Layer, top_row: &[f32], cond: &mut [f32]) -> bool {
+    /// Adds `layer`'s conditioning to `x`, rows of 2C for the pixels `pixels` (b, j) of the
+    /// current row: the projected top codes `top` [N, W, 2C], then the class, in the order
+    /// of the forward pass.
+    fn condition(&self, layer: &Layer, top: &[f32], x: &mut [f32], pixels: impl Iterator<Item = (usize, usize)>) {
         let c2 = 2 * self.c;
-        match &layer.top_proj {
-            Some(proj) => proj.apply(top_row, cond),
-            None => cond.fill(0.0),
-        }
-        if let Some(class) = &layer.class {
-            for (b, dst) in cond.chunks_exact_mut(self.w * c2).enumerate() {
-                for px in dst.chunks_exact_mut(c2) {
-                    px.iter_mut().zip(&class[b * c2..][..c2]).for_each(|(d, v)| *d += v);
-                }
+        for ((b, j), x) in pixels.zip(x.chunks_exact_mut(c2)) {
+            if layer.top_proj.is_some() {
+                x.iter_mut().zip(&top[(b * self.w + j) * c2..][..c2]).for_each(|(x, k)| *x += k);
+            }
+            if let Some(class) = &layer.class {
+                x.iter_mut().zip(&class[b * c2..][..c2]).for_each(|(x, k)| *x += k);
             }
         }
-        layer.class.is_some() || layer.top_proj.is_some()
     }
 }

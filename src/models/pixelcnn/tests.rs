@@ -156,7 +156,7 @@ fn reference(
 
 #[test]
 fn forward_and_gradients_match_candle_reference_ops() {
-    for (classes, top) in [(false, false), (true, true)] {
+    for (classes, top) in [(false, false), (true, false), (false, true), (true, true)] {
         let cfg = config(4, 6, 3, classes, top);
         let (model, set) = build(&cfg, 1);
         let (codes, labels, top) = inputs(&cfg, 3, 2);
