@@ -7,7 +7,7 @@ MAKEFLAGS += --no-builtin-rules
 
 CARGO ?= cargo
 BIN := target/release
-TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode
+TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode ddpm-train ddpm-noise ddpm-denoise
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
 SOURCES := Cargo.toml $(shell find src bin data -type f)
 
