@@ -39,14 +39,28 @@ pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 ///
 /// Also keeps freed memory in the allocator: mimalloc returns it to the OS 10 ms after a free
 /// by default, so each training step's multi-megabyte buffers came back as fresh pages the
-/// kernel had to fault in and zero (11 % of a vib-mlp step; vae-mlp ran 20 % faster without).
+/// kernel had to fault in and zero (11 % of a vib-mlp step; vae-mlp ran 20 % faster without;
+/// 15 % of a ddpm-unet-mnist step went to zeroing pages). mimalloc reads its environment when
+/// it starts, before `main`, so the option is also set through its API.
 pub fn configure_threads() {
     for (var, value) in [("CANDLE_NUM_THREADS", "1"), ("MIMALLOC_PURGE_DELAY", "-1")] {
         if std::env::var_os(var).is_none() {
             // Safe here: called first thing in main, before any thread exists.
             std::env::set_var(var, value);
+            if var == "MIMALLOC_PURGE_DELAY" {
+                // SAFETY: mi_option_set only stores the value; the option id is that of the
+                // mimalloc (v3) that libmimalloc-sys links.
+                unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+            }
         }
     }
+}
+
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t`.
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

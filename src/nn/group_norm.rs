@@ -116,6 +116,19 @@ fn stats(x: &[f32]) -> (f32, f32) {
     (mean, 1.0 / (var + EPS).sqrt())
 }
 
+/// Σ a (x - mean), with eight accumulators so that it vectorises.
+fn dot_centred(a: &[f32], x: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, xc) = (a.chunks_exact(8), x.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(xc.remainder()).map(|(a, x)| a * (x - mean)).sum();
+    for (a, x) in ac.zip(xc) {
+        for i in 0..8 {
+            acc[i] += a[i] * (x[i] - mean);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 #[inline(always)]
 fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + fastmath::exp(-z))
@@ -233,26 +246,21 @@ impl CustomOp3 for GroupNormGrad {
                 let first = (i % d.groups) * cg;
                 let (mut dgamma, mut dbeta) = (vec![0f32; cg], vec![0f32; cg]);
                 let (mut sum_g, mut sum_gx) = (0f32, 0f32);
-                // First pass: g = dz gamma into dx, with the sums the second pass needs.
+                // dz into dx, and per channel Σ dz and Σ dz x̂; each loop vectorises.
                 for k in 0..cg {
                     let (gamma, beta) = (w[first + k], b[first + k]);
                     let span = k * hw..(k + 1) * hw;
-                    let (dxk, xk, dyk) = (&mut dx[span.clone()], &x[span.clone()], &dy[span]);
-                    let (mut s_dz, mut s_dzx) = ([0f32; 8], [0f32; 8]);
-                    for (j, ((g, &x), &dy)) in dxk.iter_mut().zip(xk).zip(dyk).enumerate() {
-                        let xhat = (x - mean) * rstd;
-                        let dz = if self.silu {
-                            let z = xhat * gamma + beta;
+                    let (dz, xk, dyk) = (&mut dx[span.clone()], &x[span.clone()], &dy[span]);
+                    if self.silu {
+                        dz.iter_mut().zip(xk).zip(dyk).for_each(|((dz, &x), &dy)| {
+                            let z = (x - mean) * rstd * gamma + beta;
                             let s = sigmoid(z);
-                            dy * s * (1.0 + z * (1.0 - s))
-                        } else {
-                            dy
-                        };
-                        s_dz[j % 8] += dz;
-                        s_dzx[j % 8] += dz * xhat;
-                        *g = dz * gamma;
+                            *dz = dy * s * (1.0 + z * (1.0 - s));
+                        });
+                    } else {
+                        dz.copy_from_slice(dyk);
                     }
-                    let (sdz, sdzx) = (s_dz.iter().sum::<f32>(), s_dzx.iter().sum::<f32>());
+                    let (sdz, sdzx) = (fastmath::sum(dz), dot_centred(dz, xk, mean) * rstd);
                     dbeta[k] = sdz;
                     dgamma[k] = sdzx;
                     sum_g += sdz * gamma;
@@ -260,10 +268,14 @@ impl CustomOp3 for GroupNormGrad {
                 }
                 let n = len as f32;
                 let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
-                dx.iter_mut().zip(x).for_each(|(g, &x)| {
-                    let xhat = (x - mean) * rstd;
-                    *g = (*g - mean_g - xhat * mean_gx) * rstd;
-                });
+                for k in 0..cg {
+                    let gamma = w[first + k];
+                    let span = k * hw..(k + 1) * hw;
+                    dx[span.clone()].iter_mut().zip(&x[span]).for_each(|(g, &x)| {
+                        let xhat = (x - mean) * rstd;
+                        *g = (*g * gamma - mean_g - xhat * mean_gx) * rstd;
+                    });
+                }
                 (first, dgamma, dbeta)
             })
             .collect();
