@@ -17,12 +17,12 @@ const EXAMPLES: &str = "\
 Examples:
   ddpm-noise --t 300 digits.npy -o x300.npy
   img-pack mnist --split test | ddpm-noise --t random --with-eps -o noised.safetensors
-  ddpm-noise --data mnist --trajectory 0,100,250,500,999 | img-grid --range 11 --cols 5 -o strips.png
+  ddpm-noise --data mnist --trajectory 0,100,250,500,999 --clip | img-grid --range 11 --cols 5 -o strips.png
   ddpm-noise --t 300 x.npy | ddpm-denoise --model ddpm.safetensors --from-t 300 - --png edit.png
 
 x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with t 0-based in [0, T-1] and x_0 the images
 mapped to [-1,1] (28x28 is zero-padded to 32x32). Writes .npy f32 [N, 1, 32, 32] in that
-[-1,1] space (noise goes beyond it; img-grid --range 11 clips). With --trajectory t1,...,tk:
+space (noise goes beyond [-1,1]; --clip for viewing). With --trajectory t1,...,tk:
 [N*k, 1, 32, 32], image i at t1..tk in rows i*k..i*k+k-1 (one eps per image), so
 img-grid --cols k draws one strip per image. With --with-eps: a .safetensors of x_t
 [N, 1, 32, 32], eps [N, 1, 32, 32] and t [N] (i64). Image i's t and eps come from the
@@ -60,6 +60,9 @@ struct Args {
     /// Write a .safetensors holding x_t, eps and t.
     #[arg(long)]
     with_eps: bool,
+    /// Clip x_t to [-1, 1] (for viewing with img-grid --range 11).
+    #[arg(long, conflicts_with = "with_eps")]
+    clip: bool,
     /// Noise schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal) [default: linear].
     #[arg(long, value_name = "linear|cosine")]
     schedule: Option<ScheduleKind>,
@@ -106,6 +109,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         timesteps: config.timesteps,
         steps,
         with_eps: args.with_eps,
+        clip: args.clip,
         seed: args.seed.seed,
     };
     let geometry = config.geometry();

@@ -209,6 +209,8 @@ pub struct NoiseOptions {
     pub steps: NoiseSteps,
     /// Write a .safetensors of `x_t`, `eps` and `t` instead of an .npy of x_t.
     pub with_eps: bool,
+    /// Clip x_t to [-1, 1], for viewing.
+    pub clip: bool,
     pub seed: u64,
 }
 
@@ -281,7 +283,11 @@ pub fn noise(
             geometry.width,
         ))?;
         let eps = Tensor::from_vec(eps, x0.shape(), &device)?;
-        let x_t = q_sample(&schedule, &x0, &t, &eps)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut x_t = q_sample(&schedule, &x0, &t, &eps)?;
+        if opts.clip {
+            x_t = x_t.clamp(-1f32, 1f32)?;
+        }
+        let x_t = x_t.flatten_all()?.to_vec1::<f32>()?;
         match writer.as_mut() {
             Some(w) => w.write_rows(&x_t).map_err(|e| Error::io(out, e))?,
             None => {
@@ -364,7 +370,9 @@ pub fn denoise(model: &UNet, start: &Start, opts: &DenoiseOptions, device: &Devi
     };
     let batches = n.div_ceil(opts.batch_size);
     let show = progress && std::io::stderr().is_terminal();
-    let predictor = |x: &Tensor, t: usize| model.forward(x, &vec![t; x.dim(0)?], None);
+    // Detached: the parameters are variables, so each prediction would otherwise keep its
+    // step's whole graph alive, and through x every earlier step's.
+    let predictor = |x: &Tensor, t: usize| Ok(model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
     let mut out = Vec::with_capacity(batches);
     for b in 0..batches {
         let rows = opts.batch_size.min(n - b * opts.batch_size);
