@@ -25,6 +25,7 @@ $(TOOL_PATHS) &: $(SOURCES)
 test:
 	$(CARGO) test --release --locked
 	$(MAKE) --no-print-directory pipeline-vae SMOKE=1 OUT=target/smoke/vae
+	$(MAKE) --no-print-directory pipeline-ddpm SMOKE=1 OUT=target/smoke/ddpm
 
 lint:
 	$(CARGO) fmt --all -- --check

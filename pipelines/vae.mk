@@ -5,7 +5,8 @@
 # and evaluated; everything gathered in summary.json. Each file is a target, so changing one
 # stage rebuilds only what depends on it. SMOKE=1 runs the same graph on a tiny budget.
 
-VAE_OUT := $(or $(OUT),runs/vae)
+# OUT applies to the pipeline named on the command line, so that pipelines never share files.
+VAE_OUT := $(if $(filter pipeline-vae,$(MAKECMDGOALS)),$(or $(OUT),runs/vae),runs/vae)
 VAE_SEED := $(or $(SEED),0)
 VAE_DEVICE := $(or $(DEVICE),cpu)
 ifeq ($(SMOKE),1)
