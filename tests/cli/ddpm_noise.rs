@@ -75,8 +75,8 @@ fn x_t_is_the_closed_form_of_the_eps_it_reports() {
             let step = t.1[i] as usize;
             assert!(step < 1000);
             let (a, sd) = s.q_coefficients(step);
-            for p in 0..1024 {
-                let want = a * big[p] as f64 + sd * eps.1[i * 1024 + p];
+            for (p, &x0) in big.iter().enumerate() {
+                let want = a * x0 as f64 + sd * eps.1[i * 1024 + p];
                 assert!((x_t.1[i * 1024 + p] - want).abs() < 1e-5, "{schedule}: image {i} t {step} pixel {p}");
             }
         }

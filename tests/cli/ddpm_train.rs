@@ -21,8 +21,11 @@ fn train(dir: &Path, out: &str, epochs: &str, extra: &[&str]) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// Tensors (as f32 values) and metadata of a `.safetensors` file, read with the safetensors crate.
-fn read(path: &Path) -> (BTreeMap<String, (Vec<usize>, Vec<u8>)>, BTreeMap<String, String>) {
+/// Each tensor's shape and raw bytes, by name.
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
+
+/// Tensors and metadata of a `.safetensors` file, read with the safetensors crate.
+fn read(path: &Path) -> (Tensors, BTreeMap<String, String>) {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let tensors = st.tensors().into_iter().map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec()))).collect();
