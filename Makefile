@@ -7,7 +7,8 @@ MAKEFLAGS += --no-builtin-rules
 
 CARGO ?= cargo
 BIN := target/release
-TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode vq-encode vq-decode prior-fit prior-sample
+TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode vq-encode vq-decode prior-fit prior-sample \
+  ddpm-train ddpm-noise ddpm-denoise
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
 SOURCES := Cargo.toml $(shell find src bin data -type f)
 
@@ -26,6 +27,7 @@ test:
 	$(CARGO) test --release --locked
 	$(MAKE) --no-print-directory pipeline-vae SMOKE=1 OUT=target/smoke/vae
 	$(MAKE) --no-print-directory pipeline-vqvae2 SMOKE=1 OUT=target/smoke/vqvae2
+	$(MAKE) --no-print-directory pipeline-ddpm SMOKE=1 OUT=target/smoke/ddpm
 
 lint:
 	$(CARGO) fmt --all -- --check

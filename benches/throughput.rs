@@ -2,8 +2,9 @@
 //!
 //! Each figure is the median of several repeats (this kind of machine is shared and noisy),
 //! measured through the same functions the tools call: the training loop for images/s in
-//! training, the streaming encoder and decoder for inference. Set BENCH_REPEATS to change
-//! the number of repeats (default 5).
+//! training, the streaming encoder and decoder for inference, the diffusion U-Net's forward
+//! pass as the samplers call it. Set BENCH_REPEATS to change the number of repeats
+//! (default 5).
 
 use std::time::Instant;
 
@@ -48,6 +49,50 @@ fn train_throughput(preset: &str, dir: &std::path::Path) -> f64 {
     median(rates)
 }
 
+/// ddpm-unet-mnist: images per second of training at batch 128 (the first 512 train
+/// digits, four steps, through the training loop) and milliseconds of one forward pass at
+/// batch 64, medians of repeats.
+fn ddpm(dir: &std::path::Path) -> (f64, f64) {
+    let config = ModelConfig::preset("ddpm-unet-mnist").expect("preset");
+    let full = ImageSet::mnist(Split::Train, config.geometry().expect("geometry")).expect("bundled data");
+    let n = 512;
+    let data = ImageSet { pixels: full.pixels[..n * full.geometry.pixels()].to_vec(), labels: None, ..full };
+    let (lr, batch_size) = config.train_defaults();
+    let rates = (0..repeats())
+        .map(|r| {
+            let mut task = genimg::tasks::build(config.clone(), Params::init(r as u64, &Device::Cpu)).expect("task");
+            let opts = TrainOptions {
+                epochs: 1,
+                batch_size,
+                seed: r as u64,
+                adam: AdamConfig::with_lr(lr),
+                output: dir.join("ddpm.safetensors"),
+                metrics: Some(dir.join("metrics.jsonl")),
+                resume: false,
+                device: Device::Cpu,
+            };
+            let last = train(task.as_mut(), &data, None, &opts).expect("training");
+            last["images_per_s"].as_f64().expect("images_per_s")
+        })
+        .collect();
+    let ModelConfig::Ddpm(c) = config else { unreachable!() };
+    let task = genimg::tasks::ddpm::DdpmTask::new(c, Params::init(0, &Device::Cpu)).expect("task");
+    let x = genimg::rng::Rng::new(0, genimg::rng::Stream::Eval, 0).normal(&[64, 1, 32, 32], &Device::Cpu).expect("x");
+    let t: Vec<usize> = (0..64).map(|i| i * 15).collect();
+    let forward = || task.model.forward(&x, &t, None).expect("forward");
+    forward();
+    let ms = median(
+        (0..repeats())
+            .map(|_| {
+                let start = Instant::now();
+                forward();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    );
+    (median(rates), ms)
+}
+
 /// Images per second of `f`, which processes `n` images, median of repeats.
 fn rate(n: usize, mut f: impl FnMut()) -> f64 {
     median(
@@ -72,6 +117,16 @@ fn main() {
             json!({"bench": "train", "model": preset, "batch_size": batch, "images_per_s": r.round(), "repeats": repeats()})
         );
     }
+
+    let (ddpm_rate, ddpm_ms) = ddpm(dir.path());
+    println!(
+        "{}",
+        json!({"bench": "train", "model": "ddpm-unet-mnist", "batch_size": 128, "images_per_s": (ddpm_rate * 10.0).round() / 10.0, "repeats": repeats()})
+    );
+    println!(
+        "{}",
+        json!({"bench": "forward", "model": "ddpm-unet-mnist", "batch_size": 64, "ms": ddpm_ms.round(), "repeats": repeats()})
+    );
 
     // Streaming encode and decode of the 1,000 test digits with a fresh vae-mlp.
     let ModelConfig::Vae(config) = ModelConfig::preset("vae-mlp").expect("preset") else { unreachable!() };

@@ -288,6 +288,9 @@ impl ModelOverrides {
                 c.hidden = self.hidden.unwrap_or(c.hidden);
                 ModelConfig::Vib(c)
             }
+            ModelConfig::Ddpm(_) => {
+                return Err(Error::config("ddpm-unet-mnist is trained with ddpm-train"));
+            }
             ModelConfig::VqVae2(mut c) => {
                 reject(&only_vae, "vqvae2-mnist")?;
                 reject(&mlp_only, "vqvae2-mnist")?;
@@ -304,6 +307,51 @@ impl ModelOverrides {
                 ModelConfig::PixelCnn(c)
             }
         })
+    }
+}
+
+/// Flags that change the ddpm-unet-mnist preset's network and diffusion.
+#[derive(Debug, Args)]
+pub struct DdpmOverrides {
+    /// Noise schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal) [preset: linear].
+    #[arg(long, value_name = "linear|cosine")]
+    pub schedule: Option<crate::diffusion::ScheduleKind>,
+    /// Channels of the U-Net's first level; the others scale with it [preset: 32].
+    #[arg(long, value_name = "N")]
+    pub base_channels: Option<usize>,
+    /// Channel multiplier of each level, comma-separated [preset: 1,2,2].
+    #[arg(long, value_name = "M,M,...", value_delimiter = ',', hide = true)]
+    pub channel_mult: Option<Vec<usize>>,
+    /// ResBlocks per level on the way down [preset: 2].
+    #[arg(long, value_name = "N", hide = true)]
+    pub res_blocks: Option<usize>,
+    /// Dropout in the ResBlocks during training [preset: 0.1].
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f64>,
+    /// Decay of the weight average the model file holds [preset: 0.9999].
+    #[arg(long, value_name = "D")]
+    pub ema_decay: Option<f64>,
+    /// T, the number of diffusion steps [preset: 1000].
+    #[arg(long, value_name = "T", hide = true)]
+    pub timesteps: Option<usize>,
+}
+
+impl DdpmOverrides {
+    /// The preset with these flags applied and checked.
+    pub fn apply(&self, config: crate::models::ModelConfig) -> Result<crate::models::ModelConfig, Error> {
+        use crate::models::ModelConfig;
+        let ModelConfig::Ddpm(mut c) = config else {
+            return Err(Error::config(format!("ddpm-train trains ddpm-unet-mnist, not {}", config.name())));
+        };
+        c.schedule = self.schedule.unwrap_or(c.schedule);
+        c.base_channels = self.base_channels.unwrap_or(c.base_channels);
+        c.channel_mult = self.channel_mult.clone().unwrap_or(c.channel_mult);
+        c.num_res_blocks = self.res_blocks.unwrap_or(c.num_res_blocks);
+        c.dropout = self.dropout.unwrap_or(c.dropout);
+        c.ema_decay = self.ema_decay.unwrap_or(c.ema_decay);
+        c.timesteps = self.timesteps.unwrap_or(c.timesteps);
+        c.validate()?;
+        Ok(ModelConfig::Ddpm(c))
     }
 }
 

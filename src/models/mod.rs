@@ -1,6 +1,7 @@
 //! The reference networks of shared/MODELS.md, their presets, and the configuration stored
 //! as JSON in each checkpoint's metadata.
 
+pub mod ddpm;
 pub mod pixelcnn;
 pub mod quantize;
 pub mod vae;
@@ -23,10 +24,12 @@ pub enum ModelConfig {
     VqVae2(vqvae2::VqVae2Config),
     #[serde(rename = "pixelcnn-prior")]
     PixelCnn(pixelcnn::PixelCnnConfig),
+    #[serde(rename = "ddpm-unet-mnist")]
+    Ddpm(ddpm::DdpmConfig),
 }
 
 /// The presets every tool offers, by name.
-pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp", "vqvae2-mnist", "pixelcnn-prior"];
+pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp", "vqvae2-mnist", "pixelcnn-prior", "ddpm-unet-mnist"];
 
 impl ModelConfig {
     /// The named preset's configuration.
@@ -35,6 +38,7 @@ impl ModelConfig {
             "vae-mlp" => Ok(ModelConfig::Vae(vae::VaeConfig::default())),
             "vib-mlp" => Ok(ModelConfig::Vib(vib::VibConfig::default())),
             "vqvae2-mnist" => Ok(ModelConfig::VqVae2(vqvae2::VqVae2Config::default())),
+            "ddpm-unet-mnist" => Ok(ModelConfig::Ddpm(ddpm::DdpmConfig::default())),
             "pixelcnn-prior" => Ok(ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::default())),
             _ => Err(Error::config(format!("unknown preset '{name}' (expected one of: {})", PRESETS.join(", ")))),
         }
@@ -46,6 +50,7 @@ impl ModelConfig {
             ModelConfig::Vae(_) => "vae-mlp",
             ModelConfig::Vib(_) => "vib-mlp",
             ModelConfig::VqVae2(_) => "vqvae2-mnist",
+            ModelConfig::Ddpm(_) => "ddpm-unet-mnist",
             ModelConfig::PixelCnn(_) => "pixelcnn-prior",
         }
     }
@@ -56,6 +61,7 @@ impl ModelConfig {
             ModelConfig::Vae(_) => (1e-3, 128),
             ModelConfig::Vib(_) => (1e-4, 100),
             ModelConfig::VqVae2(_) => (3e-4, 128),
+            ModelConfig::Ddpm(_) => (2e-4, 128),
             ModelConfig::PixelCnn(_) => (3e-4, 128),
         }
     }
@@ -66,6 +72,7 @@ impl ModelConfig {
             ModelConfig::Vae(c) => c.geometry(),
             ModelConfig::Vib(c) => c.geometry(),
             ModelConfig::VqVae2(c) => Ok(c.geometry()),
+            ModelConfig::Ddpm(c) => Ok(c.geometry()),
             ModelConfig::PixelCnn(c) => {
                 Err(Error::config(format!("pixelcnn-prior models {}x{} code maps, not images", c.height, c.width)))
             }

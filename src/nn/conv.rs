@@ -512,7 +512,8 @@ fn scatter(g: &Geometry, plan: Plan, input: &[f32], weight: &[f32], bias: Option
 /// dW [M, C, kh, kw] = the sum over images of output side [M, P] im2col(input side)^T [P, K].
 /// Computed transposed, as dW^T [K, M] = im2col(input side) output side^T, which the gemm
 /// kernel ran 10-50 % faster on one thread (measured on the benchmark's shapes), and
-/// transposed at the end. Each thread sums its blocks into its own dW^T; these are added.
+/// transposed at the end. Each thread sums its run of blocks into its own dW^T; these are
+/// added in order.
 fn weight_grad(g: &Geometry, plan: Plan, output: &[f32], input: &[f32]) -> Vec<f32> {
     let (k, p, m) = (g.k(), g.p(), g.m);
     let block_grad = |s: &mut Scratch, dwt: &mut [f32], out: &[f32], src: &[f32], parallel| {
@@ -524,24 +525,28 @@ fn weight_grad(g: &Geometry, plan: Plan, output: &[f32], input: &[f32]) -> Vec<f
     };
     let (out_block, in_block) = (plan.block * m * p, plan.block * g.c * g.hw());
     let dwt = if plan.across {
-        output
-            .par_chunks(out_block)
-            .zip(input.par_chunks(in_block))
-            .fold(
-                || (Scratch::default(), vec![0f32; k * m]),
-                |(mut s, mut dwt), (out, src)| {
+        // One run of whole blocks per thread, fixed by position, summed in order: rayon's
+        // fold would split where work happens to be stolen, so the order of the float sums,
+        // and the last bits of the gradient, would change from run to run.
+        let blocks = output.len().div_ceil(out_block.max(1));
+        let per_run = blocks.div_ceil(rayon::current_num_threads().max(1)).max(1);
+        let partial: Vec<Vec<f32>> = output
+            .par_chunks(out_block * per_run)
+            .zip(input.par_chunks(in_block * per_run))
+            .map(|(out, src)| {
+                let (mut s, mut dwt) = (Scratch::default(), vec![0f32; k * m]);
+                for (out, src) in out.chunks(out_block).zip(src.chunks(in_block)) {
                     block_grad(&mut s, &mut dwt, out, src, false);
-                    (s, dwt)
-                },
-            )
-            .map(|(_, dwt)| dwt)
-            .reduce(
-                || vec![0f32; k * m],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            )
+                }
+                dwt
+            })
+            .collect();
+        let mut runs = partial.into_iter();
+        let mut dwt = runs.next().unwrap_or_else(|| vec![0f32; k * m]);
+        for run in runs {
+            dwt.iter_mut().zip(&run).for_each(|(a, b)| *a += b);
+        }
+        dwt
     } else {
         let (mut s, mut dwt) = (Scratch::default(), vec![0f32; k * m]);
         for (out, src) in output.chunks(out_block).zip(input.chunks(in_block)) {

@@ -13,7 +13,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.0);
     // n = round(x / ln 2) by the 1.5 * 2^23 trick, which vectorises without SSE4.1.
     let magic = 12_582_912.0f32;
-    let n = (x * LOG2E + magic) - magic;
+    let shifted = x * LOG2E + magic;
+    let n = shifted - magic;
     let r = x - n * LN2_HI - n * LN2_LO;
     // e^r on [-ln2/2, ln2/2], degree-6 polynomial (Cephes expf coefficients).
     let p = 1.987_569_1e-4f32;
@@ -23,8 +24,11 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let er = p * r * r + r + 1.0;
-    // Scale by 2^n through the exponent bits.
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // Scale by 2^n through the exponent bits. `shifted` holds n in its low mantissa bits,
+    // so integer arithmetic on the bits gives n + 127 without a float-to-int conversion
+    // (whose saturating semantics kept the loops that call this from vectorising).
+    let biased = shifted.to_bits().wrapping_sub(magic.to_bits()).wrapping_add(127);
+    let scale = f32::from_bits(biased << 23);
     er * scale
 }
 

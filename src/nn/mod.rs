@@ -1,16 +1,18 @@
 //! Building blocks shared by the models: a strict, seeded parameter store with PyTorch
-//! names, an Adam whose state can be saved, fused CPU layers (linear, convolutions) and small
-//! numerically stable functions.
+//! names, an Adam whose state can be saved, fused CPU layers (linear, convolutions, GroupNorm
+//! with SiLU) and small numerically stable functions.
 
 pub mod adam;
 pub mod conv;
 pub mod fastmath;
 pub mod functional;
 pub mod gemm;
+pub mod group_norm;
 pub mod linear;
 pub mod params;
 
 pub use adam::{Adam, AdamConfig};
 pub use conv::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
+pub use group_norm::GroupNorm;
 pub use linear::Linear;
 pub use params::{ParamSet, Params};

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Embedding;
 
 use super::conv::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
+use super::group_norm::GroupNorm;
 use super::linear::Linear;
 
 use crate::error::{Error, Result};
@@ -109,6 +110,16 @@ impl Params {
         let w = self.tensor(&format!("{name}.weight"), &[cin, cout, k, k], Init::Uniform(bound))?;
         let b = self.tensor(&format!("{name}.bias"), &[cout], Init::Uniform(bound))?;
         Ok(ConvTranspose2d::new(w, b, cfg))
+    }
+
+    /// `nn.GroupNorm(groups, channels)`: weight 1 and bias 0, as in PyTorch.
+    pub fn group_norm(&mut self, name: &str, groups: usize, channels: usize) -> Result<GroupNorm> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(Error::config(format!("{name}: {channels} channels do not split into {groups} groups")));
+        }
+        let w = self.tensor(&format!("{name}.weight"), &[channels], Init::Const(1.0))?;
+        let b = self.tensor(&format!("{name}.bias"), &[channels], Init::Const(0.0))?;
+        Ok(GroupNorm::new(w, b, groups))
     }
 
     /// `nn.Embedding(n, dim)`, initialised N(0, 1) as in PyTorch.

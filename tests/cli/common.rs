@@ -197,3 +197,23 @@ pub fn train_vq(dir: &Path, model: &str, levels: u32) {
         .assert()
         .success();
 }
+
+/// The flags of a tiny ddpm-unet-mnist (8 base channels, one ResBlock per level, attention
+/// still at 8x8) that trains in about a second.
+#[allow(dead_code)]
+pub const TINY_DDPM: [&str; 6] = ["--base-channels", "8", "--channel-mult", "1,2,2", "--res-blocks", "1"];
+
+/// Trains a tiny ddpm-unet-mnist for one epoch on 16 noise images (`dir/x.npy`, written when
+/// missing) into `dir/model`.
+#[allow(dead_code)]
+pub fn train_tiny_ddpm(dir: &Path, model: &str) {
+    if !dir.join("x.npy").exists() {
+        write_npy_u8(dir, "x.npy", &[16, 28, 28], &noise_pixels(16, 1));
+    }
+    tool("ddpm-train")
+        .current_dir(dir)
+        .args(TINY_DDPM)
+        .args(["--epochs", "1", "--data", "x.npy", "--batch-size", "8", "--metrics", "train.jsonl", "-o", model])
+        .assert()
+        .success();
+}

@@ -2,6 +2,9 @@
 //! directory, with a cleared environment. One module per tool.
 
 mod common;
+mod ddpm_denoise;
+mod ddpm_noise;
+mod ddpm_train;
 mod img_grid;
 mod img_pack;
 mod interrupt;

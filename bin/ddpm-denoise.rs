@@ -1,0 +1,120 @@
+//! ddpm-denoise: pure noise or a noised image x_t -> x_0, with a trained diffusion model.
+
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use genimg::checkpoint::Checkpoint;
+use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
+use genimg::diffusion::Variance;
+use genimg::io::{InputPath, OutputPath};
+use genimg::tasks::ddpm::{denoise, load_model, write_npy, write_png, DenoiseOptions, Sampler, Start};
+
+const EXAMPLES: &str = "\
+Examples:
+  ddpm-denoise --model ddpm.safetensors -n 64 --sampler ddim --steps 50 --png samples.png
+  ddpm-denoise --model ddpm.safetensors -n 16 --clip --seed 3 -o x0.npy      # the full DDPM chain
+  ddpm-noise --t 300 x.npy | ddpm-denoise --model ddpm.safetensors --from-t 300 - -o edited.npy
+  ddpm-denoise --model ddpm.safetensors -n 64 --sampler ddim --steps 20 --eta 1 | img-grid -o s.png
+
+Writes .npy f32 [N, 1, 32, 32] in [0,1] (or a PNG grid with --png). INPUT is x_t as
+ddpm-noise writes it: .npy f32 [N, 1, 32, 32] in the model's [-1,1] space, at step --from-t.
+All samples of a batch go through the network together; --seed and --batch-size together
+fix every draw.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SamplerKind {
+    /// Ancestral sampling (Ho et al.), one network call per step.
+    Ddpm,
+    /// DDIM (Song et al.): --steps network calls, noise --eta.
+    Ddim,
+}
+
+/// Sample images from pure noise, or denoise x_t, with a trained ddpm-unet-mnist.
+#[derive(Parser)]
+#[command(name = "ddpm-denoise", version, after_help = EXAMPLES)]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// x_t to denoise (.npy, as ddpm-noise writes); `-` is stdin. Needs --from-t.
+    #[arg(value_name = "INPUT", conflicts_with = "samples")]
+    input: Option<InputPath>,
+    /// Sample N images from pure noise instead.
+    #[arg(short = 'n', long, value_name = "N")]
+    samples: Option<usize>,
+    /// The step INPUT is at, 0-based in [0, T-1] [default with -n: T-1].
+    #[arg(long, value_name = "T")]
+    from_t: Option<usize>,
+    /// The reverse process.
+    #[arg(long, value_enum, default_value = "ddpm")]
+    sampler: SamplerKind,
+    /// DDIM: network calls, evenly spaced over the steps [default: 50].
+    #[arg(long, value_name = "K")]
+    steps: Option<usize>,
+    /// DDIM: 0 is deterministic, 1 as noisy as ancestral sampling [default: 0].
+    #[arg(long, value_name = "ETA")]
+    eta: Option<f64>,
+    /// DDPM: the variance of each step, beta or beta-tilde [default: beta].
+    #[arg(long, value_name = "beta|beta-tilde")]
+    var: Option<Variance>,
+    /// Clip each predicted x_0 to [-1, 1] (as Ho et al. sample).
+    #[arg(long)]
+    clip: bool,
+    /// Samples per network call.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    batch_size: usize,
+    /// Write a PNG grid of the images here instead of the .npy.
+    #[arg(long, value_name = "FILE.png", conflicts_with = "output")]
+    png: Option<OutputPath>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    seed: SeedArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn main() -> ExitCode {
+    cli::run("ddpm-denoise", || run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let sampler = match args.sampler {
+        SamplerKind::Ddpm => {
+            if args.steps.is_some() || args.eta.is_some() {
+                anyhow::bail!("--steps and --eta apply to --sampler ddim");
+            }
+            Sampler::Ddpm(args.var.unwrap_or(Variance::Beta))
+        }
+        SamplerKind::Ddim => {
+            if args.var.is_some() {
+                anyhow::bail!("--var applies to --sampler ddpm");
+            }
+            Sampler::Ddim { steps: args.steps.unwrap_or(50), eta: args.eta.unwrap_or(0.0) }
+        }
+    };
+    let start = match (args.samples, args.input) {
+        (Some(n), _) => Start::Noise(n),
+        (None, input) => {
+            if args.from_t.is_none() {
+                anyhow::bail!("give -n N to sample from pure noise, or x_t as INPUT with --from-t T");
+            }
+            Start::Input(input.unwrap_or(InputPath::Stdin))
+        }
+    };
+    let device = args.device.device.device()?;
+    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let model = load_model(ckpt, &device)?;
+    let opts = DenoiseOptions {
+        sampler,
+        from_t: args.from_t.unwrap_or(model.config.timesteps - 1),
+        clip: args.clip,
+        seed: args.seed.seed,
+        batch_size: args.batch_size,
+    };
+    let x0 = denoise(&model, &start, &opts, &device, true)?;
+    match &args.png {
+        Some(png) => write_png(&x0, png, 2)?,
+        None => write_npy(&x0, &args.output.output)?,
+    }
+    Ok(())
+}
