@@ -63,11 +63,7 @@ impl Quantizer {
     pub fn codes(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let flat = x.reshape(((), self.config.dim))?;
-        // |x|^2 - 2 x.e + |e|^2, minimised over codes; |x|^2 is constant per row.
-        let cross = flat.matmul(&self.embed)?;
-        let norms = self.embed.sqr()?.sum_keepdim(0)?;
-        let dist = norms.broadcast_sub(&(cross * 2.0)?)?;
-        Ok(dist.argmin(D::Minus1)?.reshape(&dims[..dims.len() - 1])?)
+        Ok(nearest(&flat, &self.embed)?.reshape(&dims[..dims.len() - 1])?)
     }
 
     /// The vectors of `codes` (any integer tensor [...]): f32 [..., dim].
@@ -113,7 +109,8 @@ impl Quantizer {
                 let r = rng.inner().random_range(0..rows);
                 code.copy_from_slice(&flat[r * d..(r + 1) * d]);
             }
-            codes = nearest(&flat, &embed, d);
+            let inputs = Tensor::from_slice(&flat, (rows, d), &device)?;
+            codes = nearest(&inputs, &device_columns(&embed, d, n, &device)?)?.to_vec1()?;
             // Each code starts as the running average of one input.
             embed_avg.clone_from(&embed);
             cluster_size.fill(1.0);
@@ -197,14 +194,13 @@ fn device_columns(cols: &[Vec<f32>], d: usize, n: usize, device: &Device) -> Res
     Ok(Tensor::from_vec(flat, (n, d), device)?.t()?.contiguous()?)
 }
 
-/// The nearest of `codes` for each row of `flat` (host-side, for re-assignment after init).
-fn nearest(flat: &[f32], codes: &[Vec<f32>], d: usize) -> Vec<u32> {
-    flat.chunks_exact(d)
-        .map(|x| {
-            let dist = |c: &Vec<f32>| c.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
-            (0..codes.len()).min_by(|&a, &b| dist(&codes[a]).total_cmp(&dist(&codes[b]))).unwrap_or(0) as u32
-        })
-        .collect()
+/// The nearest column of `embed` [dim, n] to each row of `flat` [rows, dim]: u32 [rows].
+fn nearest(flat: &Tensor, embed: &Tensor) -> Result<Tensor> {
+    // |x|^2 - 2 x.e + |e|^2, minimised over codes; |x|^2 is constant per row.
+    let cross = flat.matmul(embed)?;
+    let norms = embed.sqr()?.sum_keepdim(0)?;
+    let dist = norms.broadcast_sub(&(cross * 2.0)?)?;
+    Ok(dist.argmin(D::Minus1)?)
 }
 
 #[cfg(test)]
