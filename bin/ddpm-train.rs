@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use genimg::cli::{self, DataArgs, DdpmOverrides, DeviceArgs, OutputArgs, SeedArgs, TrainArgs};
 use genimg::models::ModelConfig;
-use genimg::nn::Params;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -48,12 +47,9 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.overrides.apply(ModelConfig::preset(&args.preset)?)?;
     let device = args.device.device.device()?;
-    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device.clone())?;
+    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device)?;
     let (train, eval) = args.train.load_data(&args.data, config.geometry()?)?;
-    let mut task = genimg::tasks::build(config, Params::init(args.seed.seed, &device))?;
-    genimg::train::install_interrupt_handler();
     let eval = eval.as_ref().map(|e| e as &dyn genimg::data::Dataset);
-    let last = genimg::train::train(task.as_mut(), &train, eval, &opts)?;
-    eprintln!("ddpm-train: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
+    cli::train_command("ddpm-train", config, &train, eval, &opts)?;
     Ok(())
 }

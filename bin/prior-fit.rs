@@ -8,8 +8,7 @@ use genimg::data::code_set::{CodeLevel, CodeSet, LabelSource};
 use genimg::data::Dataset;
 use genimg::io::InputPath;
 use genimg::models::ModelConfig;
-use genimg::nn::Params;
-use genimg::tasks::prior::{check_eval_codes, prior_config, PriorShape, PriorTask};
+use genimg::tasks::prior::{check_eval_codes, prior_config, PriorShape};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -97,12 +96,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let device = args.device.device.device()?;
     let config = ModelConfig::PixelCnn(config);
-    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device.clone())?;
-    let ModelConfig::PixelCnn(c) = config else { unreachable!("built above") };
-    let mut task = PriorTask::new(c, Params::init(args.seed.seed, &device))?;
-    genimg::train::install_interrupt_handler();
+    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device)?;
     let eval = eval.as_ref().map(|e| e as &dyn Dataset);
-    let last = genimg::train::train(&mut task, &codes, eval, &opts)?;
-    eprintln!("prior-fit: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
+    cli::train_command("prior-fit", config, &codes, eval, &opts)?;
     Ok(())
 }

@@ -402,3 +402,20 @@ impl TrainArgs {
         })
     }
 }
+
+/// The body of every training command: a fresh network of `config` (weights drawn from
+/// `opts.seed`) trained by the shared loop on `train`, evaluated on `eval` after each epoch,
+/// saving on Ctrl-C; the written model is reported on stderr as `tool: wrote FILE (metrics)`.
+pub fn train_command(
+    tool: &str,
+    config: crate::models::ModelConfig,
+    train: &dyn crate::data::Dataset,
+    eval: Option<&dyn crate::data::Dataset>,
+    opts: &crate::train::TrainOptions,
+) -> Result<(), Error> {
+    let mut task = crate::tasks::build(config, crate::nn::Params::init(opts.seed, &opts.device))?;
+    crate::train::install_interrupt_handler();
+    let last = crate::train::train(task.as_mut(), train, eval, opts)?;
+    eprintln!("{tool}: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
+    Ok(())
+}
