@@ -6,72 +6,28 @@
 //! test digits in batches of 1,000, through the functions the tools call. Each figure is the
 //! median of BENCH_REPEATS runs (default 3).
 
-use std::time::Instant;
+mod common;
 
 use candle_core::{Device, Tensor};
+use common::{repeats, seconds, train_digits, train_rate};
 use genimg::data::code_set::CodeSet;
 use genimg::data::codes::Level;
 use genimg::data::stream::ImageStream;
-use genimg::data::{Dataset, ImageSet, Split};
+use genimg::data::Split;
 use genimg::io::{InputPath, OutputPath};
 use genimg::models::pixelcnn::{sample, PixelCnnConfig, SampleMethod, SampleOptions, TopCondition};
 use genimg::models::vqvae2::VqVae2Config;
 use genimg::models::ModelConfig;
-use genimg::nn::{AdamConfig, Params};
+use genimg::nn::Params;
 use genimg::rng::{Rng, Stream};
 use genimg::tasks::prior::PriorTask;
 use genimg::tasks::vqvae2::{decode, encode, DecodeOutput, VqTask};
-use genimg::train::{train, TrainOptions};
 use serde_json::json;
 
-fn repeats() -> usize {
-    std::env::var("BENCH_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+/// Repeats of each figure unless BENCH_REPEATS says otherwise.
+const REPEATS: usize = 3;
 
 const TRAIN_IMAGES: usize = 1024;
-
-/// Images per second of one epoch of the shared loop over `data`, median of repeats.
-fn train_rate(config: &ModelConfig, data: &dyn Dataset, dir: &std::path::Path) -> f64 {
-    let (lr, batch_size) = config.train_defaults();
-    median(
-        (0..repeats())
-            .map(|r| {
-                let mut task =
-                    genimg::tasks::build(config.clone(), Params::init(r as u64, &Device::Cpu)).expect("task");
-                let opts = TrainOptions {
-                    epochs: 1,
-                    batch_size,
-                    seed: r as u64,
-                    adam: AdamConfig::with_lr(lr),
-                    output: dir.join("bench.safetensors"),
-                    metrics: Some(dir.join("metrics.jsonl")),
-                    resume: false,
-                    device: Device::Cpu,
-                };
-                let last = train(task.as_mut(), data, None, &opts).expect("training");
-                last["images_per_s"].as_f64().expect("images_per_s")
-            })
-            .collect(),
-    )
-}
-
-/// Seconds of `f`, median of `runs`.
-fn seconds(runs: usize, mut f: impl FnMut()) -> f64 {
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
 
 /// A code set of `n` random codes (training speed does not depend on their values).
 fn random_codes(n: usize, side: usize, labels: bool, top: bool) -> CodeSet {
@@ -93,16 +49,10 @@ fn main() {
     genimg::cli::configure_threads();
     let dir = tempfile::tempdir().expect("temporary directory");
     let d = dir.path();
-    let all = ImageSet::mnist(Split::Train, VqVae2Config::default().geometry()).expect("bundled data");
-    let subset = ImageSet {
-        name: "mnist:train[..1024]".into(),
-        pixels: all.pixels[..TRAIN_IMAGES * all.geometry.pixels()].to_vec(),
-        labels: None,
-        ..all
-    };
+    let subset = train_digits(VqVae2Config::default().geometry(), Some(TRAIN_IMAGES));
     for levels in [2, 1] {
         let config = ModelConfig::VqVae2(VqVae2Config { levels, ..VqVae2Config::default() });
-        let rate = train_rate(&config, &subset, d);
+        let rate = train_rate(&config, &subset, d, repeats(REPEATS));
         println!(
             "{}",
             json!({"bench": "train", "model": "vqvae2-mnist", "levels": levels, "batch_size": 128, "images": TRAIN_IMAGES, "images_per_s": rate.round()})
@@ -111,7 +61,7 @@ fn main() {
 
     let model = VqTask::new(VqVae2Config::default(), Params::init(0, &Device::Cpu)).expect("model").model;
     let codes_path = d.join("codes.safetensors");
-    let t = seconds(repeats(), || {
+    let t = seconds(repeats(REPEATS), || {
         let mut images = ImageStream::open(
             &genimg::data::DataSpec::Mnist,
             Some(Split::Test),
@@ -126,7 +76,7 @@ fn main() {
         "{}",
         json!({"bench": "encode", "model": "vqvae2-mnist", "images": 1000, "images_per_s": (1000.0 / t).round()})
     );
-    let t = seconds(repeats(), || {
+    let t = seconds(repeats(REPEATS), || {
         let mut codes = genimg::data::codes::CodeReader::open(&InputPath::File(codes_path.clone())).expect("codes");
         let out = DecodeOutput::Array(OutputPath::File(d.join("x.npy")), Default::default());
         decode(&model, &mut codes, &out, 1000, &Device::Cpu).expect("decode");
@@ -145,7 +95,7 @@ fn main() {
             top: top.then_some(TopCondition { n_embed: 512, height: side / 2, width: side / 2 }),
             ..PixelCnnConfig::default()
         });
-        let rate = train_rate(&config, &codes, d);
+        let rate = train_rate(&config, &codes, d, repeats(REPEATS));
         println!(
             "{}",
             json!({"bench": "train", "model": "pixelcnn-prior", "codes": format!("{side}x{side}"), "labels": labels, "top": top, "images_per_s": rate.round()})
@@ -153,7 +103,7 @@ fn main() {
     }
 
     // Plain sampling at 16x16 runs the network 256 times: 20 samples, once.
-    for (side, n, runs) in [(4, 100, repeats()), (8, 100, repeats()), (16, 20, 1)] {
+    for (side, n, runs) in [(4, 100, repeats(REPEATS)), (8, 100, repeats(REPEATS)), (16, 20, 1)] {
         let config = PixelCnnConfig { height: side, width: side, ..PixelCnnConfig::default() };
         let prior = PriorTask::new(config, Params::init(0, &Device::Cpu)).expect("prior").model;
         let mut times = Vec::new();
