@@ -10,6 +10,16 @@ use genimg::io::OutputPath;
 
 use crate::common::{assert_fails_naming, bin_path, read_f32, read_npy, tool, train_vq, write_npy_u8};
 
+/// A tiny two-level model `vq.safetensors` and the codes of its 16 images, `c.safetensors`.
+fn train_and_encode(d: &Path) {
+    train_vq(d, "vq.safetensors", 2);
+    tool("vq-encode")
+        .current_dir(d)
+        .args(["--model", "vq.safetensors", "x.npy", "-o", "c.safetensors"])
+        .assert()
+        .success();
+}
+
 fn read_map(path: &Path) -> TensorMap {
     TensorMap::read(&genimg::io::InputPath::File(path.to_path_buf()), &Device::Cpu).unwrap()
 }
@@ -55,12 +65,7 @@ fn two_level_codes_hold_top_bottom_labels_and_codebook_sizes() {
 fn decoding_through_a_pipe_equals_the_file_form() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    train_vq(d, "vq.safetensors", 2);
-    tool("vq-encode")
-        .current_dir(d)
-        .args(["--model", "vq.safetensors", "x.npy", "-o", "c.safetensors"])
-        .assert()
-        .success();
+    train_and_encode(d);
     tool("vq-decode")
         .current_dir(d)
         .args(["--model", "vq.safetensors", "c.safetensors", "-o", "r.npy"])
@@ -113,12 +118,7 @@ fn one_level_codes_are_an_npy_array() {
 fn codes_from_another_program_decode_like_ours() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    train_vq(d, "vq.safetensors", 2);
-    tool("vq-encode")
-        .current_dir(d)
-        .args(["--model", "vq.safetensors", "x.npy", "-o", "c.safetensors"])
-        .assert()
-        .success();
+    train_and_encode(d);
     let ours = read_map(&d.join("c.safetensors"));
     let mut foreign = TensorMap::new();
     foreign.insert("top", ours.get("top").unwrap().to_dtype(candle_core::DType::U32).unwrap());
@@ -134,12 +134,7 @@ fn codes_from_another_program_decode_like_ours() {
 fn codes_that_do_not_fit_the_model_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    train_vq(d, "vq.safetensors", 2);
-    tool("vq-encode")
-        .current_dir(d)
-        .args(["--model", "vq.safetensors", "x.npy", "-o", "c.safetensors"])
-        .assert()
-        .success();
+    train_and_encode(d);
     let ours = read_map(&d.join("c.safetensors"));
     let with = |changes: &[(&str, Tensor)], drop: &str| {
         let mut m = ours.clone();
