@@ -81,9 +81,12 @@ impl CodeSet {
         Ok(CodeSet { name, n: layout.n, level: lvl, codes, labels, top })
     }
 
-    /// The largest code plus one: the smallest codebook these codes fit.
-    pub fn min_codebook(&self) -> usize {
-        self.codes.iter().max().map_or(0, |&c| c as usize + 1)
+    /// An error naming the first code outside a codebook of `n_embed`.
+    pub fn check_codebook(&self, n_embed: usize) -> Result<()> {
+        match self.codes.iter().find(|&&c| c as usize >= n_embed) {
+            Some(c) => Err(Error::bad_input(&self.name, format!("holds code {c}, outside a codebook of {n_embed}"))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -154,10 +154,25 @@ pub fn read_array(path: &InputPath) -> Result<Array> {
     }
 }
 
-/// Reads integer class labels [N] (any integer dtype) and checks their count: an `.npy`
-/// array, or the `labels` tensor of a `.safetensors` file (codes from vq-encode or
-/// prior-sample carry one).
+/// Reads integer class labels [N] (any integer dtype) and checks that there are `n`.
 pub fn read_labels(path: &InputPath, n: usize) -> Result<Vec<u32>> {
+    expect_label_count(path, read_label_file(path)?, n)
+}
+
+/// `labels` (read from `path`) if there are `n` of them, else an error naming the file.
+pub fn expect_label_count(path: &InputPath, labels: Vec<u32>, n: usize) -> Result<Vec<u32>> {
+    if labels.len() != n {
+        return Err(Error::bad_input(
+            path,
+            format!("labels have shape [{}], expected [{n}] (one per image)", labels.len()),
+        ));
+    }
+    Ok(labels)
+}
+
+/// Reads integer class labels [N] (any integer dtype), however many: an `.npy` array, or the
+/// `labels` tensor of a `.safetensors` file (codes from vq-encode or prior-sample carry one).
+pub fn read_label_file(path: &InputPath) -> Result<Vec<u32>> {
     let (shape, values): (Vec<usize>, Vec<i64>) = match read_tensor_file(path, &Device::Cpu)? {
         TensorFile::Npy(r) => {
             let a = r.read_all()?;
@@ -185,8 +200,8 @@ pub fn read_labels(path: &InputPath, n: usize) -> Result<Vec<u32>> {
             (t.dims().to_vec(), t.flatten_all()?.to_dtype(candle_core::DType::I64)?.to_vec1::<i64>()?)
         }
     };
-    if shape.len() != 1 || shape[0] != n {
-        return Err(Error::bad_input(path, format!("labels have shape {shape:?}, expected [{n}] (one per image)")));
+    if shape.len() != 1 {
+        return Err(Error::bad_input(path, format!("labels have shape {shape:?}, expected [N] (one per image)")));
     }
     values
         .into_iter()

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::data::code_set::CodeSet;
 use crate::data::codes::{CodeBatch, CodeLayout, CodeReader, CodeWriter, Level};
-use crate::data::image_set::read_labels;
+use crate::data::image_set::{expect_label_count, read_label_file};
 use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::{InputPath, OutputPath};
@@ -65,12 +65,7 @@ pub fn prior_config(codes: &CodeSet, shape: &PriorShape) -> Result<PixelCnnConfi
         Ok(n)
     };
     let n_embed = codebook(codes.level, "modelled level's")?;
-    if codes.min_codebook() > n_embed {
-        return Err(Error::bad_input(
-            &codes.name,
-            format!("holds code {}, outside a codebook of {n_embed}", codes.min_codebook() - 1),
-        ));
-    }
+    codes.check_codebook(n_embed)?;
     let n_classes = match (&codes.labels, shape.classes) {
         (None, _) => None,
         (Some(labels), classes) => {
@@ -110,9 +105,7 @@ pub fn check_eval_codes(config: &PixelCnnConfig, eval: &CodeSet) -> Result<()> {
             l.height, l.width, config.height, config.width
         ));
     }
-    if eval.min_codebook() > config.n_embed {
-        return mismatch(format!("holds code {}, outside the codebook of {}", eval.min_codebook() - 1, config.n_embed));
-    }
+    eval.check_codebook(config.n_embed)?;
     if eval.top.is_some() != config.top.is_some() || eval.labels.is_some() != config.n_classes.is_some() {
         return mismatch("has other conditioning (labels or top codes) than the training codes".into());
     }
@@ -254,26 +247,24 @@ pub fn sample_codes(
         g.check(&prior.config)?;
     }
     let given_n = given.as_ref().map(|g| g.n);
+    let requested = request.labels.as_ref().map(|p| read_label_file(p).map(|l| (p, l))).transpose()?;
     let n = match (request.n, given_n) {
         (Some(n), Some(g)) if n != g => {
             return Err(Error::config(format!("-n {n}, but the top codes hold {g} code maps")));
         }
         (Some(n), _) | (None, Some(n)) => n,
-        (None, None) => match &request.labels {
-            Some(path) => crate::data::image_set::read_array(path)?.shape.first().copied().unwrap_or(0),
-            None => 64,
-        },
+        (None, None) => requested.as_ref().map_or(64, |(_, l)| l.len()),
     };
     let classes = [Some(prior), top_prior].into_iter().flatten().filter_map(|p| p.config.n_classes).max();
     let labels = match classes {
-        None if request.class.is_some() || request.labels.is_some() => {
+        None if request.class.is_some() || requested.is_some() => {
             return Err(Error::config("the prior is not class-conditional, so --class and --labels do not apply"));
         }
         None => None,
         Some(k) => {
-            let labels = match (request.class, &request.labels, given.as_ref().and_then(|g| g.labels.clone())) {
+            let labels = match (request.class, requested, given.as_ref().and_then(|g| g.labels.clone())) {
                 (Some(c), _, _) => sample_classes(n, k, Some(c)),
-                (None, Some(path), _) => read_labels(path, n)?,
+                (None, Some((path, l)), _) => expect_label_count(path, l, n)?,
                 (None, None, Some(from_file)) => from_file,
                 (None, None, None) => sample_classes(n, k, None),
             };
