@@ -25,6 +25,9 @@ use rayon::prelude::*;
 use super::fastmath;
 use super::gemm::{contiguous_f32, matmul, matmul_serial, Mat};
 
+mod winograd;
+use winograd::Winograd;
+
 /// Stride and padding of a [`Conv2d`]; the default is PyTorch's (1, 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvConfig {
@@ -435,17 +438,18 @@ struct Scratch {
 /// Runs `f(scratch, dst, src, parallel)` on each block of images: `dst` and `src` hold
 /// `dst_image` and `src_image` floats per image. Blocks run on separate threads when
 /// `plan.across`, else in turn with `parallel` set, for `f` to split its own work.
-fn for_blocks<F>(plan: Plan, dst: &mut [f32], dst_image: usize, src: &[f32], src_image: usize, f: F)
+fn for_blocks<S, F>(plan: Plan, dst: &mut [f32], dst_image: usize, src: &[f32], src_image: usize, f: F)
 where
-    F: Fn(&mut Scratch, &mut [f32], &[f32], bool) + Sync,
+    S: Default + Send,
+    F: Fn(&mut S, &mut [f32], &[f32], bool) + Sync,
 {
     let (dst_block, src_block) = (plan.block * dst_image, plan.block * src_image);
     if plan.across {
         dst.par_chunks_mut(dst_block)
             .zip(src.par_chunks(src_block))
-            .for_each_init(Scratch::default, |s, (d, x)| f(s, d, x, false));
+            .for_each_init(S::default, |s, (d, x)| f(s, d, x, false));
     } else {
-        let mut s = Scratch::default();
+        let mut s = S::default();
         for (d, x) in dst.chunks_mut(dst_block).zip(src.chunks(src_block)) {
             f(&mut s, d, x, true);
         }
@@ -469,10 +473,13 @@ fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Output side [N, M, Ho, Wo] = W [M, K] im2col(input side [N, C, H, W]) (+ bias [M]).
 fn correlate(g: &Geometry, plan: Plan, input: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if let Some(winograd) = Winograd::correlate(g, weight) {
+        return winograd.run(plan.across, input, bias);
+    }
     let (k, p, m) = (g.k(), g.p(), g.m);
     let n = input.len() / (g.c * g.hw());
     let mut out = vec![0f32; n * m * p];
-    for_blocks(plan, &mut out, m * p, input, g.c * g.hw(), |s, dst, src, parallel| {
+    for_blocks(plan, &mut out, m * p, input, g.c * g.hw(), |s: &mut Scratch, dst, src, parallel| {
         let b = dst.len() / (m * p);
         let cols = sized(&mut s.cols, k * b * p);
         im2col(g, src, cols, parallel);
@@ -493,13 +500,16 @@ fn correlate(g: &Geometry, plan: Plan, input: &[f32], weight: &[f32], bias: Opti
 
 /// Input side [N, C, H, W] = col2im(W^T [K, M] output side [N, M, Ho, Wo]) (+ bias [C]).
 fn scatter(g: &Geometry, plan: Plan, input: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if let Some(winograd) = Winograd::scatter(g, weight) {
+        return winograd.run(plan.across, input, bias);
+    }
     let (k, p, m) = (g.k(), g.p(), g.m);
     let n = input.len() / (m * p);
     let mut out = vec![0f32; n * g.c * g.hw()];
     if let Some(bias) = bias {
         fill_planes(&mut out, g.hw(), bias);
     }
-    for_blocks(plan, &mut out, g.c * g.hw(), input, m * p, |s, dst, src, parallel| {
+    for_blocks(plan, &mut out, g.c * g.hw(), input, m * p, |s: &mut Scratch, dst, src, parallel| {
         let b = src.len() / (m * p);
         let src = channel_major(src, m, p, &mut s.matrix);
         let cols = sized(&mut s.cols, k * b * p);
@@ -858,6 +868,29 @@ mod tests {
         assert_eq!(compare(seed + 1, conv([2, 2, 1, 3], 3, 5, 1, 2)), [2, 3, 1, 3]);
     }
 
+    /// 3x3 convolutions at stride 1 with at least 8 channels a side run through Winograd's
+    /// F(4x4, 3x3), forward and input gradient: planes that are not whole tiles, every padding
+    /// it takes, one image and several, and the transposed layer, whose forward pass is the
+    /// adjoint.
+    #[test]
+    fn winograd_convolutions_match_candle_in_value_and_gradients() {
+        let mut seed = 500;
+        for (h, w) in [(8, 8), (5, 7), (1, 9), (13, 4)] {
+            for padding in [0, 1, 2] {
+                if h + 2 * padding < 3 || w + 2 * padding < 3 {
+                    continue;
+                }
+                for n in [1, 3] {
+                    seed += 1;
+                    compare(seed, conv([n, 8, h, w], 12, 3, 1, padding));
+                }
+            }
+        }
+        assert_eq!(compare(seed + 1, conv([2, 24, 9, 9], 8, 3, 1, 1)), [2, 8, 9, 9]);
+        assert_eq!(compare(seed + 2, convt([2, 16, 6, 5], 8, 3, 1, 1, 0)), [2, 8, 6, 5]);
+        assert_eq!(compare(seed + 3, convt([1, 8, 4, 4], 16, 3, 1, 0, 0)), [1, 16, 6, 6]);
+    }
+
     #[test]
     fn conv_transpose2d_matches_candle_in_value_and_gradients() {
         let mut seed = 100;
@@ -888,24 +921,30 @@ mod tests {
 
     #[test]
     fn any_blocking_and_threading_give_the_same_result() {
+        const P1: ConvConfig = ConvConfig { stride: 1, padding: 1 };
         let mut r = Rng::new(3, Stream::Eval, 0);
-        let (n, g) = Kind::Conv(ConvConfig { stride: 2, padding: 1 }).geometry(&[5, 3, 8, 6], &[4, 3, 3, 3]).unwrap();
-        let mut draw = |len: usize| r.normal(&[len], &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
-        let (input, weight, output) = (draw(n * g.c * g.hw()), draw(g.m * g.k()), draw(n * g.m * g.p()));
-        let all = |block, across| {
-            let plan = Plan { block, across };
-            (
-                correlate(&g, plan, &input, &weight, None),
-                scatter(&g, plan, &output, &weight, None),
-                weight_grad(&g, plan, &output, &input),
-            )
-        };
-        let whole = all(n, false);
-        for (block, across) in [(1, false), (2, false), (1, true), (2, true), (n, true)] {
-            let part = all(block, across);
-            assert!(rel_err(&part.0, &whole.0) < 1e-6);
-            assert!(rel_err(&part.1, &whole.1) < 1e-6);
-            assert!(rel_err(&part.2, &whole.2) < 1e-6);
+        // im2col, and Winograd (3x3 at stride 1, 8 channels or more).
+        for (config, x, w) in
+            [(ConvConfig { stride: 2, padding: 1 }, [5, 3, 8, 6], [4, 3, 3, 3]), (P1, [5, 8, 7, 6], [9, 8, 3, 3])]
+        {
+            let (n, g) = Kind::Conv(config).geometry(&x, &w).unwrap();
+            let mut draw = |len: usize| r.normal(&[len], &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+            let (input, weight, output) = (draw(n * g.c * g.hw()), draw(g.m * g.k()), draw(n * g.m * g.p()));
+            let all = |block, across| {
+                let plan = Plan { block, across };
+                (
+                    correlate(&g, plan, &input, &weight, None),
+                    scatter(&g, plan, &output, &weight, None),
+                    weight_grad(&g, plan, &output, &input),
+                )
+            };
+            let whole = all(n, false);
+            for (block, across) in [(1, false), (2, false), (1, true), (2, true), (n, true)] {
+                let part = all(block, across);
+                assert!(rel_err(&part.0, &whole.0) < 1e-6);
+                assert!(rel_err(&part.1, &whole.1) < 1e-6);
+                assert!(rel_err(&part.2, &whole.2) < 1e-6);
+            }
         }
     }
 

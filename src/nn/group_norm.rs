@@ -16,6 +16,7 @@
 //! the group.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::fastmath;
@@ -134,6 +135,29 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + fastmath::exp(-z))
 }
 
+/// y = z, or SiLU(z) = z sigmoid(z) when `silu`, with z = x a + s.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn normalise(y: &mut [f32], x: &[f32], a: f32, s: f32, silu: bool) {
+    if silu {
+        y.iter_mut().zip(x).for_each(|(y, &x)| {
+            let z = x * a + s;
+            *y = z * sigmoid(z);
+        });
+    } else {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + s);
+    }
+}
+
+/// dz = dy SiLU'(z), with z = x a + s.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn silu_grad(dz: &mut [f32], x: &[f32], dy: &[f32], a: f32, s: f32) {
+    dz.iter_mut().zip(x).zip(dy).for_each(|((dz, &x), &dy)| {
+        let z = x * a + s;
+        let s = sigmoid(z);
+        *dz = dy * s * (1.0 + z * (1.0 - s));
+    });
+}
+
 /// Forward pass, inputs (x, weight, bias).
 struct GroupNormOp {
     groups: usize,
@@ -168,15 +192,7 @@ impl CustomOp3 for GroupNormOp {
             for (k, (y, x)) in y.chunks_exact_mut(d.hw.max(1)).zip(x.chunks_exact(d.hw.max(1))).enumerate() {
                 // z = x a + s with a = rstd gamma, s = beta - mean a.
                 let a = rstd * w[first + k];
-                let s = b[first + k] - mean * a;
-                if self.silu {
-                    y.iter_mut().zip(x).for_each(|(y, &x)| {
-                        let z = x * a + s;
-                        *y = z * sigmoid(z);
-                    });
-                } else {
-                    y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + s);
-                }
+                normalise(y, x, a, b[first + k] - mean * a, self.silu);
             }
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
@@ -252,11 +268,7 @@ impl CustomOp3 for GroupNormGrad {
                     let span = k * hw..(k + 1) * hw;
                     let (dz, xk, dyk) = (&mut dx[span.clone()], &x[span.clone()], &dy[span]);
                     if self.silu {
-                        dz.iter_mut().zip(xk).zip(dyk).for_each(|((dz, &x), &dy)| {
-                            let z = (x - mean) * rstd * gamma + beta;
-                            let s = sigmoid(z);
-                            *dz = dy * s * (1.0 + z * (1.0 - s));
-                        });
+                        silu_grad(dz, xk, dyk, rstd * gamma, beta - mean * rstd * gamma);
                     } else {
                         dz.copy_from_slice(dyk);
                     }

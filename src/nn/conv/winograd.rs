@@ -1,0 +1,364 @@
+//! Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray 2016) for 3x3 convolutions of
+//! stride 1, the bulk of the U-Net's and the VQ-VAE-2 decoder's work.
+//!
+//! A 4x4 tile of output pixels needs the 6x6 input pixels under it. With V = Bᵀ d B the
+//! tile's input and U = G g Gᵀ the kernel, both 6x6, the tile is Aᵀ (U ⊙ V) A: the 36
+//! products of point ξ, summed over input channels, are one matrix product per point,
+//! Out_ξ [T, M] = V_ξ [T, C] U_ξ [C, M] over the T tiles of a block of images. That is
+//! 36 x 2 M C multiply-adds per 16 output pixels against 9 x 2 M C for im2col: a quarter.
+//! The transforms run on NHWC copies, so that each of their vector operations covers all
+//! the channels of one pixel. In f32 the result is within a few 1e-6 of direct
+//! convolution, relative to the largest output (tested against im2col and candle).
+//!
+//! A convolution's input gradient at stride 1 is itself a 3x3 correlation: of the output
+//! gradient with the kernels flipped and input and output channels exchanged, at padding
+//! 2 - p. So both directions run here; the weight gradient stays with im2col.
+
+use super::{for_blocks, product, sized, Geometry, Plan};
+use multiversion::multiversion;
+
+use crate::nn::gemm::Mat;
+
+/// Side of an output tile.
+const TILE: usize = 4;
+/// Side of an input tile, TILE + 2.
+const SIDE: usize = 6;
+/// Points of the transformed tile, SIDE².
+const POINTS: usize = SIDE * SIDE;
+
+/// Floats of a block's transformed inputs and outputs together (1 MiB): as many images per
+/// block as fit, at least one.
+const BLOCK_BUDGET: usize = 1 << 18;
+
+/// The least channels on either side for which the transforms pay for themselves; thinner
+/// convolutions (a network's first and last) stay with im2col.
+const MIN_CHANNELS: usize = 8;
+
+/// A 3x3, stride-1 correlation from `c` to `m` channels in Winograd form.
+pub(super) struct Winograd {
+    c: usize,
+    m: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    pad: usize,
+    /// Tiles down and across one output plane.
+    th: usize,
+    tw: usize,
+    /// The transformed kernels, U [POINTS, C, M].
+    u: Vec<f32>,
+}
+
+/// The correlation's input side as NHWC, padded with zeros to whole tiles.
+#[derive(Default)]
+pub(super) struct Buffers {
+    padded: Vec<f32>,
+    v: Vec<f32>,
+    products: Vec<f32>,
+    /// The output side as NHWC, in whole tiles.
+    tiles: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl Winograd {
+    /// The convolution `g` itself (forward pass) in Winograd form, if it is 3x3 at stride 1.
+    pub(super) fn correlate(g: &Geometry, weight: &[f32]) -> Option<Self> {
+        Self::applies(g).then(|| Self::new(g.c, g.m, g.h, g.w, g.ho, g.wo, g.pad, weight, false))
+    }
+
+    /// The adjoint of `g` (input gradient) as a correlation, if `g` is 3x3 at stride 1.
+    pub(super) fn scatter(g: &Geometry, weight: &[f32]) -> Option<Self> {
+        Self::applies(g).then(|| Self::new(g.m, g.c, g.ho, g.wo, g.h, g.w, 2 - g.pad, weight, true))
+    }
+
+    fn applies(g: &Geometry) -> bool {
+        (g.kh, g.kw, g.stride) == (3, 3, 1) && g.pad <= 2 && g.c.min(g.m) >= MIN_CHANNELS
+    }
+
+    /// `weight` is the convolution's [M, C, 3, 3]; `flipped` builds the adjoint's kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        c: usize,
+        m: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        pad: usize,
+        weight: &[f32],
+        flipped: bool,
+    ) -> Self {
+        let (th, tw) = (ho.div_ceil(TILE), wo.div_ceil(TILE));
+        // U_ξ [c, m] from the convolution's weight [rows, cols, 3, 3], where (rows, cols) is
+        // (m, c), or (c, m) for the adjoint. Walked in U's order, so that each point's matrix
+        // is written in one stream.
+        let mut u = vec![0f32; POINTS * c * m];
+        for ci in 0..c {
+            for mi in 0..m {
+                let index = if flipped { ci * m + mi } else { mi * c + ci };
+                let kernel = &weight[index * 9..][..9];
+                let g = std::array::from_fn(|k| if flipped { kernel[8 - k] } else { kernel[k] });
+                for (point, value) in kernel_transform(&g).into_iter().enumerate() {
+                    u[(point * c + ci) * m + mi] = value;
+                }
+            }
+        }
+        Winograd { c, m, h, w, ho, wo, pad, th, tw, u }
+    }
+
+    /// Output side [N, M, Ho, Wo] from input side [N, C, H, W], plus `bias` [M].
+    pub(super) fn run(&self, across: bool, input: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let (src_image, dst_image) = (self.c * self.h * self.w, self.m * self.ho * self.wo);
+        let n = input.len() / src_image;
+        let mut out = vec![0f32; n * dst_image];
+        let per_image = POINTS * self.th * self.tw * (self.c + self.m);
+        let threads = rayon::current_num_threads().max(1);
+        let per_thread = if across { n.div_ceil(threads) } else { n }.max(1);
+        let plan = Plan { block: (BLOCK_BUDGET / per_image).clamp(1, per_thread), across };
+        for_blocks(plan, &mut out, dst_image, input, src_image, |s: &mut Buffers, dst, src, parallel| {
+            self.block(s, dst, src, bias, parallel)
+        });
+        out
+    }
+
+    fn block(&self, s: &mut Buffers, dst: &mut [f32], src: &[f32], bias: Option<&[f32]>, parallel: bool) {
+        let (c, m) = (self.c, self.m);
+        let b = src.len() / (c * self.h * self.w);
+        let t = b * self.th * self.tw;
+        let v = sized(&mut s.v, POINTS * t * c);
+        self.transform_inputs(&mut s.padded, &mut s.scratch, src, v);
+        let products = sized(&mut s.products, POINTS * t * m);
+        let u = self.u.chunks_exact(c * m);
+        for ((out, v), u) in products.chunks_exact_mut(t * m).zip(v.chunks_exact(t * c)).zip(u) {
+            product(out, Mat::rows(v, t, c), Mat::rows(u, c, m), false, parallel);
+        }
+        let tiles = sized(&mut s.tiles, b * self.th * TILE * self.tw * TILE * m);
+        self.transform_outputs(&mut s.scratch, products, tiles);
+        self.to_planes(tiles, bias, dst);
+    }
+
+    /// Copies images [B, C, H, W] into zero-padded NHWC planes and writes every tile's
+    /// Bᵀ d B into `v` [POINTS, T, C].
+    fn transform_inputs(&self, padded: &mut Vec<f32>, scratch: &mut Vec<f32>, src: &[f32], v: &mut [f32]) {
+        let (c, h, w, pad) = (self.c, self.h, self.w, self.pad);
+        let (hp, wp) = (self.th * TILE + 2, self.tw * TILE + 2);
+        let b = src.len() / (c * h * w);
+        let padded = sized(padded, b * hp * wp * c);
+        for (image, plane) in src.chunks_exact(c * h * w).zip(padded.chunks_exact_mut(hp * wp * c)) {
+            // Zeros around the image, which fills the rest.
+            let (top, rest) = plane.split_at_mut(pad * wp * c);
+            top.fill(0.0);
+            let (middle, bottom) = rest.split_at_mut(h * wp * c);
+            bottom.fill(0.0);
+            for (y, row) in middle.chunks_exact_mut(wp * c).enumerate() {
+                let (left, rest) = row.split_at_mut(pad * c);
+                let (inside, right) = rest.split_at_mut(w * c);
+                left.fill(0.0);
+                right.fill(0.0);
+                transpose(&image[y * w..], h * w, inside, c, c, w);
+            }
+        }
+        input_tiles(padded, (self.th, self.tw), wp, c, sized(scratch, POINTS * c), v);
+    }
+
+    /// Writes every tile's Aᵀ P A, P its 36 products, into `tiles` [B, th 4, tw 4, M].
+    fn transform_outputs(&self, scratch: &mut Vec<f32>, products: &[f32], tiles: &mut [f32]) {
+        output_tiles(products, (self.th, self.tw), self.m, sized(scratch, SIDE * TILE * self.m), tiles);
+    }
+
+    /// `tiles` [B, th 4, tw 4, M] cropped to images [B, M, Ho, Wo], plus `bias`.
+    fn to_planes(&self, tiles: &[f32], bias: Option<&[f32]>, dst: &mut [f32]) {
+        let (m, ho, wo) = (self.m, self.ho, self.wo);
+        let row = self.tw * TILE * m;
+        for (image, out) in tiles.chunks_exact(self.th * TILE * row).zip(dst.chunks_exact_mut(m * ho * wo)) {
+            for (y, pixels) in image.chunks_exact(row).take(ho).enumerate() {
+                transpose(pixels, m, &mut out[y * wo..], ho * wo, wo, m);
+            }
+            if let Some(bias) = bias {
+                for (plane, b) in out.chunks_exact_mut(ho * wo).zip(bias) {
+                    plane.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[j dst_stride + i] = src[i src_stride + j]` for i < rows, j < cols: the layout
+/// changes between planes and pixels. Done in 4x4 blocks held in SSE registers, since
+/// walking either side one float at a time jumps a plane or a pixel per step, which cost as
+/// much as the transforms themselves.
+///
+/// # Panics
+/// When either side reaches outside its slice.
+fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, cols: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!((rows - 1) * src_stride + cols <= src.len() && (cols - 1) * dst_stride + rows <= dst.len());
+    let (rows4, cols4) = (rows / 4 * 4, cols / 4 * 4);
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..rows4).step_by(4) {
+        for j in (0..cols4).step_by(4) {
+            // SAFETY: SSE is part of x86_64; the assert above keeps rows i..i+4 of columns
+            // j..j+4 inside `src` and rows j..j+4 of columns i..i+4 inside `dst`.
+            unsafe {
+                transpose4(
+                    src.as_ptr().add(i * src_stride + j),
+                    src_stride,
+                    dst.as_mut_ptr().add(j * dst_stride + i),
+                    dst_stride,
+                )
+            }
+        }
+    }
+    let scalar = |d: &mut [f32], i: usize, j: usize| d[j * dst_stride + i] = src[i * src_stride + j];
+    let done = if cfg!(target_arch = "x86_64") { (rows4, cols4) } else { (0, 0) };
+    for i in 0..rows {
+        let from = if i < done.0 { done.1 } else { 0 };
+        for j in from..cols {
+            scalar(dst, i, j);
+        }
+    }
+}
+
+/// One 4x4 block of [`transpose`].
+///
+/// # Safety
+/// Four floats from each of `src`, `src + s`, `src + 2s`, `src + 3s` must be readable, and
+/// four at each of `dst`, `dst + d`, `dst + 2d`, `dst + 3d` writable.
+#[cfg(target_arch = "x86_64")]
+unsafe fn transpose4(src: *const f32, s: usize, dst: *mut f32, d: usize) {
+    use std::arch::x86_64::*;
+    let (r0, r1, r2, r3) =
+        (_mm_loadu_ps(src), _mm_loadu_ps(src.add(s)), _mm_loadu_ps(src.add(2 * s)), _mm_loadu_ps(src.add(3 * s)));
+    let (t0, t1, t2, t3) =
+        (_mm_unpacklo_ps(r0, r1), _mm_unpacklo_ps(r2, r3), _mm_unpackhi_ps(r0, r1), _mm_unpackhi_ps(r2, r3));
+    _mm_storeu_ps(dst, _mm_movelh_ps(t0, t1));
+    _mm_storeu_ps(dst.add(d), _mm_movehl_ps(t1, t0));
+    _mm_storeu_ps(dst.add(2 * d), _mm_movelh_ps(t2, t3));
+    _mm_storeu_ps(dst.add(3 * d), _mm_movehl_ps(t3, t2));
+}
+
+/// Bᵀ d B of every 6x6 tile of `padded` [B, hp, wp, C] (`tiles` down and across each
+/// image) into `v` [POINTS, T, C]: Bᵀ down each column of a tile into `scratch`
+/// [column][row][C], then along each row into the points.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn input_tiles(padded: &[f32], tiles: (usize, usize), wp: usize, c: usize, scratch: &mut [f32], v: &mut [f32]) {
+    let (th, tw) = tiles;
+    let t = v.len() / (POINTS * c);
+    let mut points: Vec<&mut [f32]> = v.chunks_exact_mut(t * c).collect();
+    let row = wp * c;
+    let plane_len = (th * TILE + 2) * row;
+    let mut tile = 0;
+    for plane in padded.chunks_exact(plane_len) {
+        for ty in 0..th {
+            for tx in 0..tw {
+                let corner = &plane[(ty * TILE * wp + tx * TILE) * c..];
+                for (j, column) in scratch.chunks_exact_mut(SIDE * c).enumerate() {
+                    let d = std::array::from_fn(|i| &corner[i * row + j * c..][..c]);
+                    input_1d(d, six(column, c));
+                }
+                for (i, outs) in points.chunks_exact_mut(SIDE).enumerate() {
+                    let d = std::array::from_fn(|j| &scratch[(j * SIDE + i) * c..][..c]);
+                    let mut outs = outs.iter_mut();
+                    input_1d(d, std::array::from_fn(|_| &mut outs.next().expect("six points")[tile * c..][..c]));
+                }
+                tile += 1;
+            }
+        }
+    }
+}
+
+/// Aᵀ P A of every tile, P its 36 products in `products` [POINTS, T, M], into `out`
+/// [B, th 4, tw 4, M]: Aᵀ down each column into `scratch` [column][row][M], then along
+/// each row.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn output_tiles(products: &[f32], tiles: (usize, usize), m: usize, scratch: &mut [f32], out: &mut [f32]) {
+    let (th, tw) = tiles;
+    let t = products.len() / (POINTS * m);
+    let points: Vec<&[f32]> = products.chunks_exact(t * m).collect();
+    let row = tw * TILE * m;
+    for tile in 0..t {
+        let (image, ty, tx) = (tile / (th * tw), tile / tw % th, tile % tw);
+        for (j, column) in scratch.chunks_exact_mut(TILE * m).enumerate() {
+            let p = std::array::from_fn(|i| &points[i * SIDE + j][tile * m..][..m]);
+            output_1d(p, four(column, m));
+        }
+        let corner = ((image * th + ty) * TILE * tw + tx) * TILE * m;
+        for (i, out_row) in out[corner..].chunks_mut(row).take(TILE).enumerate() {
+            let p = std::array::from_fn(|j| &scratch[(j * TILE + i) * m..][..m]);
+            output_1d(p, four(&mut out_row[..TILE * m], m));
+        }
+    }
+}
+
+/// Six consecutive runs of `len` floats.
+fn six(s: &mut [f32], len: usize) -> [&mut [f32]; SIDE] {
+    let mut runs = s.chunks_exact_mut(len);
+    std::array::from_fn(|_| runs.next().expect("six runs"))
+}
+
+/// Four consecutive runs of `len` floats.
+fn four(s: &mut [f32], len: usize) -> [&mut [f32]; TILE] {
+    let mut runs = s.chunks_exact_mut(len);
+    std::array::from_fn(|_| runs.next().expect("four runs"))
+}
+
+/// v = Bᵀ d, lane by lane over vectors of equal length.
+#[inline(always)]
+fn input_1d(d: [&[f32]; SIDE], v: [&mut [f32]; SIDE]) {
+    let n = v[0].len();
+    let [d0, d1, d2, d3, d4, d5] = d.map(|d| &d[..n]);
+    let [v0, v1, v2, v3, v4, v5] = v.map(|v| &mut v[..n]);
+    for l in 0..n {
+        let (a0, a1, a2, a3, a4, a5) = (d0[l], d1[l], d2[l], d3[l], d4[l], d5[l]);
+        v0[l] = 4.0 * a0 - 5.0 * a2 + a4;
+        v1[l] = a3 + a4 - 4.0 * (a1 + a2);
+        v2[l] = a4 - a3 + 4.0 * (a1 - a2);
+        v3[l] = a4 - a2 + 2.0 * (a3 - a1);
+        v4[l] = a4 - a2 + 2.0 * (a1 - a3);
+        v5[l] = 4.0 * a1 - 5.0 * a3 + a5;
+    }
+}
+
+/// y = Aᵀ p, lane by lane over vectors of equal length.
+#[inline(always)]
+fn output_1d(p: [&[f32]; SIDE], y: [&mut [f32]; TILE]) {
+    let n = y[0].len();
+    let [p0, p1, p2, p3, p4, p5] = p.map(|p| &p[..n]);
+    let [y0, y1, y2, y3] = y.map(|y| &mut y[..n]);
+    for l in 0..n {
+        let (sum12, diff12) = (p1[l] + p2[l], p1[l] - p2[l]);
+        let (sum34, diff34) = (p3[l] + p4[l], p3[l] - p4[l]);
+        y0[l] = p0[l] + sum12 + sum34;
+        y1[l] = diff12 + 2.0 * diff34;
+        y2[l] = sum12 + 4.0 * sum34;
+        y3[l] = diff12 + 8.0 * diff34 + p5[l];
+    }
+}
+
+/// G g Gᵀ for one 3x3 kernel (row-major), as 36 points (row-major).
+fn kernel_transform(g: &[f32; 9]) -> [f32; POINTS] {
+    let g1d = |a: f32, b: f32, c: f32| {
+        const SIXTH: f32 = 1.0 / 6.0;
+        const TWELFTH: f32 = 1.0 / 12.0;
+        const TWENTY_FOURTH: f32 = 1.0 / 24.0;
+        [
+            a * 0.25,
+            -(a + b + c) * SIXTH,
+            -(a - b + c) * SIXTH,
+            a * TWENTY_FOURTH + b * TWELFTH + c * SIXTH,
+            a * TWENTY_FOURTH - b * TWELFTH + c * SIXTH,
+            c,
+        ]
+    };
+    // G down the columns, then along the rows.
+    let columns: [[f32; SIDE]; 3] = std::array::from_fn(|j| g1d(g[j], g[3 + j], g[6 + j]));
+    let mut out = [0f32; POINTS];
+    for i in 0..SIDE {
+        let row = g1d(columns[0][i], columns[1][i], columns[2][i]);
+        out[i * SIDE..(i + 1) * SIDE].copy_from_slice(&row);
+    }
+    out
+}
