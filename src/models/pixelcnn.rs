@@ -42,7 +42,7 @@
 //! first layer's weights by a constant mask in every forward pass, so the masked taps get a
 //! zero gradient and keep their initial values.
 //!
-//! On the CPU the network runs channels-last ([N, H, W, C], one pixel a row): each
+//! On the CPU the network runs channels-last ([N H W, C], one pixel a row): each
 //! convolution is an unfold of its taps ([`ops::Unfold`]) and one fused matrix product, the
 //! 1x1 convolutions are plain products, the gate with its conditioning is one fused op
 //! ([`ops::gate`]), and so is the cross-entropy.
@@ -140,11 +140,25 @@ fn conv_matrix(p: &mut Params, name: &str, cin: usize, cout: usize, kh: usize, k
     Ok(Linear::new(w.reshape((cout, cin * kh * kw))?, b))
 }
 
-/// 1 for every column (channel c, tap t) of an [out, C T] weight matrix except the taps in
-/// `masked`, as a [1, C T] row.
+/// 1 for every column (tap t, channel c) of an [out, T C] weight matrix except the taps in
+/// `masked`, as a [1, T C] row.
 fn tap_mask(c: usize, taps: usize, masked: &[usize], device: &candle_core::Device) -> Result<Tensor> {
-    let row: Vec<f32> = (0..c * taps).map(|i| if masked.contains(&(i % taps)) { 0.0 } else { 1.0 }).collect();
+    let row: Vec<f32> = (0..c * taps).map(|i| if masked.contains(&(i / c)) { 0.0 } else { 1.0 }).collect();
     Ok(Tensor::from_vec(row, (1, c * taps), device)?)
+}
+
+/// A convolution's weight matrix [out, C T] (PyTorch's order, channels major) with its
+/// columns in the taps-major order of [`ops::Unfold`], [out, T C], times `mask` if any.
+/// Rebuilt on every forward pass, as a copy would not follow in-place updates of the
+/// parameter.
+fn tap_major(layer: &Linear, taps: usize, mask: Option<&Tensor>) -> Result<Linear> {
+    let (out, ct) = layer.weight().dims2()?;
+    let w = layer.weight().reshape((out, ct / taps, taps))?.transpose(1, 2)?.contiguous()?.reshape((out, ct))?;
+    let w = match mask {
+        Some(mask) => w.broadcast_mul(mask)?,
+        None => w,
+    };
+    Ok(Linear::new(w, layer.bias().clone()))
 }
 
 /// Mask A: the current row (taps 3..6 of [`ops::V_TAPS`]) of the vertical kernel and the
@@ -186,30 +200,23 @@ impl GatedLayer {
         })
     }
 
-    /// The vertical and horizontal convolutions as products with unfolded input, mask A
-    /// applied.
+    /// The vertical and horizontal convolutions as products with unfolded input (taps
+    /// major), mask A applied.
     fn convs(&self) -> Result<(Linear, Linear)> {
-        Ok(match &self.mask {
-            None => (self.v_conv.clone(), self.h_conv.clone()),
-            Some((v, h)) => (
-                Linear::new(self.v_conv.weight().broadcast_mul(v)?, self.v_conv.bias().clone()),
-                Linear::new(self.h_conv.weight().broadcast_mul(h)?, self.h_conv.bias().clone()),
-            ),
-        })
+        let (v, h) = self.mask.as_ref().map(|(v, h)| (v, h)).unzip();
+        Ok((tap_major(&self.v_conv, ops::V_TAPS.len(), v)?, tap_major(&self.h_conv, ops::H_TAPS.len(), h)?))
     }
 
-    /// One layer on channels-last maps `v`, `h` [N, H, W, C], with conditioning `cond`
-    /// (each [N, 1 or H W, 2C]).
-    fn forward(&self, v: &Tensor, h: &Tensor, cond: &[&Tensor]) -> Result<(Tensor, Tensor)> {
-        let (n, height, width, c) = v.dims4()?;
-        let rows = n * height * width;
+    /// One layer on channels-last maps of `size` (height, width) pixels, `v`, `h` [N H W, C],
+    /// with conditioning `cond` (each [N, 1 or H W, 2C]).
+    fn forward(&self, v: &Tensor, h: &Tensor, size: (usize, usize), cond: &[&Tensor]) -> Result<(Tensor, Tensor)> {
         let (v_conv, h_conv) = self.convs()?;
-        // (n, height, width, 6c) -> (rows, 6c)
-        let v_pre = v_conv.forward(&v.apply_op1(ops::Unfold(ops::V_TAPS))?.reshape((rows, 6 * c))?)?;
-        let h_pre = h_conv.forward(&h.apply_op1(ops::Unfold(ops::H_TAPS))?.reshape((rows, 2 * c))?)?;
+        let unfold = |taps| ops::Unfold { taps, height: size.0, width: size.1 };
+        let v_pre = v_conv.forward(&v.apply_op1(unfold(ops::V_TAPS))?)?;
+        let h_pre = h_conv.forward(&h.apply_op1(unfold(ops::H_TAPS))?)?;
         let h_pre = (self.v_to_h.forward(&v_pre)? + h_pre)?;
-        let v_out = ops::gate(&v_pre, cond)?.reshape((n, height, width, c))?;
-        let h_out = self.h_out.forward(&ops::gate(&h_pre, cond)?)?.reshape((n, height, width, c))?;
+        let v_out = ops::gate(&v_pre, cond)?;
+        let h_out = self.h_out.forward(&ops::gate(&h_pre, cond)?)?;
         let h_out = if self.mask.is_some() { h_out } else { (h_out + h)? };
         Ok((v_out, h_out))
     }
@@ -289,14 +296,14 @@ impl PixelCnn {
     /// The logits channels-last, one row per code: [N H W, n_embed].
     fn logits_rows(&self, codes: &Tensor, labels: Option<&Tensor>, top: Option<&Tensor>) -> Result<Tensor> {
         let n = self.check(codes, labels, top)?;
-        let (c, rows) = (self.config.channels, n * self.config.height * self.config.width);
         let conds = self.conditions(n, labels, top)?;
-        let x = self.embed.forward(codes)?;
+        let x = self.embed.forward(&codes.flatten_all()?)?;
         let (mut v, mut h) = (x.clone(), x);
+        let size = (self.config.height, self.config.width);
         for (layer, cond) in self.layers.iter().zip(&conds) {
-            (v, h) = layer.forward(&v, &h, &cond.iter().collect::<Vec<_>>())?;
+            (v, h) = layer.forward(&v, &h, size, &cond.iter().collect::<Vec<_>>())?;
         }
-        let x = self.head1.forward(&h.reshape((rows, c))?.relu()?)?.relu()?;
+        let x = self.head1.forward(&h.relu()?)?.relu()?;
         Ok(self.head3.forward(&x)?)
     }
 

@@ -4,6 +4,7 @@
 //! narrow, cat; narrow, tanh, sigmoid, mul), each with a fresh buffer and a backward pass.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::nn::fastmath;
@@ -16,16 +17,34 @@ use crate::nn::gemm::contiguous_f32;
 pub const V_TAPS: &[(isize, isize)] = &[(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1)];
 pub const H_TAPS: &[(isize, isize)] = &[(0, -1), (0, 0)];
 
-/// im2col for a stride-1 convolution with `taps` on channels-last maps: [N, H, W, C] ->
-/// [N, H, W, C T], where entry (c, t) of a pixel's row (index c T + t, the order of a PyTorch
-/// weight [out, C, kh, kw] flattened) is channel c of the pixel at tap t, or 0 outside the
-/// map. A product with that weight as an [out, C T] matrix is then the convolution.
-pub struct Unfold(pub &'static [(isize, isize)]);
+/// im2col for a stride-1 convolution with `taps` on channels-last maps of `height` x
+/// `width` pixels: [N H W, C] -> [N H W, T C], where entry (t, c) of a pixel's row (index
+/// t C + c) is channel c of the pixel at tap t, or 0 outside the map. A product with the
+/// convolution's weight as an [out, T C] matrix (taps major, see
+/// `PixelCnn`'s `tap_major`) is then the convolution. Taps major, each tap is one copy of a
+/// pixel's C channels.
+pub struct Unfold {
+    pub taps: &'static [(isize, isize)],
+    pub height: usize,
+    pub width: usize,
+}
 
 /// The pixel at `(i, j) + tap` of an `h` x `w` map, when inside it.
 fn shifted(i: usize, j: usize, (di, dj): (isize, isize), h: usize, w: usize) -> Option<usize> {
     let (y, x) = (i.checked_add_signed(di)?, j.checked_add_signed(dj)?);
     (y < h && x < w).then_some(y * w + x)
+}
+
+impl Unfold {
+    /// Pixels of one map, and the channels of rows of `width` floats per pixel, checked.
+    fn plane(&self, name: &str, l: &Layout, per_tap: bool) -> candle_core::Result<(usize, usize)> {
+        let (rows, width) = l.shape().dims2()?;
+        let (hw, t) = (self.height * self.width, self.taps.len());
+        if hw == 0 || rows % hw != 0 || (per_tap && width % t != 0) {
+            candle_core::bail!("{name}: {:?} is not rows of {}x{} maps", l.dims(), self.height, self.width)
+        }
+        Ok((hw, if per_tap { width / t } else { width }))
+    }
 }
 
 impl CustomOp1 for Unfold {
@@ -35,32 +54,32 @@ impl CustomOp1 for Unfold {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(self.name(), s, l)?;
-        let (n, h, w, c) = l.shape().dims4()?;
-        let t = self.0.len();
-        let mut out = vec![0f32; n * h * w * c * t];
+        let (hw, c) = self.plane(self.name(), l, false)?;
+        let (t, rows) = (self.taps.len(), l.dims()[0]);
+        let mut out = vec![0f32; rows * c * t];
         if !out.is_empty() {
-            out.par_chunks_mut(h * w * c * t).zip(x.par_chunks(h * w * c)).for_each(|(dst, image)| {
+            out.par_chunks_mut(hw * c * t).zip(x.par_chunks(hw * c)).for_each(|(dst, image)| {
                 for (p, row) in dst.chunks_exact_mut(c * t).enumerate() {
-                    for (tap, &offset) in self.0.iter().enumerate() {
-                        if let Some(q) = shifted(p / w, p % w, offset, h, w) {
-                            let src = &image[q * c..(q + 1) * c];
-                            row.iter_mut().skip(tap).step_by(t).zip(src).for_each(|(d, v)| *d = *v);
+                    for (&offset, d) in self.taps.iter().zip(row.chunks_exact_mut(c)) {
+                        if let Some(q) = shifted(p / self.width, p % self.width, offset, self.height, self.width) {
+                            d.copy_from_slice(&image[q * c..(q + 1) * c]);
                         }
                     }
                 }
             });
         }
-        Ok((CpuStorage::F32(out), Shape::from((n, h, w, c * t))))
+        Ok((CpuStorage::F32(out), Shape::from((rows, c * t))))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Fold(self.0))?))
+        let fold = Fold(Unfold { taps: self.taps, height: self.height, width: self.width });
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&fold)?))
     }
 }
 
-/// The adjoint of [`Unfold`]: adds each entry of [N, H, W, C T] back onto the pixel it was
+/// The adjoint of [`Unfold`]: adds each entry of [N H W, T C] back onto the pixel it was
 /// taken from.
-struct Fold(&'static [(isize, isize)]);
+struct Fold(Unfold);
 
 impl CustomOp1 for Fold {
     fn name(&self) -> &'static str {
@@ -69,23 +88,22 @@ impl CustomOp1 for Fold {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = contiguous_f32(self.name(), s, l)?;
-        let (n, h, w, ct) = l.shape().dims4()?;
-        let t = self.0.len();
-        let c = ct / t;
-        let mut out = vec![0f32; n * h * w * c];
+        let u = &self.0;
+        let (hw, c) = u.plane(self.name(), l, true)?;
+        let (t, rows) = (u.taps.len(), l.dims()[0]);
+        let mut out = vec![0f32; rows * c];
         if !out.is_empty() {
-            out.par_chunks_mut(h * w * c).zip(g.par_chunks(h * w * ct)).for_each(|(image, src)| {
-                for (p, row) in src.chunks_exact(ct).enumerate() {
-                    for (tap, &offset) in self.0.iter().enumerate() {
-                        if let Some(q) = shifted(p / w, p % w, offset, h, w) {
-                            let dst = &mut image[q * c..(q + 1) * c];
-                            dst.iter_mut().zip(row.iter().skip(tap).step_by(t)).for_each(|(d, v)| *d += v);
+            out.par_chunks_mut(hw * c).zip(g.par_chunks(hw * c * t)).for_each(|(image, src)| {
+                for (p, row) in src.chunks_exact(c * t).enumerate() {
+                    for (&offset, v) in u.taps.iter().zip(row.chunks_exact(c)) {
+                        if let Some(q) = shifted(p / u.width, p % u.width, offset, u.height, u.width) {
+                            image[q * c..(q + 1) * c].iter_mut().zip(v).for_each(|(d, v)| *d += v);
                         }
                     }
                 }
             });
         }
-        Ok((CpuStorage::F32(out), Shape::from((n, h, w, c))))
+        Ok((CpuStorage::F32(out), Shape::from((rows, c))))
     }
 }
 
@@ -108,7 +126,23 @@ fn sigmoid(x: f32) -> f32 {
 pub fn gate_rows(a: &[f32], out: &mut [f32], c: usize) {
     for (o, row) in out.chunks_exact_mut(c).zip(a.chunks_exact(2 * c)) {
         let (f, g) = row.split_at(c);
-        o.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g));
+        gate_row(o, f, g);
+    }
+}
+
+/// out = tanh(f) * sigmoid(g).
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn gate_row(out: &mut [f32], f: &[f32], g: &[f32]) {
+    out.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g));
+}
+
+/// The gate's input gradient in place of its input (f, g), from the output gradient `dy`.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn gate_grad_row(f: &mut [f32], g: &mut [f32], dy: &[f32]) {
+    for ((f, g), &dy) in f.iter_mut().zip(g.iter_mut()).zip(dy) {
+        let (t, s) = (tanh(*f), sigmoid(*g));
+        *f = dy * (1.0 - t * t) * s;
+        *g = dy * t * s * (1.0 - s);
     }
 }
 
@@ -191,7 +225,7 @@ impl<'a> GateInput<'a> {
         par_rows(&mut out, c, 2 * c, |r, o, x| {
             self.load(r, x);
             let (f, g) = x.split_at(c);
-            o.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g));
+            gate_row(o, f, g);
         });
         out
     }
@@ -204,11 +238,7 @@ impl<'a> GateInput<'a> {
         par_rows(&mut da, 2 * c, 0, |r, d, _| {
             self.load(r, d);
             let (df, dg) = d.split_at_mut(c);
-            for ((f, g), &dy) in df.iter_mut().zip(dg.iter_mut()).zip(&dy[r * c..(r + 1) * c]) {
-                let (t, s) = (tanh(*f), sigmoid(*g));
-                *f = dy * (1.0 - t * t) * s;
-                *g = dy * t * s * (1.0 - s);
-            }
+            gate_grad_row(df, dg, &dy[r * c..(r + 1) * c]);
         });
         da
     }

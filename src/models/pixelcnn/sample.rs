@@ -178,15 +178,15 @@ struct Cached {
     top: Option<Vec<f32>>,
 }
 
-/// Copies pixel rows into the unfolded matrix `cols` [rows, C T] (entry c T + t of a row is
+/// Copies pixel rows into the unfolded matrix `cols` [rows, T C] (entry t C + c of a row is
 /// channel c at tap t, as in `ops::Unfold`): `src(row, tap)` gives the row's pixel [C] at
 /// `tap`, or `None` for 0.
 fn unfold<'a>(cols: &mut [f32], c: usize, taps: usize, src: impl Fn(usize, usize) -> Option<&'a [f32]>) {
     for (r, row) in cols.chunks_exact_mut(c * taps).enumerate() {
-        for tap in 0..taps {
+        for (tap, dst) in row.chunks_exact_mut(c).enumerate() {
             match src(r, tap) {
-                Some(px) => row.iter_mut().skip(tap).step_by(taps).zip(px).for_each(|(d, v)| *d = *v),
-                None => row.iter_mut().skip(tap).step_by(taps).for_each(|d| *d = 0.0),
+                Some(px) => dst.copy_from_slice(px),
+                None => dst.fill(0.0),
             }
         }
     }

@@ -50,14 +50,18 @@ pub(super) struct Winograd {
     u: Vec<f32>,
 }
 
-/// The correlation's input side as NHWC, padded with zeros to whole tiles.
+/// Buffers one thread reuses from block to block.
 #[derive(Default)]
 pub(super) struct Buffers {
+    /// The block's input side as NHWC, padded with zeros to whole tiles.
     padded: Vec<f32>,
+    /// The transformed input tiles, V [POINTS, T, C].
     v: Vec<f32>,
+    /// The products, [POINTS, T, M].
     products: Vec<f32>,
     /// The output side as NHWC, in whole tiles.
     tiles: Vec<f32>,
+    /// One tile's intermediate transform.
     scratch: Vec<f32>,
 }
 
