@@ -34,15 +34,10 @@ const BLOCK_BUDGET: usize = 1 << 18;
 /// convolutions (a network's first and last) stay with im2col.
 const MIN_CHANNELS: usize = 8;
 
-/// A 3x3, stride-1 correlation from `c` to `m` channels in Winograd form.
+/// A 3x3, stride-1 correlation in Winograd form.
 pub(super) struct Winograd {
-    c: usize,
-    m: usize,
-    h: usize,
-    w: usize,
-    ho: usize,
-    wo: usize,
-    pad: usize,
+    /// The correlation's shapes: input side c x h x w, output side m x ho x wo.
+    g: Geometry,
     /// Tiles down and across one output plane.
     th: usize,
     tw: usize,
@@ -68,32 +63,24 @@ pub(super) struct Buffers {
 impl Winograd {
     /// The convolution `g` itself (forward pass) in Winograd form, if it is 3x3 at stride 1.
     pub(super) fn correlate(g: &Geometry, weight: &[f32]) -> Option<Self> {
-        Self::applies(g).then(|| Self::new(g.c, g.m, g.h, g.w, g.ho, g.wo, g.pad, weight, false))
+        Self::applies(g).then(|| Self::new(*g, weight, false))
     }
 
     /// The adjoint of `g` (input gradient) as a correlation, if `g` is 3x3 at stride 1.
     pub(super) fn scatter(g: &Geometry, weight: &[f32]) -> Option<Self> {
-        Self::applies(g).then(|| Self::new(g.m, g.c, g.ho, g.wo, g.h, g.w, 2 - g.pad, weight, true))
+        let adjoint = Geometry { c: g.m, h: g.ho, w: g.wo, m: g.c, ho: g.h, wo: g.w, pad: 2 - g.pad.min(2), ..*g };
+        Self::applies(g).then(|| Self::new(adjoint, weight, true))
     }
 
     fn applies(g: &Geometry) -> bool {
         (g.kh, g.kw, g.stride) == (3, 3, 1) && g.pad <= 2 && g.c.min(g.m) >= MIN_CHANNELS
     }
 
-    /// `weight` is the convolution's [M, C, 3, 3]; `flipped` builds the adjoint's kernels.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        c: usize,
-        m: usize,
-        h: usize,
-        w: usize,
-        ho: usize,
-        wo: usize,
-        pad: usize,
-        weight: &[f32],
-        flipped: bool,
-    ) -> Self {
-        let (th, tw) = (ho.div_ceil(TILE), wo.div_ceil(TILE));
+    /// The correlation `g` with the convolution's `weight` [M, C, 3, 3]; `flipped` builds
+    /// the adjoint's kernels from it.
+    fn new(g: Geometry, weight: &[f32], flipped: bool) -> Self {
+        let (c, m) = (g.c, g.m);
+        let (th, tw) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
         // U_ξ [c, m] from the convolution's weight [rows, cols, 3, 3], where (rows, cols) is
         // (m, c), or (c, m) for the adjoint. Walked in U's order, so that each point's matrix
         // is written in one stream.
@@ -108,15 +95,15 @@ impl Winograd {
                 }
             }
         }
-        Winograd { c, m, h, w, ho, wo, pad, th, tw, u }
+        Winograd { g, th, tw, u }
     }
 
     /// Output side [N, M, Ho, Wo] from input side [N, C, H, W], plus `bias` [M].
     pub(super) fn run(&self, across: bool, input: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        let (src_image, dst_image) = (self.c * self.h * self.w, self.m * self.ho * self.wo);
+        let (src_image, dst_image) = (self.g.c * self.g.hw(), self.g.m * self.g.p());
         let n = input.len() / src_image;
         let mut out = vec![0f32; n * dst_image];
-        let per_image = POINTS * self.th * self.tw * (self.c + self.m);
+        let per_image = POINTS * self.th * self.tw * (self.g.c + self.g.m);
         let threads = rayon::current_num_threads().max(1);
         let per_thread = if across { n.div_ceil(threads) } else { n }.max(1);
         let plan = Plan { block: (BLOCK_BUDGET / per_image).clamp(1, per_thread), across };
@@ -127,8 +114,8 @@ impl Winograd {
     }
 
     fn block(&self, s: &mut Buffers, dst: &mut [f32], src: &[f32], bias: Option<&[f32]>, parallel: bool) {
-        let (c, m) = (self.c, self.m);
-        let b = src.len() / (c * self.h * self.w);
+        let (c, m) = (self.g.c, self.g.m);
+        let b = src.len() / (c * self.g.hw());
         let t = b * self.th * self.tw;
         let v = sized(&mut s.v, POINTS * t * c);
         self.transform_inputs(&mut s.padded, &mut s.scratch, src, v);
@@ -145,7 +132,7 @@ impl Winograd {
     /// Copies images [B, C, H, W] into zero-padded NHWC planes and writes every tile's
     /// Bᵀ d B into `v` [POINTS, T, C].
     fn transform_inputs(&self, padded: &mut Vec<f32>, scratch: &mut Vec<f32>, src: &[f32], v: &mut [f32]) {
-        let (c, h, w, pad) = (self.c, self.h, self.w, self.pad);
+        let (c, h, w, pad) = (self.g.c, self.g.h, self.g.w, self.g.pad);
         let (hp, wp) = (self.th * TILE + 2, self.tw * TILE + 2);
         let b = src.len() / (c * h * w);
         let padded = sized(padded, b * hp * wp * c);
@@ -168,12 +155,12 @@ impl Winograd {
 
     /// Writes every tile's Aᵀ P A, P its 36 products, into `tiles` [B, th 4, tw 4, M].
     fn transform_outputs(&self, scratch: &mut Vec<f32>, products: &[f32], tiles: &mut [f32]) {
-        output_tiles(products, (self.th, self.tw), self.m, sized(scratch, SIDE * TILE * self.m), tiles);
+        output_tiles(products, (self.th, self.tw), self.g.m, sized(scratch, SIDE * TILE * self.g.m), tiles);
     }
 
     /// `tiles` [B, th 4, tw 4, M] cropped to images [B, M, Ho, Wo], plus `bias`.
     fn to_planes(&self, tiles: &[f32], bias: Option<&[f32]>, dst: &mut [f32]) {
-        let (m, ho, wo) = (self.m, self.ho, self.wo);
+        let (m, ho, wo) = (self.g.m, self.g.ho, self.g.wo);
         let row = self.tw * TILE * m;
         for (image, out) in tiles.chunks_exact(self.th * TILE * row).zip(dst.chunks_exact_mut(m * ho * wo)) {
             for (y, pixels) in image.chunks_exact(row).take(ho).enumerate() {
