@@ -41,7 +41,8 @@ pub(super) struct Winograd {
     /// Tiles down and across one output plane.
     th: usize,
     tw: usize,
-    /// The transformed kernels, U [POINTS, C, M].
+    /// The transformed kernels, U [C, POINTS, M]: point ξ's matrix [C, M] has rows
+    /// POINTS M apart.
     u: Vec<f32>,
 }
 
@@ -81,20 +82,23 @@ impl Winograd {
     fn new(g: Geometry, weight: &[f32], flipped: bool) -> Self {
         let (c, m) = (g.c, g.m);
         let (th, tw) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
-        // U_ξ [c, m] from the convolution's weight [rows, cols, 3, 3], where (rows, cols) is
-        // (m, c), or (c, m) for the adjoint. Walked in U's order, so that each point's matrix
-        // is written in one stream.
-        let mut u = vec![0f32; POINTS * c * m];
+        // Per input channel ci, its M kernels' taps as [9, M] (row mi of the weight [M, C, 3, 3]
+        // holds them at mi C 9 + ci 9; the adjoint's, from [C, M, 3, 3], at (ci M + mi) 9,
+        // flipped), then G g Gᵀ over all M at once.
+        let mut u = Vec::with_capacity(c * POINTS * m);
+        let mut taps = vec![0f32; 9 * m];
+        let mut scratch = vec![0f32; SIDE * 3 * m];
         for ci in 0..c {
-            for mi in 0..m {
-                let index = if flipped { ci * m + mi } else { mi * c + ci };
-                let kernel = &weight[index * 9..][..9];
-                let g = std::array::from_fn(|k| if flipped { kernel[8 - k] } else { kernel[k] });
-                for (point, value) in kernel_transform(&g).into_iter().enumerate() {
-                    u[(point * c + ci) * m + mi] = value;
-                }
+            if flipped {
+                transpose(&weight[ci * m * 9..], 9, &mut taps, m, m, 9);
+                taps.reverse();
+                taps.chunks_exact_mut(m).for_each(|row| row.reverse());
+            } else {
+                transpose(&weight[ci * 9..], c * 9, &mut taps, m, m, 9);
             }
+            kernel_transform(&taps, &mut scratch, &mut u);
         }
+        debug_assert_eq!(u.len(), c * POINTS * m);
         Winograd { g, th, tw, u }
     }
 
@@ -120,9 +124,9 @@ impl Winograd {
         let v = sized(&mut s.v, POINTS * t * c);
         self.transform_inputs(&mut s.padded, &mut s.scratch, src, v);
         let products = sized(&mut s.products, POINTS * t * m);
-        let u = self.u.chunks_exact(c * m);
-        for ((out, v), u) in products.chunks_exact_mut(t * m).zip(v.chunks_exact(t * c)).zip(u) {
-            product(out, Mat::rows(v, t, c), Mat::rows(u, c, m), false, parallel);
+        for (point, (out, v)) in products.chunks_exact_mut(t * m).zip(v.chunks_exact(t * c)).enumerate() {
+            let u = Mat { data: &self.u[point * m..], rows: c, cols: m, rs: POINTS * m, cs: 1 };
+            product(out, Mat::rows(v, t, c), u, false, parallel);
         }
         let tiles = sized(&mut s.tiles, b * self.th * TILE * self.tw * TILE * m);
         self.transform_outputs(&mut s.scratch, products, tiles);
@@ -142,12 +146,17 @@ impl Winograd {
             top.fill(0.0);
             let (middle, bottom) = rest.split_at_mut(h * wp * c);
             bottom.fill(0.0);
-            for (y, row) in middle.chunks_exact_mut(wp * c).enumerate() {
-                let (left, rest) = row.split_at_mut(pad * c);
-                let (inside, right) = rest.split_at_mut(w * c);
-                left.fill(0.0);
-                right.fill(0.0);
-                transpose(&image[y * w..], h * w, inside, c, c, w);
+            for row in middle.chunks_exact_mut(wp * c) {
+                row[..pad * c].fill(0.0);
+                row[(pad + w) * c..].fill(0.0);
+            }
+            // Four planes at a time, top to bottom: the reads then stream through four
+            // planes, which the prefetcher follows, rather than through all C at once.
+            for first in (0..c).step_by(LANES) {
+                for y in 0..h {
+                    let inside = &mut middle[(y * wp + pad) * c + first..];
+                    transpose(&image[first * h * w + y * w..], h * w, inside, c, LANES.min(c - first), w);
+                }
             }
         }
         input_tiles(padded, (self.th, self.tw), wp, c, sized(scratch, POINTS * c), v);
@@ -163,8 +172,18 @@ impl Winograd {
         let (m, ho, wo) = (self.g.m, self.g.ho, self.g.wo);
         let row = self.tw * TILE * m;
         for (image, out) in tiles.chunks_exact(self.th * TILE * row).zip(dst.chunks_exact_mut(m * ho * wo)) {
-            for (y, pixels) in image.chunks_exact(row).take(ho).enumerate() {
-                transpose(pixels, m, &mut out[y * wo..], ho * wo, wo, m);
+            // Four planes at a time, as in `transform_inputs`.
+            for first in (0..m).step_by(LANES) {
+                for (y, pixels) in image.chunks_exact(row).take(ho).enumerate() {
+                    transpose(
+                        &pixels[first..],
+                        m,
+                        &mut out[first * ho * wo + y * wo..],
+                        ho * wo,
+                        wo,
+                        LANES.min(m - first),
+                    );
+                }
             }
             if let Some(bias) = bias {
                 for (plane, b) in out.chunks_exact_mut(ho * wo).zip(bias) {
@@ -174,6 +193,9 @@ impl Winograd {
         }
     }
 }
+
+/// Planes whose layout changes together.
+const LANES: usize = 4;
 
 /// `dst[j dst_stride + i] = src[i src_stride + j]` for i < rows, j < cols: the layout
 /// changes between planes and pixels. Done in 4x4 blocks held in SSE registers, since
@@ -329,27 +351,41 @@ fn output_1d(p: [&[f32]; SIDE], y: [&mut [f32]; TILE]) {
     }
 }
 
-/// G g Gᵀ for one 3x3 kernel (row-major), as 36 points (row-major).
-fn kernel_transform(g: &[f32; 9]) -> [f32; POINTS] {
-    let g1d = |a: f32, b: f32, c: f32| {
-        const SIXTH: f32 = 1.0 / 6.0;
-        const TWELFTH: f32 = 1.0 / 12.0;
-        const TWENTY_FOURTH: f32 = 1.0 / 24.0;
-        [
-            a * 0.25,
-            -(a + b + c) * SIXTH,
-            -(a - b + c) * SIXTH,
-            a * TWENTY_FOURTH + b * TWELFTH + c * SIXTH,
-            a * TWENTY_FOURTH - b * TWELFTH + c * SIXTH,
-            c,
-        ]
-    };
-    // G down the columns, then along the rows.
-    let columns: [[f32; SIDE]; 3] = std::array::from_fn(|j| g1d(g[j], g[3 + j], g[6 + j]));
-    let mut out = [0f32; POINTS];
-    for i in 0..SIDE {
-        let row = g1d(columns[0][i], columns[1][i], columns[2][i]);
-        out[i * SIDE..(i + 1) * SIDE].copy_from_slice(&row);
+/// G g Gᵀ of M kernels at once: `taps` [9, M] holds tap k (row-major 3x3) of every kernel;
+/// the 36 points [36, M] (row-major 6x6) are appended to `u`. G down the kernels' columns
+/// into `scratch` [6, 3, M], then along the rows.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn kernel_transform(taps: &[f32], scratch: &mut [f32], u: &mut Vec<f32>) {
+    let m = taps.len() / 9;
+    let tap = |k: usize| &taps[k * m..(k + 1) * m];
+    for j in 0..3 {
+        let mut rows = scratch.chunks_exact_mut(3 * m).map(|r| &mut r[j * m..(j + 1) * m]);
+        kernel_1d([tap(j), tap(3 + j), tap(6 + j)], std::array::from_fn(|_| rows.next().expect("six rows")));
     }
-    out
+    let mut row = vec![0f32; SIDE * m];
+    for i in 0..SIDE {
+        let g = std::array::from_fn(|j| &scratch[(i * 3 + j) * m..][..m]);
+        kernel_1d(g, six(&mut row, m));
+        u.extend_from_slice(&row);
+    }
+}
+
+/// u = G g, lane by lane over vectors of equal length.
+#[inline(always)]
+fn kernel_1d(g: [&[f32]; 3], u: [&mut [f32]; SIDE]) {
+    const SIXTH: f32 = 1.0 / 6.0;
+    const TWELFTH: f32 = 1.0 / 12.0;
+    const TWENTY_FOURTH: f32 = 1.0 / 24.0;
+    let n = u[0].len();
+    let [g0, g1, g2] = g.map(|g| &g[..n]);
+    let [u0, u1, u2, u3, u4, u5] = u.map(|u| &mut u[..n]);
+    for l in 0..n {
+        let (a, b, c) = (g0[l], g1[l], g2[l]);
+        u0[l] = a * 0.25;
+        u1[l] = -(a + b + c) * SIXTH;
+        u2[l] = -(a - b + c) * SIXTH;
+        u3[l] = a * TWENTY_FOURTH + b * TWELFTH + c * SIXTH;
+        u4[l] = a * TWENTY_FOURTH - b * TWELFTH + c * SIXTH;
+        u5[l] = c;
+    }
 }
