@@ -1,4 +1,4 @@
-# make pipeline-ddpm [OUT=runs/ddpm] [EPOCHS=5] [SEED=0] [DEVICE=cpu] [SMOKE=1]
+# make pipeline-ddpm [OUT=runs/ddpm] [EPOCHS=15] [SEED=0] [DEVICE=cpu] [SMOKE=1]
 #
 # Bundled MNIST (padded to 32x32) -> train ddpm-unet-mnist -> 64 samples with DDIM (50
 # steps) and 16 with the full 1000-step ancestral chain, as PNG grids; wall times, the final
@@ -15,7 +15,7 @@ DDPM_NET := --base-channels 8 --channel-mult 1,2,2 --res-blocks 1
 DDPM_DATA := --data mnist --split test --eval-data $(DDPM_OUT)/test.npy --batch-size 32
 DDPM_CHAIN := 4
 else
-DDPM_EPOCHS := $(or $(EPOCHS),5)
+DDPM_EPOCHS := $(or $(EPOCHS),15)
 DDPM_NET :=
 DDPM_DATA := --data mnist --eval-data $(DDPM_OUT)/test.npy
 DDPM_CHAIN := 16
