@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::diffusion::Variance;
 use genimg::io::{InputPath, OutputPath};
@@ -102,7 +101,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let device = args.device.device.device()?;
-    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let ckpt = args.model.load(&device)?;
     let model = load_model(ckpt, &device)?;
     let opts = DenoiseOptions {
         sampler,

@@ -47,9 +47,6 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.overrides.apply(ModelConfig::preset(&args.preset)?)?;
     let device = args.device.device.device()?;
-    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device)?;
-    let (train, eval) = args.train.load_data(&args.data, config.geometry()?)?;
-    let eval = eval.as_ref().map(|e| e as &dyn genimg::data::Dataset);
-    cli::train_command("ddpm-train", config, &train, eval, &opts)?;
+    cli::train_on_images("ddpm-train", config, &args.data, &args.train, args.seed.seed, &args.output.output, device)?;
     Ok(())
 }

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::io::InputPath;
 use genimg::tasks::vae::{decode, Latents, VaeTask};
@@ -46,7 +45,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
-    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let ckpt = args.model.load(&device)?;
     let vae = VaeTask::from_checkpoint(ckpt, &device)?.vae;
     let latents = match (args.prior, args.manifold) {
         (Some(n), _) => Latents::Prior(n),

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::data::stream::ImageStream;
 use genimg::tasks::vae::{encode, VaeTask};
@@ -41,7 +40,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
-    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let ckpt = args.model.load(&device)?;
     let vae = VaeTask::from_checkpoint(ckpt, &device)?.vae;
     let geometry = vae.config.geometry()?;
     let i = &args.input;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DataArgs, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::data::{ImageSet, Split};
 use genimg::models::ModelConfig;
@@ -46,7 +45,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
-    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let ckpt = args.model.load(&device)?;
     ckpt.expect(&["vae-mlp", "vib-mlp"])?;
     let split =
         Some(args.data.split.unwrap_or(Split::Test)).filter(|_| args.data.data == genimg::data::DataSpec::Mnist);

@@ -46,9 +46,6 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.overrides.apply(ModelConfig::preset(&args.preset)?)?;
     let device = args.device.device.device()?;
-    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device)?;
-    let (train, eval) = args.train.load_data(&args.data, config.geometry()?)?;
-    let eval = eval.as_ref().map(|e| e as &dyn genimg::data::Dataset);
-    cli::train_command("vae-train", config, &train, eval, &opts)?;
+    cli::train_on_images("vae-train", config, &args.data, &args.train, args.seed.seed, &args.output.output, device)?;
     Ok(())
 }

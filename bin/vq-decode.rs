@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs};
 use genimg::data::codes::CodeReader;
 use genimg::data::PixelRange;
@@ -52,7 +51,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
-    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let ckpt = args.model.load(&device)?;
     let model = VqTask::from_checkpoint(ckpt, &device)?.model;
     let mut codes = CodeReader::open(&args.input)?;
     let out = match args.png {

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs};
 use genimg::data::stream::ImageStream;
 use genimg::io::InputPath;
@@ -46,7 +45,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.device.device()?;
-    let ckpt = Checkpoint::load(&args.model.model, args.model.preset.as_deref(), &device)?;
+    let ckpt = args.model.load(&device)?;
     let model = VqTask::from_checkpoint(ckpt, &device)?.model;
     let i = &args.input;
     let mut images = ImageStream::open(&i.spec(), i.split, i.range, model.config.geometry(), args.batch_size as usize)?;

@@ -143,6 +143,14 @@ pub struct ModelArgs {
     pub preset: Option<String>,
 }
 
+impl ModelArgs {
+    /// The checkpoint `--model` names, its network taken from `--preset` when it has no
+    /// config metadata.
+    pub fn load(&self, device: &Device) -> Result<crate::checkpoint::Checkpoint, Error> {
+        crate::checkpoint::Checkpoint::load(&self.model, self.preset.as_deref(), device)
+    }
+}
+
 /// Images to train or evaluate on.
 #[derive(Debug, Args)]
 pub struct DataArgs {
@@ -401,6 +409,23 @@ impl TrainArgs {
             device,
         })
     }
+}
+
+/// The body of the training commands on images (vae-train, ddpm-train): the data and
+/// options from the flags, then [`train_command`].
+pub fn train_on_images(
+    tool: &str,
+    config: crate::models::ModelConfig,
+    data: &DataArgs,
+    train: &TrainArgs,
+    seed: u64,
+    output: &OutputPath,
+    device: Device,
+) -> Result<(), Error> {
+    let opts = train.options(&config, seed, output, device)?;
+    let (train_set, eval) = train.load_data(data, config.geometry()?)?;
+    let eval = eval.as_ref().map(|e| e as &dyn crate::data::Dataset);
+    train_command(tool, config, &train_set, eval, &opts)
 }
 
 /// The body of every training command: a fresh network of `config` (weights drawn from
