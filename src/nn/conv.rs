@@ -183,6 +183,20 @@ struct Plan {
     across: bool,
 }
 
+impl Plan {
+    /// Blocks of as many images as fit `budget` floats of working memory at `per_image`
+    /// each, at least one, for a batch of `n` on `threads` threads. With at least one image
+    /// per thread, each thread takes whole blocks and runs their products alone, with no
+    /// synchronisation within a block: on 2 cores that was as fast as splitting every product
+    /// over both threads, or up to 40 % faster (measured on the benchmark's shapes). With
+    /// fewer images, blocks run in turn and their work is split instead.
+    fn fitting(n: usize, threads: usize, per_image: usize, budget: usize) -> Plan {
+        let across = threads > 1 && n >= threads;
+        let per_thread = if across { n.div_ceil(threads) } else { n.max(1) };
+        Plan { block: (budget / per_image.max(1)).clamp(1, per_thread), across }
+    }
+}
+
 impl Geometry {
     /// Rows of the im2col matrix, C kh kw.
     fn k(&self) -> usize {
@@ -199,16 +213,9 @@ impl Geometry {
         self.h * self.w
     }
 
-    /// The blocks for a batch of `n` on `threads` threads. With at least one image per thread,
-    /// each thread takes whole blocks and runs their products alone, with no synchronisation
-    /// within a block: on 2 cores that was as fast as splitting every product over both
-    /// threads, or up to 40 % faster (measured on the benchmark's shapes). With fewer images,
-    /// blocks run in turn and their work is split instead.
+    /// The im2col blocks for a batch of `n` on `threads` threads.
     fn plan(&self, n: usize, threads: usize) -> Plan {
-        let across = threads > 1 && n >= threads;
-        let per_thread = if across { n.div_ceil(threads) } else { n.max(1) };
-        let block = (COLS_BUDGET / (self.k() * self.p())).clamp(1, per_thread);
-        Plan { block, across }
+        Plan::fitting(n, threads, self.k() * self.p(), COLS_BUDGET)
     }
 
     fn weight_dims(&self) -> [usize; 4] {

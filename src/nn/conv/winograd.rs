@@ -108,9 +108,8 @@ impl Winograd {
         let n = input.len() / src_image;
         let mut out = vec![0f32; n * dst_image];
         let per_image = POINTS * self.th * self.tw * (self.g.c + self.g.m);
-        let threads = rayon::current_num_threads().max(1);
-        let per_thread = if across { n.div_ceil(threads) } else { n }.max(1);
-        let plan = Plan { block: (BLOCK_BUDGET / per_image).clamp(1, per_thread), across };
+        let threads = if across { rayon::current_num_threads() } else { 1 };
+        let plan = Plan::fitting(n, threads, per_image, BLOCK_BUDGET);
         for_blocks(plan, &mut out, dst_image, input, src_image, |s: &mut Buffers, dst, src, parallel| {
             self.block(s, dst, src, bias, parallel)
         });
@@ -353,7 +352,7 @@ fn output_1d(p: [&[f32]; SIDE], y: [&mut [f32]; TILE]) {
 
 /// G g Gᵀ of M kernels at once: `taps` [9, M] holds tap k (row-major 3x3) of every kernel;
 /// the 36 points [36, M] (row-major 6x6) are appended to `u`. G down the kernels' columns
-/// into `scratch` [6, 3, M], then along the rows.
+/// into `scratch` [6, 3, M], then along the rows, straight into `u`.
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn kernel_transform(taps: &[f32], scratch: &mut [f32], u: &mut Vec<f32>) {
     let m = taps.len() / 9;
@@ -362,11 +361,11 @@ fn kernel_transform(taps: &[f32], scratch: &mut [f32], u: &mut Vec<f32>) {
         let mut rows = scratch.chunks_exact_mut(3 * m).map(|r| &mut r[j * m..(j + 1) * m]);
         kernel_1d([tap(j), tap(3 + j), tap(6 + j)], std::array::from_fn(|_| rows.next().expect("six rows")));
     }
-    let mut row = vec![0f32; SIDE * m];
-    for i in 0..SIDE {
+    let start = u.len();
+    u.resize(start + POINTS * m, 0.0);
+    for (i, row) in u[start..].chunks_exact_mut(SIDE * m).enumerate() {
         let g = std::array::from_fn(|j| &scratch[(i * 3 + j) * m..][..m]);
-        kernel_1d(g, six(&mut row, m));
-        u.extend_from_slice(&row);
+        kernel_1d(g, six(row, m));
     }
 }
 
