@@ -11,7 +11,7 @@ mod common;
 use candle_core::Device;
 use common::{repeats, seconds, train_digits, train_rate};
 use genimg::data::{Geometry, Split};
-use genimg::models::ModelConfig;
+use genimg::models::{ModelConfig, Preset};
 use genimg::nn::Params;
 use serde_json::json;
 
@@ -22,7 +22,7 @@ const REPEATS: usize = 5;
 /// digits, four steps, through the training loop) and milliseconds of one forward pass at
 /// batch 64, medians of repeats.
 fn ddpm(dir: &std::path::Path) -> (f64, f64) {
-    let config = ModelConfig::preset("ddpm-unet-mnist").expect("preset");
+    let config = Preset::DdpmUnetMnist.config();
     let data = train_digits(config.geometry().expect("geometry"), Some(512));
     let rate = train_rate(&config, &data, dir, repeats(REPEATS));
     let ModelConfig::Ddpm(c) = config else { unreachable!() };
@@ -42,14 +42,14 @@ fn rate(n: usize, f: impl FnMut()) -> f64 {
 fn main() {
     genimg::cli::configure_threads();
     let dir = tempfile::tempdir().expect("temporary directory");
-    for preset in ["vae-mlp", "vib-mlp"] {
-        let (_, batch) = ModelConfig::preset(preset).expect("preset").train_defaults();
-        let config = ModelConfig::preset(preset).expect("preset");
+    for preset in [Preset::VaeMlp, Preset::VibMlp] {
+        let (_, batch) = preset.family().train_defaults();
+        let config = preset.config();
         let data = train_digits(config.geometry().expect("geometry"), None);
         let r = train_rate(&config, &data, dir.path(), repeats(REPEATS));
         println!(
             "{}",
-            json!({"bench": "train", "model": preset, "batch_size": batch, "images_per_s": r.round(), "repeats": repeats(REPEATS)})
+            json!({"bench": "train", "model": preset.name(), "batch_size": batch, "images_per_s": r.round(), "repeats": repeats(REPEATS)})
         );
     }
 
@@ -64,7 +64,7 @@ fn main() {
     );
 
     // Streaming encode and decode of the 1,000 test digits with a fresh vae-mlp.
-    let ModelConfig::Vae(config) = ModelConfig::preset("vae-mlp").expect("preset") else { unreachable!() };
+    let ModelConfig::Vae(config) = Preset::VaeMlp.config() else { unreachable!() };
     let vae = genimg::tasks::vae::VaeTask::new(config, Params::init(0, &Device::Cpu)).expect("vae").vae;
     let z_path = dir.path().join("z.npy");
     let z_out = genimg::io::OutputPath::File(z_path.clone());
@@ -82,6 +82,6 @@ fn main() {
     println!("{}", json!({"bench": "encode", "model": "vae-mlp", "images": 1000, "images_per_s": encode.round()}));
     let latents = genimg::tasks::vae::Latents::File(genimg::io::InputPath::File(z_path));
     let x_out = genimg::io::OutputPath::File(dir.path().join("x.npy"));
-    let decode = rate(1000, || genimg::tasks::vae::decode(&vae, &latents, &x_out, 0, &Device::Cpu).expect("decode"));
+    let decode = rate(1000, || genimg::tasks::vae::decode(&vae, &latents, &x_out, 1000, 0, &Device::Cpu).expect("decode"));
     println!("{}", json!({"bench": "decode", "model": "vae-mlp", "images": 1000, "images_per_s": decode.round()}));
 }

@@ -49,9 +49,9 @@ fn main() {
     genimg::cli::configure_threads();
     let dir = tempfile::tempdir().expect("temporary directory");
     let d = dir.path();
-    let subset = train_digits(VqVae2Config::default().geometry(), Some(TRAIN_IMAGES));
+    let subset = train_digits(VqVae2Config::vqvae2_mnist().geometry(), Some(TRAIN_IMAGES));
     for levels in [2, 1] {
-        let config = ModelConfig::VqVae2(VqVae2Config { levels, ..VqVae2Config::default() });
+        let config = ModelConfig::VqVae2(VqVae2Config { levels, ..VqVae2Config::vqvae2_mnist() });
         let rate = train_rate(&config, &subset, d, repeats(REPEATS));
         println!(
             "{}",
@@ -59,7 +59,7 @@ fn main() {
         );
     }
 
-    let model = VqTask::new(VqVae2Config::default(), Params::init(0, &Device::Cpu)).expect("model").model;
+    let model = VqTask::new(VqVae2Config::vqvae2_mnist(), Params::init(0, &Device::Cpu)).expect("model").model;
     let codes_path = d.join("codes.safetensors");
     let t = seconds(repeats(REPEATS), || {
         let mut images = ImageStream::open(
@@ -93,7 +93,7 @@ fn main() {
             width: side,
             n_classes: labels.then_some(10),
             top: top.then_some(TopCondition { n_embed: 512, height: side / 2, width: side / 2 }),
-            ..PixelCnnConfig::default()
+            ..PixelCnnConfig::pixelcnn_prior()
         });
         let rate = train_rate(&config, &codes, d, repeats(REPEATS));
         println!(
@@ -104,7 +104,7 @@ fn main() {
 
     // Plain sampling at 16x16 runs the network 256 times: 20 samples, once.
     for (side, n, runs) in [(4, 100, repeats(REPEATS)), (8, 100, repeats(REPEATS)), (16, 20, 1)] {
-        let config = PixelCnnConfig { height: side, width: side, ..PixelCnnConfig::default() };
+        let config = PixelCnnConfig { height: side, width: side, ..PixelCnnConfig::pixelcnn_prior() };
         let prior = PriorTask::new(config, Params::init(0, &Device::Cpu)).expect("prior").model;
         let mut times = Vec::new();
         for method in [SampleMethod::Cached, SampleMethod::Plain] {

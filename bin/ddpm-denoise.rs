@@ -6,7 +6,8 @@ use clap::{Parser, ValueEnum};
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::diffusion::Variance;
 use genimg::io::{InputPath, OutputPath};
-use genimg::tasks::ddpm::{denoise, load_model, write_npy, write_png, DenoiseOptions, Sampler, Start};
+use genimg::tasks::ddpm::{Sampler, Start};
+use genimg::tools::ddpm::{ddpm_denoise, DdpmDenoise, DenoiseOutput};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -100,20 +101,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             Start::Input(input.unwrap_or(InputPath::Stdin))
         }
     };
-    let device = args.device.device.device()?;
-    let ckpt = args.model.load(&device)?;
-    let model = load_model(ckpt, &device)?;
-    let opts = DenoiseOptions {
+    let request = DdpmDenoise {
+        model: args.model.source(),
+        start,
         sampler,
-        from_t: args.from_t.unwrap_or(model.config.timesteps - 1),
+        from_t: args.from_t,
         clip: args.clip,
         seed: args.seed.seed,
         batch_size: args.batch_size,
+        output: match args.png {
+            Some(png) => DenoiseOutput::Png(png),
+            None => DenoiseOutput::Array(args.output.output),
+        },
+        device: args.device.device.device()?,
     };
-    let x0 = denoise(&model, &start, &opts, &device, true)?;
-    match &args.png {
-        Some(png) => write_png(&x0, png, 2)?,
-        None => write_npy(&x0, &args.output.output)?,
-    }
+    ddpm_denoise(&request)?;
     Ok(())
 }

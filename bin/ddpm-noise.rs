@@ -4,14 +4,13 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use clap::Parser;
-use genimg::checkpoint::Checkpoint;
-use genimg::cli::{self, ImageInputArgs, OutputArgs, SeedArgs};
-use genimg::data::stream::ImageStream;
+use genimg::checkpoint::ModelSource;
+use genimg::cli::{self, DeviceArgs, ImageInputArgs, OutputArgs, SeedArgs};
+use genimg::diffusion::forward::NoiseSteps;
 use genimg::diffusion::ScheduleKind;
 use genimg::io::InputPath;
-use genimg::models::ddpm::DdpmConfig;
-use genimg::models::ModelConfig;
-use genimg::tasks::ddpm::{noise, NoiseOptions, NoiseSteps};
+use genimg::models::{Family, Preset};
+use genimg::tools::ddpm::{ddpm_noise, DdpmNoise, Diffusion};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -69,13 +68,21 @@ struct Args {
     /// T, the number of diffusion steps [default: 1000].
     #[arg(long, value_name = "T")]
     timesteps: Option<usize>,
-    /// Take the schedule and T from a trained ddpm-unet-mnist instead.
+    /// The diffusion (image size, schedule, T) of this network [default: ddpm-unet-mnist].
+    #[arg(long, value_name = "NAME", value_parser = cli::presets_of(&[Family::DdpmUnet]), conflicts_with = "model")]
+    preset: Option<Preset>,
+    /// Take the image size, schedule and T from a trained diffusion model instead.
     #[arg(long, value_name = "CHECKPOINT", conflicts_with_all = ["schedule", "timesteps"])]
     model: Option<InputPath>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     seed: SeedArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() -> ExitCode {
@@ -83,38 +90,30 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = match &args.model {
-        Some(path) => {
-            let ckpt = Checkpoint::load(path, None, &candle_core::Device::Cpu)?;
-            ckpt.expect(&["ddpm-unet-mnist"])?;
-            let ModelConfig::Ddpm(c) = ckpt.config else { unreachable!("checked above") };
-            c
-        }
-        None => {
-            let d = DdpmConfig::default();
-            DdpmConfig {
-                schedule: args.schedule.unwrap_or(d.schedule),
-                timesteps: args.timesteps.unwrap_or(d.timesteps),
-                ..d
-            }
-        }
+    let diffusion = match args.model {
+        Some(path) => Diffusion::Model(ModelSource { path, preset: None }),
+        None => Diffusion::Preset {
+            preset: args.preset.unwrap_or(Preset::DdpmUnetMnist),
+            schedule: args.schedule,
+            timesteps: args.timesteps,
+        },
     };
     let steps = match (args.trajectory, args.t) {
         (Some(ts), _) => NoiseSteps::Trajectory(ts),
         (None, Some(StepArg::Fixed(t))) => NoiseSteps::Fixed(t),
         (None, _) => NoiseSteps::Random,
     };
-    let opts = NoiseOptions {
-        schedule: config.schedule,
-        timesteps: config.timesteps,
+    let request = DdpmNoise {
+        images: args.input.source(),
+        diffusion,
         steps,
         with_eps: args.with_eps,
         clip: args.clip,
         seed: args.seed.seed,
+        batch_size: args.batch_size as usize,
+        output: args.output.output,
+        device: args.device.device.device()?,
     };
-    let geometry = config.geometry();
-    let i = &args.input;
-    let mut images = ImageStream::open(&i.spec(), i.split, i.range, geometry, 256)?;
-    noise(&mut images, geometry, &args.output.output, &opts)?;
+    ddpm_noise(&request)?;
     Ok(())
 }

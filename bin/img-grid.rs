@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use genimg::cli::{self, OutputArgs};
-use genimg::data::grid::{grid_png, read_images, write_tiles, GridOptions};
+use genimg::data::grid::GridOptions;
 use genimg::data::PixelRange;
 use genimg::io::InputPath;
+use genimg::tools::img::{img_grid, GridTarget, ImgGrid};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -50,15 +51,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let images = read_images(&args.input, args.range)?;
-    let source = args.input.to_string();
     let scale = args.scale as usize;
-    match &args.dir {
-        Some(dir) => write_tiles(&images, scale, dir, &source)?,
-        None => {
-            let opts = GridOptions { cols: args.cols.map(|c| c as usize), pad: args.pad as usize, scale };
-            args.output.output.write_all(&grid_png(&images, &opts, &source)?)?;
-        }
-    }
+    let target = match args.dir {
+        Some(dir) => GridTarget::Tiles(dir, scale),
+        None => GridTarget::Grid(
+            args.output.output,
+            GridOptions { cols: args.cols.map(|c| c as usize), pad: args.pad as usize, scale },
+        ),
+    };
+    img_grid(&ImgGrid { input: args.input, range: args.range, target })?;
     Ok(())
 }

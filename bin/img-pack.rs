@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use genimg::cli::{self, OutputArgs};
-use genimg::data::pack::{pack, write, PackOptions, Size, Source};
+use genimg::data::pack::{PackOptions, Size, Source};
 use genimg::data::{DataSpec, PixelRange, Split};
 use genimg::io::{InputPath, OutputPath};
+use genimg::tools::img::{img_pack, ImgPack};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -57,9 +58,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let source = Source::new(&args.input, args.split, args.labels_from)?;
-    let opts = PackOptions { gray: args.gray, size: args.size, pad_to: args.pad_to };
-    let packed = pack(&source, &opts)?;
-    write(&packed, args.range, &args.output.output, args.labels_out.as_ref())?;
+    let request = ImgPack {
+        source: Source::new(&args.input, args.split, args.labels_from)?,
+        options: PackOptions { gray: args.gray, size: args.size, pad_to: args.pad_to },
+        range: args.range,
+        output: args.output.output,
+        labels_out: args.labels_out,
+    };
+    img_pack(&request)?;
     Ok(())
 }

@@ -4,20 +4,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use genimg::cli::{self, DeviceArgs, OutputArgs, SeedArgs, TrainArgs};
-use genimg::data::code_set::{CodeLevel, CodeSet, LabelSource};
-use genimg::data::Dataset;
+use genimg::data::code_set::{CodeLevel, LabelSource};
 use genimg::io::InputPath;
-use genimg::models::ModelConfig;
-use genimg::tasks::prior::{check_eval_codes, prior_config, PriorShape};
+use genimg::models::{Family, Preset};
+use genimg::tasks::prior::PriorShape;
+use genimg::tools::prior::{prior_fit, PriorFit};
 
 const EXAMPLES: &str = "\
 Examples:
   vq-encode --model vq.safetensors --data mnist --split train -o train.safetensors
+  vq-encode --model vq.safetensors --data mnist --split test -o test.safetensors
   prior-fit train.safetensors --level top --eval-data test.safetensors -o prior-top.safetensors
   prior-fit train.safetensors --level bottom --eval-data test.safetensors -o prior-bottom.safetensors
-  vq-encode --model vq1.safetensors x.npy | prior-fit --labels y.npy --epochs 20 -o prior.safetensors
+  vq-encode --model vq1.safetensors x.npy | prior-fit --n-embed 512 --labels y.npy --epochs 20 -o prior.safetensors
 
-Codes come from vq-encode: an .npy [N, H, W] (one level) or one level of a .safetensors file;
+Codes come from vq-encode: an .npy [N, H, W] (one level; --n-embed gives its codebook size,
+which an .npy cannot record) or one level of a .safetensors file;
 the bottom level is conditioned on the top codes of the same file. Labels come from the file's
 `labels` (or --labels), so the prior is class-conditional unless --no-labels. Writes the prior
 (config in its metadata) and, beside it, its training state for --resume. One JSON line of
@@ -39,9 +41,9 @@ struct Args {
     /// Ignore labels: an unconditional prior.
     #[arg(long)]
     no_labels: bool,
-    /// The network: only pixelcnn-prior; its map size, codebook and conditioning come from the codes.
-    #[arg(long, default_value = "pixelcnn-prior", value_name = "NAME")]
-    preset: String,
+    /// The network; its map size, codebook and conditioning come from the codes.
+    #[arg(long, default_value = "pixelcnn-prior", value_name = "NAME", value_parser = cli::presets_of(&[Family::PixelCnnPrior]))]
+    preset: Preset,
     /// Codebook size, for codes whose file does not name it.
     #[arg(long, value_name = "K")]
     n_embed: Option<usize>,
@@ -54,6 +56,12 @@ struct Args {
     /// Gated layers [default: the preset's 12].
     #[arg(long, value_name = "L")]
     layers: Option<usize>,
+    /// Held-out codes (as INPUT: the same level is read) whose bits per code are reported after each epoch.
+    #[arg(long, value_name = "FILE")]
+    eval_data: Option<InputPath>,
+    /// Labels of --eval-data instead of its own.
+    #[arg(long, value_name = "FILE", requires = "eval_data")]
+    eval_labels: Option<InputPath>,
     #[command(flatten)]
     train: TrainArgs,
     #[command(flatten)]
@@ -69,35 +77,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let ModelConfig::PixelCnn(_) = ModelConfig::preset(&args.preset)? else {
-        anyhow::bail!("prior-fit trains pixelcnn-prior, not {}", args.preset);
-    };
     let labels = match (&args.labels, args.no_labels) {
         (_, true) => LabelSource::Ignore,
         (Some(path), _) => LabelSource::Array(path.clone()),
         (None, _) => LabelSource::File,
     };
-    let codes = CodeSet::load(&args.input, args.level, &labels)?;
-    let shape =
-        PriorShape { n_embed: args.n_embed, classes: args.classes, channels: args.channels, layers: args.layers };
-    let config = prior_config(&codes, &shape)?;
-    let eval = match &args.train.eval_data {
-        Some(path) => {
-            let eval_labels = match (&args.train.eval_labels, &labels) {
-                (_, LabelSource::Ignore) => LabelSource::Ignore,
-                (Some(p), _) => LabelSource::Array(p.clone()),
-                (None, _) => LabelSource::File,
-            };
-            let eval = CodeSet::load(path, args.level, &eval_labels)?;
-            check_eval_codes(&config, &eval)?;
-            Some(eval)
-        }
-        None => None,
-    };
     let device = args.device.device.device()?;
-    let config = ModelConfig::PixelCnn(config);
-    let opts = args.train.options(&config, args.seed.seed, &args.output.output, device)?;
-    let eval = eval.as_ref().map(|e| e as &dyn Dataset);
-    cli::train_command("prior-fit", config, &codes, eval, &opts)?;
+    let request = PriorFit {
+        input: args.input,
+        level: args.level,
+        labels,
+        eval: args.eval_data.map(|path| (path, args.eval_labels)),
+        shape: PriorShape { n_embed: args.n_embed, classes: args.classes, channels: args.channels, layers: args.layers },
+        train: args.train.options(args.preset.family(), args.seed.seed, &args.output.output, device)?,
+    };
+    prior_fit(&request)?;
     Ok(())
 }

@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::checkpoint::Checkpoint;
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::io::InputPath;
 use genimg::models::pixelcnn::{SampleMethod, SampleOptions};
-use genimg::tasks::prior::{sample_codes, Draw, PriorTask, SampleRequest};
+use genimg::tasks::prior::{Draw, SampleRequest};
+use genimg::tools::prior::{prior_sample, PriorSample};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -50,8 +50,8 @@ struct Args {
     #[arg(long, value_name = "K")]
     top_k: Option<usize>,
     /// cached (recomputes only what each new code changes) or plain (the whole network per code).
-    #[arg(long, default_value = "cached", value_parser = ["cached", "plain"])]
-    sampler: String,
+    #[arg(long, default_value = "cached", value_name = "cached|plain")]
+    sampler: SampleMethod,
     /// Samples drawn together.
     #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
@@ -67,26 +67,16 @@ fn main() -> ExitCode {
     cli::run("prior-sample", || run(Args::parse()))
 }
 
-fn load(path: &InputPath, preset: Option<&str>, device: &candle_core::Device) -> anyhow::Result<PriorTask> {
-    Ok(PriorTask::from_checkpoint(Checkpoint::load(path, preset, device)?, device)?)
-}
-
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.device.device.device()?;
-    let method = match args.sampler.as_str() {
-        "cached" => SampleMethod::Cached,
-        _ => SampleMethod::Plain,
+    let opts = SampleOptions { temperature: args.temperature, top_k: args.top_k, method: args.sampler };
+    let request = PriorSample {
+        model: args.model.source(),
+        bottom: args.bottom,
+        request: SampleRequest { n: args.n, class: args.class, labels: args.labels, top: args.top },
+        draw: Draw { opts, batch_size: args.batch_size as usize, seed: args.seed.seed },
+        output: args.output.output,
+        device: args.device.device.device()?,
     };
-    let opts = SampleOptions { temperature: args.temperature, top_k: args.top_k, method };
-    let draw = Draw { opts, batch_size: args.batch_size as usize, seed: args.seed.seed };
-    let first = load(&args.model.model, args.model.preset.as_deref(), &device)?.model;
-    let request = SampleRequest { n: args.n, class: args.class, labels: args.labels, top: args.top };
-    match &args.bottom {
-        Some(path) => {
-            let bottom = load(path, None, &device)?.model;
-            sample_codes(&bottom, Some(&first), &request, &draw, &args.output.output)?
-        }
-        None => sample_codes(&first, None, &request, &draw, &args.output.output)?,
-    }
+    prior_sample(&request)?;
     Ok(())
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::io::InputPath;
-use genimg::tasks::vae::{decode, Latents, VaeTask};
+use genimg::tasks::vae::Latents;
+use genimg::tools::vae::{vae_decode, VaeDecode};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -31,6 +32,9 @@ struct Args {
     /// (Kingma & Welling, Figure 4).
     #[arg(long, value_name = "SIDE")]
     manifold: Option<usize>,
+    /// Codes per batch (with --prior and --seed, fixes every draw).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -44,14 +48,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.device.device.device()?;
-    let ckpt = args.model.load(&device)?;
-    let vae = VaeTask::from_checkpoint(ckpt, &device)?.vae;
     let latents = match (args.prior, args.manifold) {
         (Some(n), _) => Latents::Prior(n),
         (_, Some(side)) => Latents::Manifold(side),
         _ => Latents::File(args.input),
     };
-    decode(&vae, &latents, &args.output.output, args.seed.seed, &device)?;
+    let request = VaeDecode {
+        model: args.model.source(),
+        latents,
+        batch_size: args.batch_size as usize,
+        seed: args.seed.seed,
+        output: args.output.output,
+        device: args.device.device.device()?,
+    };
+    vae_decode(&request)?;
     Ok(())
 }

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs, SeedArgs};
-use genimg::data::stream::ImageStream;
-use genimg::tasks::vae::{encode, VaeTask};
+use genimg::tools::vae::{vae_encode, VaeEncode};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -26,6 +25,9 @@ struct Args {
     /// Write one sample z ~ q(z|x) instead of the mean.
     #[arg(long)]
     sample: bool,
+    /// Images per batch (with --sample and --seed, fixes every draw).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -39,12 +41,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.device.device.device()?;
-    let ckpt = args.model.load(&device)?;
-    let vae = VaeTask::from_checkpoint(ckpt, &device)?.vae;
-    let geometry = vae.config.geometry()?;
-    let i = &args.input;
-    let mut images = ImageStream::open(&i.spec(), i.split, i.range, geometry, 1000)?;
-    encode(&vae, &mut images, &args.output.output, args.sample, args.seed.seed, &device)?;
+    let request = VaeEncode {
+        model: args.model.source(),
+        images: args.input.source(),
+        sample: args.sample,
+        batch_size: args.batch_size as usize,
+        seed: args.seed.seed,
+        output: args.output.output,
+        device: args.device.device.device()?,
+    };
+    vae_encode(&request)?;
     Ok(())
 }

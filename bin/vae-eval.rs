@@ -1,15 +1,10 @@
 //! vae-eval: evaluates a trained VAE or VIB on held-out images; one JSON object on stdout.
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use genimg::cli::{self, DataArgs, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
-use genimg::data::{ImageSet, Split};
-use genimg::models::ModelConfig;
-use genimg::nn::Params;
-use genimg::tasks::{vae::VaeTask, vib::VibTask};
+use genimg::tools::vae::{vae_eval, VaeEval};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -31,6 +26,9 @@ struct Args {
     /// Importance samples per image for log p(x) (VAE); 0 skips the estimate.
     #[arg(short, default_value_t = 1000, value_name = "K")]
     k: usize,
+    /// Images per batch (with --seed, fixes every draw).
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -44,25 +42,18 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.device.device.device()?;
-    let ckpt = args.model.load(&device)?;
-    ckpt.expect(&["vae-mlp", "vib-mlp"])?;
-    let split =
-        Some(args.data.split.unwrap_or(Split::Test)).filter(|_| args.data.data == genimg::data::DataSpec::Mnist);
-    let data =
-        ImageSet::load(&args.data.data, split, args.data.labels.as_ref(), args.data.range, ckpt.config.geometry()?)?;
-    let params = Params::load(ckpt.tensors, &ckpt.origin, &device);
-    let report = match ckpt.config {
-        ModelConfig::Vae(c) => {
-            genimg::tasks::vae::evaluate(&VaeTask::new(c, params)?.vae, &data, args.k, args.seed.seed, &device)?
-        }
-        ModelConfig::Vib(c) => {
-            genimg::tasks::vib::evaluate(&VibTask::new(c, params)?.vib, &data, args.seed.seed, &device)?
-        }
-        other => anyhow::bail!("{}: is a {} checkpoint, expected vae-mlp or vib-mlp", ckpt.origin, other.name()),
+    let request = VaeEval {
+        model: args.model.source(),
+        data: args.data.data,
+        split: args.data.split,
+        labels: args.data.labels,
+        range: args.data.range,
+        k: args.k,
+        batch_size: args.batch_size as usize,
+        seed: args.seed.seed,
+        output: args.output.output,
+        device: args.device.device.device()?,
     };
-    let mut out = args.output.output.create()?;
-    writeln!(out, "{}", serde_json::Value::Object(report)).context("writing the report")?;
-    out.finish()?;
+    vae_eval(&request)?;
     Ok(())
 }

@@ -3,8 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DataArgs, DeviceArgs, ModelOverrides, OutputArgs, SeedArgs, TrainArgs};
-use genimg::models::ModelConfig;
+use genimg::cli::{self, DataArgs, DeviceArgs, EvalArgs, ModelOverrides, OutputArgs, SeedArgs, TrainArgs};
+use genimg::models::{Family, Preset};
+use genimg::tools::train::train_on_images;
+
+/// The families vae-train trains.
+const FAMILIES: &[Family] = &[Family::VaeMlp, Family::VibMlp, Family::VqVae2];
 
 const EXAMPLES: &str = "\
 Examples:
@@ -18,17 +22,19 @@ Writes MODEL.safetensors (the network, config in its metadata) and, beside it,
 MODEL.state.safetensors (optimizer state for --resume), after every epoch.
 One JSON line of metrics per epoch goes to --metrics or stderr.";
 
-/// Train a VAE (vae-mlp) or a Deep Variational Information Bottleneck (vib-mlp).
+/// Train a VAE (vae-mlp), a Deep Variational Information Bottleneck (vib-mlp) or a VQ-VAE-2.
 #[derive(Parser)]
 #[command(name = "vae-train", version, after_help = EXAMPLES)]
 struct Args {
-    /// The network: vae-mlp or vib-mlp.
-    #[arg(long, default_value = "vae-mlp", value_name = "NAME")]
-    preset: String,
+    /// The network.
+    #[arg(long, default_value = "vae-mlp", value_name = "NAME", value_parser = cli::presets_of(FAMILIES))]
+    preset: Preset,
     #[command(flatten)]
     overrides: ModelOverrides,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    eval: EvalArgs,
     #[command(flatten)]
     train: TrainArgs,
     #[command(flatten)]
@@ -44,8 +50,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.overrides.apply(ModelConfig::preset(&args.preset)?)?;
-    let device = args.device.device.device()?;
-    cli::train_on_images("vae-train", config, &args.data, &args.train, args.seed.seed, &args.output.output, device)?;
+    let config = args.overrides.apply(args.preset.config())?;
+    let train = args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
+    train_on_images("vae-train", &args.data.training(config, &args.eval, train))?;
     Ok(())
 }

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs};
-use genimg::data::codes::CodeReader;
 use genimg::data::PixelRange;
 use genimg::io::{InputPath, OutputPath};
-use genimg::tasks::vqvae2::{decode, DecodeOutput, VqTask};
+use genimg::tasks::vqvae2::DecodeOutput;
+use genimg::tools::vq::{vq_decode, VqDecode};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -50,14 +50,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.device.device.device()?;
-    let ckpt = args.model.load(&device)?;
-    let model = VqTask::from_checkpoint(ckpt, &device)?.model;
-    let mut codes = CodeReader::open(&args.input)?;
-    let out = match args.png {
+    let output = match args.png {
         Some(png) => DecodeOutput::Png(png, args.cols.map(|c| c as usize)),
         None => DecodeOutput::Array(args.output.output, args.range),
     };
-    decode(&model, &mut codes, &out, args.batch_size as usize, &device)?;
+    let request = VqDecode {
+        model: args.model.source(),
+        input: args.input,
+        output,
+        batch_size: args.batch_size as usize,
+        device: args.device.device.device()?,
+    };
+    vq_decode(&request)?;
     Ok(())
 }

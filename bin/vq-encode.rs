@@ -4,9 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs};
-use genimg::data::stream::ImageStream;
 use genimg::io::InputPath;
-use genimg::tasks::vqvae2::{encode, VqTask};
+use genimg::tools::vq::{vq_encode, VqEncode};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -44,14 +43,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.device.device.device()?;
-    let ckpt = args.model.load(&device)?;
-    let model = VqTask::from_checkpoint(ckpt, &device)?.model;
-    let i = &args.input;
-    let mut images = ImageStream::open(&i.spec(), i.split, i.range, model.config.geometry(), args.batch_size as usize)?;
-    if let Some(labels) = &args.labels {
-        images = images.with_labels(labels)?;
-    }
-    encode(&model, &mut images, &args.output.output, &device)?;
+    let request = VqEncode {
+        model: args.model.source(),
+        images: args.input.source(),
+        labels: args.labels,
+        batch_size: args.batch_size as usize,
+        output: args.output.output,
+        device: args.device.device.device()?,
+    };
+    vq_encode(&request)?;
     Ok(())
 }

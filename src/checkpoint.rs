@@ -16,26 +16,27 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::io::safetensors::TensorMap;
 use crate::io::{read_tensor_file, InputPath, OutputPath, TensorFile};
-use crate::models::ModelConfig;
+use crate::models::{ModelConfig, Network, Preset};
+use crate::nn::Params;
 
 /// Metadata key of the model configuration JSON.
 pub const CONFIG_KEY: &str = "genimg.config";
 /// Metadata key of the optimizer step at which the file was written.
 pub const STEP_KEY: &str = "genimg.step";
 
-/// A loaded model file.
+/// A loaded model file: the network's configuration and its parameters.
 pub struct Checkpoint {
     pub config: ModelConfig,
     pub tensors: BTreeMap<String, Tensor>,
-    pub metadata: BTreeMap<String, String>,
     /// The file's name, for messages.
     pub origin: String,
 }
 
 impl Checkpoint {
     /// Reads a model file. A file without configuration metadata (a plain PyTorch state
-    /// dict) loads when `preset` names its network; when both are present they must agree.
-    pub fn load(path: &InputPath, preset: Option<&str>, device: &Device) -> Result<Self> {
+    /// dict) loads when `preset` names its network; when both are present, the preset must
+    /// be of the file's family.
+    pub fn load(path: &InputPath, preset: Option<Preset>, device: &Device) -> Result<Self> {
         let map = match read_tensor_file(path, device)? {
             TensorFile::Safetensors(m) => m,
             TensorFile::Npy(_) => {
@@ -49,14 +50,15 @@ impl Checkpoint {
             (Some(json), preset) => {
                 let config = ModelConfig::from_json(json)
                     .map_err(|e| Error::bad_input(path, format!("unreadable model config in metadata: {e}")))?;
-                if let Some(p) = preset {
-                    if ModelConfig::preset(p)?.name() != config.name() {
-                        return Err(Error::bad_input(path, format!("is a {} checkpoint, but --preset {p} was given", config.name())));
-                    }
+                if let Some(p) = preset.filter(|p| p.family() != config.family()) {
+                    return Err(Error::bad_input(
+                        path,
+                        format!("is a {} checkpoint, but --preset {} is a {}", config.family(), p.name(), p.family()),
+                    ));
                 }
                 config
             }
-            (None, Some(p)) => ModelConfig::preset(p)?,
+            (None, Some(p)) => p.config(),
             (None, None) => {
                 return Err(Error::bad_input(path, format!(
                     "has no model config in its metadata (a plain PyTorch state dict?): pass --preset NAME to say which network it holds ({} tensors)",
@@ -64,19 +66,43 @@ impl Checkpoint {
                 )))
             }
         };
-        Ok(Checkpoint { config, tensors: map.tensors, metadata: map.metadata, origin: path.to_string() })
+        Ok(Checkpoint { config, tensors: map.tensors, origin: path.to_string() })
     }
 
-    /// An error unless the checkpoint holds a network of kind `want`.
-    pub fn expect(&self, want: &[&str]) -> Result<()> {
-        if want.contains(&self.config.name()) {
-            Ok(())
-        } else {
-            Err(Error::bad_input(
-                &self.origin,
-                format!("is a {} checkpoint, expected {}", self.config.name(), want.join(" or ")),
-            ))
-        }
+    /// The configuration, which must be of `N`'s family.
+    pub fn config_of<N: Network>(&self) -> Result<N::Config> {
+        N::config_of(self.config.clone()).ok_or_else(|| {
+            Error::bad_input(&self.origin, format!("is a {} checkpoint, expected {}", self.config.family(), N::FAMILY))
+        })
+    }
+
+    /// The network the file holds, which must be of `N`'s family; every tensor of the file
+    /// must be one of the network's parameters and every parameter must be in the file.
+    pub fn into_network<N: Network>(self, device: &Device) -> Result<N> {
+        let config = self.config_of::<N>()?;
+        let mut params = Params::load(self.tensors, &self.origin, device);
+        let network = N::init_with(config, &mut params)?;
+        params.finish()?;
+        Ok(network)
+    }
+}
+
+/// Where a tool's network comes from: `--model CHECKPOINT`, and `--preset NAME` for a file
+/// without configuration metadata.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    pub path: InputPath,
+    pub preset: Option<Preset>,
+}
+
+impl ModelSource {
+    pub fn checkpoint(&self, device: &Device) -> Result<Checkpoint> {
+        Checkpoint::load(&self.path, self.preset, device)
+    }
+
+    /// The network of family `N` the checkpoint holds.
+    pub fn network<N: Network>(&self, device: &Device) -> Result<N> {
+        self.checkpoint(device)?.into_network(device)
     }
 }
 

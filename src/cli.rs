@@ -14,6 +14,11 @@ use clap::Args;
 use crate::data::{DataSpec, PixelRange, Split};
 use crate::error::Error;
 use crate::io::{InputPath, OutputPath};
+use crate::models::{Family, ModelConfig, Preset};
+use crate::tools::train::ImageTraining;
+use crate::tools::ImageSource;
+use crate::train::TrainOptions;
+use crate::checkpoint::ModelSource;
 
 /// Runs a tool's body and turns its result into an exit code.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
@@ -140,14 +145,23 @@ pub struct ModelArgs {
     pub model: InputPath,
     /// Which network a checkpoint without config metadata (a plain PyTorch state dict) holds.
     #[arg(long, value_name = "NAME")]
-    pub preset: Option<String>,
+    pub preset: Option<Preset>,
+}
+
+/// A `--preset` parser that takes the presets of `families` only, so that `--help` lists
+/// the networks the tool can train or run.
+pub fn presets_of(families: &'static [Family]) -> impl clap::builder::TypedValueParser<Value = Preset> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    use clap::ValueEnum;
+    let names: Vec<&'static str> =
+        Preset::value_variants().iter().filter(|p| families.contains(&p.family())).map(|p| p.name()).collect();
+    PossibleValuesParser::new(names).map(|name| Preset::from_name(&name).expect("clap admits only preset names"))
 }
 
 impl ModelArgs {
-    /// The checkpoint `--model` names, its network taken from `--preset` when it has no
-    /// config metadata.
-    pub fn load(&self, device: &Device) -> Result<crate::checkpoint::Checkpoint, Error> {
-        crate::checkpoint::Checkpoint::load(&self.model, self.preset.as_deref(), device)
+    /// Where the tool's network comes from.
+    pub fn source(&self) -> ModelSource {
+        ModelSource { path: self.model.clone(), preset: self.preset }
     }
 }
 
@@ -186,11 +200,16 @@ pub struct TrainArgs {
     /// Continue the run saved at --output (its training state file) from where it stopped.
     #[arg(long)]
     pub resume: bool,
+}
+
+/// Held-out images of the training commands on images.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
     /// Held-out images evaluated after each epoch (default with --data mnist: the test split).
     #[arg(long, value_name = "FILE")]
     pub eval_data: Option<InputPath>,
     /// Labels of --eval-data.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "eval_data")]
     pub eval_labels: Option<InputPath>,
 }
 
@@ -212,8 +231,12 @@ pub struct ImageInputArgs {
 }
 
 impl ImageInputArgs {
-    pub fn spec(&self) -> DataSpec {
-        self.data.clone().unwrap_or_else(|| DataSpec::File(self.input.clone()))
+    pub fn source(&self) -> ImageSource {
+        ImageSource {
+            spec: self.data.clone().unwrap_or_else(|| DataSpec::File(self.input.clone())),
+            split: self.split,
+            range: self.range,
+        }
     }
 }
 
@@ -262,8 +285,7 @@ pub struct ModelOverrides {
 
 impl ModelOverrides {
     /// The preset with these flags applied; a flag the network does not have is an error.
-    pub fn apply(&self, config: crate::models::ModelConfig) -> Result<crate::models::ModelConfig, Error> {
-        use crate::models::ModelConfig;
+    pub fn apply(&self, config: ModelConfig) -> Result<ModelConfig, Error> {
         let only_vae = [
             ("--likelihood", self.likelihood.is_some()),
             ("--sigma", self.sigma.is_some()),
@@ -297,11 +319,11 @@ impl ModelOverrides {
                 ModelConfig::Vib(c)
             }
             ModelConfig::Ddpm(_) => {
-                return Err(Error::config("ddpm-unet-mnist is trained with ddpm-train"));
+                return Err(Error::config("ddpm-unet is trained with ddpm-train"));
             }
             ModelConfig::VqVae2(mut c) => {
-                reject(&only_vae, "vqvae2-mnist")?;
-                reject(&mlp_only, "vqvae2-mnist")?;
+                reject(&only_vae, "vqvae2")?;
+                reject(&mlp_only, "vqvae2")?;
                 c.levels = self.levels.unwrap_or(c.levels);
                 if let Some(n) = self.restart_dead {
                     c.restart_after = (n > 0).then_some(n);
@@ -318,7 +340,7 @@ impl ModelOverrides {
     }
 }
 
-/// Flags that change the ddpm-unet-mnist preset's network and diffusion.
+/// Flags that change a diffusion U-Net preset's network and diffusion.
 #[derive(Debug, Args)]
 pub struct DdpmOverrides {
     /// Noise schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal) [preset: linear].
@@ -346,10 +368,9 @@ pub struct DdpmOverrides {
 
 impl DdpmOverrides {
     /// The preset with these flags applied and checked.
-    pub fn apply(&self, config: crate::models::ModelConfig) -> Result<crate::models::ModelConfig, Error> {
-        use crate::models::ModelConfig;
+    pub fn apply(&self, config: ModelConfig) -> Result<ModelConfig, Error> {
         let ModelConfig::Ddpm(mut c) = config else {
-            return Err(Error::config(format!("ddpm-train trains ddpm-unet-mnist, not {}", config.name())));
+            return Err(Error::config(format!("{} has no diffusion settings", config.family())));
         };
         c.schedule = self.schedule.unwrap_or(c.schedule);
         c.base_channels = self.base_channels.unwrap_or(c.base_channels);
@@ -363,42 +384,32 @@ impl DdpmOverrides {
     }
 }
 
-impl TrainArgs {
-    /// Training images and, when there are any, held-out images (the bundled test split
-    /// goes with `--data mnist`).
-    pub fn load_data(
-        &self,
-        data: &DataArgs,
-        geometry: crate::data::Geometry,
-    ) -> Result<(crate::data::ImageSet, Option<crate::data::ImageSet>), Error> {
-        use crate::data::ImageSet;
-        let train = ImageSet::load(&data.data, data.split, data.labels.as_ref(), data.range, geometry)?;
-        let eval = match (&self.eval_data, &data.data) {
-            (Some(path), _) => Some(ImageSet::load(
-                &DataSpec::File(path.clone()),
-                None,
-                self.eval_labels.as_ref(),
-                data.range,
-                geometry,
-            )?),
-            (None, DataSpec::Mnist) if data.split.unwrap_or(Split::Train) == Split::Train => {
-                Some(ImageSet::mnist(Split::Test, geometry)?)
-            }
-            (None, _) => None,
-        };
-        Ok((train, eval))
+impl DataArgs {
+    /// The request of a training command on these images.
+    pub fn training(&self, config: ModelConfig, eval: &EvalArgs, train: TrainOptions) -> ImageTraining {
+        ImageTraining {
+            config,
+            data: self.data.clone(),
+            split: self.split,
+            labels: self.labels.clone(),
+            range: self.range,
+            eval: eval.eval_data.clone().map(|path| (path, eval.eval_labels.clone())),
+            train,
+        }
     }
+}
 
+impl TrainArgs {
     /// The loop's options, with the preset's defaults for what was not given.
     pub fn options(
         &self,
-        config: &crate::models::ModelConfig,
+        family: Family,
         seed: u64,
         output: &OutputPath,
         device: Device,
-    ) -> Result<crate::train::TrainOptions, Error> {
-        let (lr, batch_size) = config.train_defaults();
-        Ok(crate::train::TrainOptions {
+    ) -> Result<TrainOptions, Error> {
+        let (lr, batch_size) = family.train_defaults();
+        Ok(TrainOptions {
             epochs: self.epochs,
             batch_size: self.batch_size.unwrap_or(batch_size),
             seed,
@@ -409,38 +420,4 @@ impl TrainArgs {
             device,
         })
     }
-}
-
-/// The body of the training commands on images (vae-train, ddpm-train): the data and
-/// options from the flags, then [`train_command`].
-pub fn train_on_images(
-    tool: &str,
-    config: crate::models::ModelConfig,
-    data: &DataArgs,
-    train: &TrainArgs,
-    seed: u64,
-    output: &OutputPath,
-    device: Device,
-) -> Result<(), Error> {
-    let opts = train.options(&config, seed, output, device)?;
-    let (train_set, eval) = train.load_data(data, config.geometry()?)?;
-    let eval = eval.as_ref().map(|e| e as &dyn crate::data::Dataset);
-    train_command(tool, config, &train_set, eval, &opts)
-}
-
-/// The body of every training command: a fresh network of `config` (weights drawn from
-/// `opts.seed`) trained by the shared loop on `train`, evaluated on `eval` after each epoch,
-/// saving on Ctrl-C; the written model is reported on stderr as `tool: wrote FILE (metrics)`.
-pub fn train_command(
-    tool: &str,
-    config: crate::models::ModelConfig,
-    train: &dyn crate::data::Dataset,
-    eval: Option<&dyn crate::data::Dataset>,
-    opts: &crate::train::TrainOptions,
-) -> Result<(), Error> {
-    let mut task = crate::tasks::build(config, crate::nn::Params::init(opts.seed, &opts.device))?;
-    crate::train::install_interrupt_handler();
-    let last = crate::train::train(task.as_mut(), train, eval, opts)?;
-    eprintln!("{tool}: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
-    Ok(())
 }

@@ -14,6 +14,7 @@ pub mod models;
 pub mod nn;
 pub mod rng;
 pub mod tasks;
+pub mod tools;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -36,7 +36,7 @@ pub fn seconds(runs: usize, mut f: impl FnMut()) -> f64 {
 /// Images per second of one epoch of the shared loop over `data` with the preset's learning
 /// rate and batch size (the loop's own `images_per_s`), median of `runs` from fresh weights.
 pub fn train_rate(config: &ModelConfig, data: &dyn Dataset, dir: &Path, runs: usize) -> f64 {
-    let (lr, batch_size) = config.train_defaults();
+    let (lr, batch_size) = config.family().train_defaults();
     median(
         (0..runs)
             .map(|r| {

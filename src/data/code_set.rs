@@ -1,7 +1,6 @@
 //! One level of VQ codes held in memory for training a prior, with the labels and top codes
 //! it may be conditioned on.
 
-use std::str::FromStr;
 
 use candle_core::{Device, Tensor};
 
@@ -12,21 +11,10 @@ use crate::error::{Error, Result};
 use crate::io::InputPath;
 
 /// Which level of a two-level code file a prior models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CodeLevel {
     Top,
     Bottom,
-}
-
-impl FromStr for CodeLevel {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "top" => Ok(CodeLevel::Top),
-            "bottom" => Ok(CodeLevel::Bottom),
-            _ => Err(format!("unknown level '{s}' (expected top or bottom)")),
-        }
-    }
 }
 
 /// Where a prior's labels come from.

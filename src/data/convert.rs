@@ -3,32 +3,22 @@
 //! DDPM [-1,1], shared/MODELS.md) and its own size. A 28x28 image given to a 32x32 model is
 //! zero-padded (2 pixels of background on each side), as MODELS.md specifies.
 
-use std::str::FromStr;
 
 use crate::error::{Error, Result};
 use crate::io::npy::{Array, Elements};
 
 /// The range of float pixel values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 pub enum PixelRange {
     /// [0, 1]
     #[default]
     #[serde(rename = "01")]
+    #[value(name = "01")]
     ZeroOne,
     /// [-1, 1]
     #[serde(rename = "11")]
+    #[value(name = "11")]
     MinusOneOne,
-}
-
-impl FromStr for PixelRange {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "01" => Ok(PixelRange::ZeroOne),
-            "11" => Ok(PixelRange::MinusOneOne),
-            _ => Err(format!("unknown range '{s}' (expected 01 or 11)")),
-        }
-    }
 }
 
 impl PixelRange {

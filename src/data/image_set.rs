@@ -12,23 +12,11 @@ use crate::io::npy::{Array, Elements};
 use crate::io::{read_tensor_file, InputPath, TensorFile};
 
 /// A part of the bundled set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Split {
     Train,
     Test,
     All,
-}
-
-impl FromStr for Split {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "train" => Ok(Split::Train),
-            "test" => Ok(Split::Test),
-            "all" => Ok(Split::All),
-            _ => Err(format!("unknown split '{s}' (expected train, test or all)")),
-        }
-    }
 }
 
 impl Split {

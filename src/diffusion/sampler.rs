@@ -2,7 +2,6 @@
 //! generic over any noise predictor eps(x_t, t). Both go through the predicted x_0, so it can
 //! be clipped to [-1, 1].
 
-use std::str::FromStr;
 
 use candle_core::Tensor;
 
@@ -22,23 +21,12 @@ impl<F: Fn(&Tensor, usize) -> Result<Tensor>> NoisePredictor for F {
 }
 
 /// The variance of an ancestral step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Variance {
     /// sigma_t^2 = beta_t (the upper bound; Ho et al.'s choice for x_0 ~ N(0, I)).
     Beta,
     /// sigma_t^2 = beta-tilde_t, the true posterior variance (the lower bound).
     BetaTilde,
-}
-
-impl FromStr for Variance {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "beta" => Ok(Variance::Beta),
-            "beta-tilde" => Ok(Variance::BetaTilde),
-            _ => Err(format!("unknown variance '{s}' (expected beta or beta-tilde)")),
-        }
-    }
 }
 
 /// x_0 predicted from x_t and the predicted noise, optionally clipped to [-1, 1].

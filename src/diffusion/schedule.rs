@@ -1,29 +1,17 @@
 //! Noise schedules and the closed forms of DDPM (Ho et al. 2020), with t 0-based as in the
 //! original code and diffusers: abar[t] = prod_{s<=t} (1 - beta_s), t in [0, T-1].
 
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 /// How beta_t grows with t.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
     /// betas linear from 1e-4 to 0.02 (Ho et al.).
     Linear,
     /// Nichol & Dhariwal (2021): abar follows cos^2, betas capped at 0.999.
     Cosine,
-}
-
-impl FromStr for ScheduleKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "linear" => Ok(ScheduleKind::Linear),
-            "cosine" => Ok(ScheduleKind::Cosine),
-            _ => Err(format!("unknown schedule '{s}' (expected linear or cosine)")),
-        }
-    }
 }
 
 /// A schedule's per-step constants, in f64.

@@ -50,8 +50,9 @@ pub struct DdpmConfig {
     pub ema_decay: f64,
 }
 
-impl Default for DdpmConfig {
-    fn default() -> Self {
+impl DdpmConfig {
+    /// The `ddpm-unet-mnist` preset.
+    pub fn ddpm_unet_mnist() -> Self {
         DdpmConfig {
             image_size: 32,
             in_channels: 1,
@@ -388,7 +389,7 @@ mod tests {
             channel_mult: vec![1, 2],
             num_res_blocks: 1,
             groups: 4,
-            ..DdpmConfig::default()
+            ..DdpmConfig::ddpm_unet_mnist()
         }
     }
 
@@ -400,7 +401,7 @@ mod tests {
 
     #[test]
     fn preset_has_the_documented_names_and_output_shape() {
-        let (net, params) = build(DdpmConfig::default(), 0);
+        let (net, params) = build(DdpmConfig::ddpm_unet_mnist(), 0);
         let names: Vec<&str> = params.trainable().map(|(k, _)| k.as_str()).collect();
         for name in [
             "time_embed.0.weight",
@@ -531,10 +532,10 @@ mod tests {
     #[test]
     fn rejects_configurations_that_cannot_be_built() {
         for cfg in [
-            DdpmConfig { base_channels: 12, ..DdpmConfig::default() },
-            DdpmConfig { image_size: 30, ..DdpmConfig::default() },
-            DdpmConfig { channel_mult: vec![], ..DdpmConfig::default() },
-            DdpmConfig { dropout: 1.0, ..DdpmConfig::default() },
+            DdpmConfig { base_channels: 12, ..DdpmConfig::ddpm_unet_mnist() },
+            DdpmConfig { image_size: 30, ..DdpmConfig::ddpm_unet_mnist() },
+            DdpmConfig { channel_mult: vec![], ..DdpmConfig::ddpm_unet_mnist() },
+            DdpmConfig { dropout: 1.0, ..DdpmConfig::ddpm_unet_mnist() },
         ] {
             assert!(cfg.validate().is_err(), "{cfg:?}");
         }

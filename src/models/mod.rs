@@ -1,5 +1,14 @@
-//! The reference networks of shared/MODELS.md, their presets, and the configuration stored
-//! as JSON in each checkpoint's metadata.
+//! The model families, their named presets, and the one way a configuration and its
+//! parameters become a network.
+//!
+//! A family (VAE MLP, VIB MLP, VQ-VAE-2, PixelCNN prior, diffusion U-Net) is one network
+//! type with one configuration type; a preset is a named value of that configuration, as
+//! candle-transformers' `StableDiffusionConfig::v1_5()` and `v2_1()` are presets of one
+//! family. Checkpoints store the configuration as JSON tagged with the family's name
+//! ([`ModelConfig`]), so a file alone rebuilds its network: [`Network::init_with`] builds it
+//! over loaded parameters, as burn's `config.init_with(record)` does, and
+//! [`crate::checkpoint::Checkpoint::into_network`] is the loader every inference tool uses.
+//! The network specifications each family follows are in `docs/models.md`.
 
 pub mod ddpm;
 pub mod pixelcnn;
@@ -8,11 +17,128 @@ pub mod vae;
 pub mod vib;
 pub mod vqvae2;
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
+use crate::data::Geometry;
 use crate::error::{Error, Result};
+use crate::nn::Params;
 
-/// A network's full configuration; the JSON form is what checkpoints store.
+/// A model family: one network type and its configuration type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    VaeMlp,
+    VibMlp,
+    VqVae2,
+    PixelCnnPrior,
+    DdpmUnet,
+}
+
+impl Family {
+    /// The name checkpoints store (the `model` tag of the config JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::VaeMlp => "vae-mlp",
+            Family::VibMlp => "vib-mlp",
+            Family::VqVae2 => "vqvae2",
+            Family::PixelCnnPrior => "pixelcnn-prior",
+            Family::DdpmUnet => "ddpm-unet",
+        }
+    }
+
+    /// Adam's learning rate and the batch size a family trains with unless told otherwise.
+    pub fn train_defaults(self) -> (f64, usize) {
+        match self {
+            Family::VaeMlp => (1e-3, 128),
+            Family::VibMlp => (1e-4, 100),
+            Family::VqVae2 => (3e-4, 128),
+            Family::DdpmUnet => (2e-4, 128),
+            Family::PixelCnnPrior => (3e-4, 128),
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The named presets every tool offers (`--preset NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The PyTorch VAE example on 28x28 digits (family vae-mlp).
+    #[value(name = "vae-mlp")]
+    VaeMlp,
+    /// Deep VIB's MLP classifier on 28x28 digits (family vib-mlp).
+    #[value(name = "vib-mlp")]
+    VibMlp,
+    /// VQ-VAE-2 of the common PyTorch implementation on 1x32x32 (family vqvae2).
+    #[value(name = "vqvae2-mnist")]
+    Vqvae2Mnist,
+    /// The Gated PixelCNN prior over codes (family pixelcnn-prior).
+    #[value(name = "pixelcnn-prior")]
+    PixelcnnPrior,
+    /// The small noise-prediction U-Net on 1x32x32 (family ddpm-unet).
+    #[value(name = "ddpm-unet-mnist")]
+    DdpmUnetMnist,
+}
+
+impl Preset {
+    /// The preset's configuration.
+    pub fn config(self) -> ModelConfig {
+        match self {
+            Preset::VaeMlp => ModelConfig::Vae(vae::VaeConfig::vae_mlp()),
+            Preset::VibMlp => ModelConfig::Vib(vib::VibConfig::vib_mlp()),
+            Preset::Vqvae2Mnist => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2_mnist()),
+            Preset::PixelcnnPrior => ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::pixelcnn_prior()),
+            Preset::DdpmUnetMnist => ModelConfig::Ddpm(ddpm::DdpmConfig::ddpm_unet_mnist()),
+        }
+    }
+
+    pub fn family(self) -> Family {
+        self.config().family()
+    }
+
+    /// The name `--preset` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::VaeMlp => "vae-mlp",
+            Preset::VibMlp => "vib-mlp",
+            Preset::Vqvae2Mnist => "vqvae2-mnist",
+            Preset::PixelcnnPrior => "pixelcnn-prior",
+            Preset::DdpmUnetMnist => "ddpm-unet-mnist",
+        }
+    }
+
+    /// The preset called `name`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        use clap::ValueEnum;
+        Self::from_str(name, false).map_err(|_| {
+            let names: Vec<_> = Self::value_variants().iter().map(|p| p.name()).collect();
+            Error::config(format!("unknown preset '{name}' (expected one of: {})", names.join(", ")))
+        })
+    }
+
+    /// An error unless the preset is of one of `families` (the ones a tool trains or runs).
+    pub fn expect(self, tool: &str, families: &[Family]) -> Result<Self> {
+        if families.contains(&self.family()) {
+            return Ok(self);
+        }
+        let names: Vec<_> = families.iter().map(|f| f.name()).collect();
+        Err(Error::config(format!(
+            "{tool} takes a network of family {}; --preset {} is a {}",
+            names.join(" or "),
+            self.name(),
+            self.family()
+        )))
+    }
+}
+
+/// A network's full configuration; the JSON form, tagged with the family's name, is what
+/// checkpoints store. Files written before the families had their own names (tagged with
+/// the MNIST preset names) still load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "model")]
 pub enum ModelConfig {
@@ -20,54 +146,27 @@ pub enum ModelConfig {
     Vae(vae::VaeConfig),
     #[serde(rename = "vib-mlp")]
     Vib(vib::VibConfig),
-    #[serde(rename = "vqvae2-mnist")]
+    #[serde(rename = "vqvae2", alias = "vqvae2-mnist")]
     VqVae2(vqvae2::VqVae2Config),
     #[serde(rename = "pixelcnn-prior")]
     PixelCnn(pixelcnn::PixelCnnConfig),
-    #[serde(rename = "ddpm-unet-mnist")]
+    #[serde(rename = "ddpm-unet", alias = "ddpm-unet-mnist")]
     Ddpm(ddpm::DdpmConfig),
 }
 
-/// The presets every tool offers, by name.
-pub const PRESETS: &[&str] = &["vae-mlp", "vib-mlp", "vqvae2-mnist", "pixelcnn-prior", "ddpm-unet-mnist"];
-
 impl ModelConfig {
-    /// The named preset's configuration.
-    pub fn preset(name: &str) -> Result<Self> {
-        match name {
-            "vae-mlp" => Ok(ModelConfig::Vae(vae::VaeConfig::default())),
-            "vib-mlp" => Ok(ModelConfig::Vib(vib::VibConfig::default())),
-            "vqvae2-mnist" => Ok(ModelConfig::VqVae2(vqvae2::VqVae2Config::default())),
-            "ddpm-unet-mnist" => Ok(ModelConfig::Ddpm(ddpm::DdpmConfig::default())),
-            "pixelcnn-prior" => Ok(ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::default())),
-            _ => Err(Error::config(format!("unknown preset '{name}' (expected one of: {})", PRESETS.join(", ")))),
-        }
-    }
-
-    /// The model's name, as in MODELS.md.
-    pub fn name(&self) -> &'static str {
+    pub fn family(&self) -> Family {
         match self {
-            ModelConfig::Vae(_) => "vae-mlp",
-            ModelConfig::Vib(_) => "vib-mlp",
-            ModelConfig::VqVae2(_) => "vqvae2-mnist",
-            ModelConfig::Ddpm(_) => "ddpm-unet-mnist",
-            ModelConfig::PixelCnn(_) => "pixelcnn-prior",
-        }
-    }
-
-    /// The preset's Adam learning rate and batch size.
-    pub fn train_defaults(&self) -> (f64, usize) {
-        match self {
-            ModelConfig::Vae(_) => (1e-3, 128),
-            ModelConfig::Vib(_) => (1e-4, 100),
-            ModelConfig::VqVae2(_) => (3e-4, 128),
-            ModelConfig::Ddpm(_) => (2e-4, 128),
-            ModelConfig::PixelCnn(_) => (3e-4, 128),
+            ModelConfig::Vae(_) => Family::VaeMlp,
+            ModelConfig::Vib(_) => Family::VibMlp,
+            ModelConfig::VqVae2(_) => Family::VqVae2,
+            ModelConfig::PixelCnn(_) => Family::PixelCnnPrior,
+            ModelConfig::Ddpm(_) => Family::DdpmUnet,
         }
     }
 
     /// The image size the network takes; an error for a prior, which takes codes.
-    pub fn geometry(&self) -> Result<crate::data::Geometry> {
+    pub fn geometry(&self) -> Result<Geometry> {
         match self {
             ModelConfig::Vae(c) => c.geometry(),
             ModelConfig::Vib(c) => c.geometry(),
@@ -85,5 +184,79 @@ impl ModelConfig {
 
     pub fn from_json(s: &str) -> std::result::Result<Self, String> {
         serde_json::from_str(s).map_err(|e| e.to_string())
+    }
+}
+
+/// A network of one family, built from its configuration over parameters: fresh ones drawn
+/// from a seed ([`Params::init`]) for training, or a checkpoint's ([`Params::load`]).
+pub trait Network: Sized {
+    type Config;
+    const FAMILY: Family;
+
+    /// The family's configuration inside `config`, or `None` for another family's.
+    fn config_of(config: ModelConfig) -> Option<Self::Config>;
+
+    /// The network of `config`, taking each parameter from `params` by its PyTorch name.
+    fn init_with(config: Self::Config, params: &mut Params) -> Result<Self>;
+}
+
+/// One [`Network`] impl per family: the variant holding its config and its constructor.
+macro_rules! network {
+    ($net:ty, $config:ty, $family:ident, $variant:ident) => {
+        impl Network for $net {
+            type Config = $config;
+            const FAMILY: Family = Family::$family;
+
+            fn config_of(config: ModelConfig) -> Option<$config> {
+                match config {
+                    ModelConfig::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+
+            fn init_with(config: $config, params: &mut Params) -> Result<Self> {
+                <$net>::new(config, params)
+            }
+        }
+    };
+}
+
+network!(vae::Vae, vae::VaeConfig, VaeMlp, Vae);
+network!(vib::Vib, vib::VibConfig, VibMlp, Vib);
+network!(vqvae2::VqVae2, vqvae2::VqVae2Config, VqVae2, VqVae2);
+network!(pixelcnn::PixelCnn, pixelcnn::PixelCnnConfig, PixelCnnPrior, PixelCnn);
+network!(ddpm::UNet, ddpm::DdpmConfig, DdpmUnet, Ddpm);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn every_preset_round_trips_through_its_name_and_json() {
+        for &p in Preset::value_variants() {
+            assert_eq!(Preset::from_name(p.name()).unwrap(), p);
+            assert_eq!(p.to_possible_value().unwrap().get_name(), p.name());
+            let config = p.config();
+            assert_eq!(ModelConfig::from_json(&config.to_json()).unwrap(), config);
+            assert!(config.to_json().contains(&format!("\"model\":\"{}\"", p.family())));
+        }
+        assert!(Preset::from_name("vqvae3").unwrap_err().to_string().contains("vqvae2-mnist"));
+    }
+
+    #[test]
+    fn configs_tagged_with_the_old_preset_names_still_load() {
+        let mut json = Preset::Vqvae2Mnist.config().to_json();
+        json = json.replace("\"vqvae2\"", "\"vqvae2-mnist\"");
+        assert_eq!(ModelConfig::from_json(&json).unwrap(), Preset::Vqvae2Mnist.config());
+        let json = Preset::DdpmUnetMnist.config().to_json().replace("\"ddpm-unet\"", "\"ddpm-unet-mnist\"");
+        assert_eq!(ModelConfig::from_json(&json).unwrap().family(), Family::DdpmUnet);
+    }
+
+    #[test]
+    fn a_preset_of_another_family_is_refused_with_both_names() {
+        let e = Preset::VaeMlp.expect("ddpm-train", &[Family::DdpmUnet]).unwrap_err().to_string();
+        assert!(e.contains("ddpm-train") && e.contains("ddpm-unet") && e.contains("vae-mlp"), "{e}");
+        assert_eq!(Preset::DdpmUnetMnist.expect("ddpm-train", &[Family::DdpmUnet]).unwrap(), Preset::DdpmUnetMnist);
     }
 }

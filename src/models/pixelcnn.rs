@@ -89,11 +89,12 @@ pub struct PixelCnnConfig {
     pub top: Option<TopCondition>,
 }
 
-impl Default for PixelCnnConfig {
+impl PixelCnnConfig {
+    /// The `pixelcnn-prior` preset.
     /// The preset: 12 layers of 64 channels over an 8x8 map of 512 codes (the bottom level of
     /// `vqvae2-mnist`, or a one-level VQ-VAE), unconditioned. A prior of the top level sets
     /// 4x4; one of the bottom level of VQ-VAE-2 adds `top` (4x4 of 512).
-    fn default() -> Self {
+    pub fn pixelcnn_prior() -> Self {
         PixelCnnConfig { n_embed: 512, height: 8, width: 8, channels: 64, layers: 12, n_classes: None, top: None }
     }
 }

@@ -7,7 +7,6 @@
 //! Parameter names follow the PyTorch example: fc1, fc21 (mu), fc22 (logvar), fc3, fc4, plus
 //! `log_sigma` [1] when a Gaussian likelihood learns its scale.
 
-use std::str::FromStr;
 
 use candle_core::{Device, Tensor, D};
 use candle_nn::Module;
@@ -22,7 +21,7 @@ use crate::nn::params::{Init, Params};
 use crate::rng::Rng;
 
 /// How p(x|z) is modelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Likelihood {
     /// Pixels are Bernoulli with mean sigmoid(decoder output).
@@ -31,19 +30,8 @@ pub enum Likelihood {
     Gaussian,
 }
 
-impl FromStr for Likelihood {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "bernoulli" => Ok(Likelihood::Bernoulli),
-            "gaussian" => Ok(Likelihood::Gaussian),
-            _ => Err(format!("unknown likelihood '{s}' (expected bernoulli or gaussian)")),
-        }
-    }
-}
-
 /// How grey pixels are presented to a Bernoulli likelihood.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Binarize {
     /// Grey values are used as they are (the PyTorch example's choice).
@@ -52,17 +40,6 @@ pub enum Binarize {
     /// Fresh binary pixels x ~ Bernoulli(grey) every time an image is seen, as in the
     /// likelihood literature; evaluation binarizes the held-out set once, with a fixed seed.
     Dynamic,
-}
-
-impl FromStr for Binarize {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "none" => Ok(Binarize::None),
-            "dynamic" => Ok(Binarize::Dynamic),
-            _ => Err(format!("unknown binarization '{s}' (expected none or dynamic)")),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,8 +55,9 @@ pub struct VaeConfig {
     pub binarize: Binarize,
 }
 
-impl Default for VaeConfig {
-    fn default() -> Self {
+impl VaeConfig {
+    /// The `vae-mlp` preset.
+    pub fn vae_mlp() -> Self {
         VaeConfig {
             input: 784,
             hidden: 400,
@@ -316,7 +294,7 @@ mod tests {
     use crate::rng::Stream;
 
     fn tiny(likelihood: Likelihood) -> (Vae, crate::nn::ParamSet) {
-        let cfg = VaeConfig { input: 16, hidden: 8, latent: 3, likelihood, ..VaeConfig::default() };
+        let cfg = VaeConfig { input: 16, hidden: 8, latent: 3, likelihood, ..VaeConfig::vae_mlp() };
         let mut p = Params::init(5, &Device::Cpu);
         let vae = Vae::new(cfg, &mut p).unwrap();
         (vae, p.finish().unwrap())

@@ -30,8 +30,9 @@ pub struct VibConfig {
     pub test_samples: usize,
 }
 
-impl Default for VibConfig {
-    fn default() -> Self {
+impl VibConfig {
+    /// The `vib-mlp` preset.
+    pub fn vib_mlp() -> Self {
         VibConfig { input: 784, hidden: 1024, latent: 256, classes: 10, beta: 1e-3, test_samples: 12 }
     }
 }
@@ -150,7 +151,7 @@ mod tests {
 
     #[test]
     fn loss_reaches_every_parameter_and_kl_is_zero_at_the_prior() {
-        let cfg = VibConfig { input: 16, hidden: 8, latent: 4, classes: 3, ..VibConfig::default() };
+        let cfg = VibConfig { input: 16, hidden: 8, latent: 4, classes: 3, ..VibConfig::vib_mlp() };
         let mut p = Params::init(2, &Device::Cpu);
         let vib = Vib::new(cfg, &mut p).unwrap();
         let set = p.finish().unwrap();

@@ -41,8 +41,9 @@ pub struct VqVae2Config {
     pub image_size: usize,
 }
 
-impl Default for VqVae2Config {
-    fn default() -> Self {
+impl VqVae2Config {
+    /// The `vqvae2-mnist` preset.
+    pub fn vqvae2_mnist() -> Self {
         VqVae2Config {
             in_channel: 1,
             channel: 128,
@@ -322,7 +323,7 @@ mod tests {
     #[test]
     fn names_and_shapes_are_the_pytorch_state_dict() {
         let mut p = Params::init(0, &Device::Cpu);
-        VqVae2::new(VqVae2Config::default(), &mut p).unwrap();
+        VqVae2::new(VqVae2Config::vqvae2_mnist(), &mut p).unwrap();
         let set = p.finish().unwrap();
         let map = set.to_tensor_map().unwrap();
         let shape = |n: &str| map.get(n).unwrap_or_else(|| panic!("missing {n}")).dims().to_vec();
@@ -368,7 +369,7 @@ mod tests {
                 embed_dim: 8,
                 n_embed: 16,
                 levels,
-                ..VqVae2Config::default()
+                ..VqVae2Config::vqvae2_mnist()
             };
             let mut p = Params::init(0, &Device::Cpu);
             let model = VqVae2::new(cfg, &mut p).unwrap();

@@ -1,4 +1,4 @@
-//! Training, forward noising and sampling for `ddpm-unet-mnist` (Ho et al. 2020).
+//! Training and sampling for the diffusion U-Net (Ho et al. 2020).
 //!
 //! Training minimises the simple loss ||eps - eps_theta(x_t, t)||^2 (mean) with t uniform
 //! in [0, T-1], and keeps an exponential moving average of the weights: the model file holds
@@ -11,16 +11,13 @@ use std::io::IsTerminal;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 
-use crate::checkpoint::Checkpoint;
 use crate::data::image_set::read_array;
-use crate::data::pack::Images;
-use crate::data::stream::ImageStream;
 use crate::data::{Batch, Dataset};
-use crate::diffusion::{ddim, ddpm, DdimOptions, DdpmOptions, Schedule, ScheduleKind, Variance};
+use crate::diffusion::{ddim, ddpm, q_sample, DdimOptions, DdpmOptions, Schedule, Variance};
 use crate::error::{Error, Result};
-use crate::io::npy::{DType as NpyDType, Elements, NpyWriter};
+use crate::io::npy::Elements;
 use crate::io::safetensors::TensorMap;
-use crate::io::{InputPath, OutputPath};
+use crate::io::InputPath;
 use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::ModelConfig;
 use crate::nn::params::{ParamSet, Params};
@@ -57,22 +54,6 @@ impl DdpmTask {
         let n = self.ema_updates as f64;
         self.model.config.ema_decay.min((1.0 + n) / (10.0 + n))
     }
-}
-
-/// x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, with one t per image of `x0` [B, ...].
-pub fn q_sample(schedule: &Schedule, x0: &Tensor, t: &[usize], eps: &Tensor) -> Result<Tensor> {
-    let b = x0.dim(0)?;
-    let (a, s): (Vec<f32>, Vec<f32>) = t
-        .iter()
-        .map(|&t| {
-            let (a, s) = schedule.q_coefficients(t);
-            (a as f32, s as f32)
-        })
-        .unzip();
-    let shape = [b, 1, 1, 1];
-    let a = Tensor::from_vec(a, &shape[..x0.rank()], x0.device())?;
-    let s = Tensor::from_vec(s, &shape[..x0.rank()], x0.device())?;
-    Ok((x0.broadcast_mul(&a)? + eps.broadcast_mul(&s)?)?)
 }
 
 /// Images in [0,1] to the model's [-1,1].
@@ -179,141 +160,6 @@ pub fn eps_mse(model: &UNet, schedule: &Schedule, data: &dyn Dataset, device: &D
         total += scalar(&(pred - eps)?.sqr()?.mean_all()?)? * chunk.len() as f64;
     }
     Ok(total / data.len().max(1) as f64)
-}
-
-/// The U-Net in a checkpoint, which must hold a ddpm-unet-mnist.
-pub fn load_model(ckpt: Checkpoint, device: &Device) -> Result<UNet> {
-    ckpt.expect(&["ddpm-unet-mnist"])?;
-    let ModelConfig::Ddpm(config) = ckpt.config else { unreachable!("checked above") };
-    let mut p = Params::load(ckpt.tensors, &ckpt.origin, device);
-    let net = UNet::new(config, &mut p)?;
-    p.finish()?;
-    Ok(net)
-}
-
-/// The step(s) at which `ddpm-noise` noises each image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NoiseSteps {
-    /// One t for every image.
-    Fixed(usize),
-    /// One t per image, uniform in [0, T-1].
-    Random,
-    /// Each image at each of these t, with the same eps.
-    Trajectory(Vec<usize>),
-}
-
-/// What `ddpm-noise` does.
-pub struct NoiseOptions {
-    pub schedule: ScheduleKind,
-    /// T.
-    pub timesteps: usize,
-    pub steps: NoiseSteps,
-    /// Write a .safetensors of `x_t`, `eps` and `t` instead of an .npy of x_t.
-    pub with_eps: bool,
-    /// Clip x_t to [-1, 1], for viewing.
-    pub clip: bool,
-    pub seed: u64,
-}
-
-/// Noises images with the closed form of q(x_t | x_0); writes f32 [N, C, H, W] in the
-/// model's [-1,1] space (a trajectory: [N * len, C, H, W], each image's steps together).
-/// Image i's t and eps come from the stream (seed, Eval, i), so results do not depend on
-/// how the input is batched.
-pub fn noise(
-    images: &mut ImageStream,
-    geometry: crate::data::Geometry,
-    out: &OutputPath,
-    opts: &NoiseOptions,
-) -> Result<()> {
-    if opts.timesteps == 0 {
-        return Err(Error::config("--timesteps must be at least 1"));
-    }
-    let schedule = Schedule::new(opts.schedule, opts.timesteps);
-    let t_max = opts.timesteps;
-    let check = |t: usize| {
-        if t >= t_max {
-            Err(Error::config(format!("--t {t} is outside [0, {}]", t_max - 1)))
-        } else {
-            Ok(())
-        }
-    };
-    match &opts.steps {
-        NoiseSteps::Fixed(t) => check(*t)?,
-        NoiseSteps::Trajectory(ts) if ts.is_empty() => return Err(Error::config("--trajectory needs at least one t")),
-        NoiseSteps::Trajectory(ts) => ts.iter().try_for_each(|&t| check(t))?,
-        NoiseSteps::Random => {}
-    }
-    let n = images.len();
-    let per_image = match &opts.steps {
-        NoiseSteps::Trajectory(ts) => ts.len(),
-        _ => 1,
-    };
-    let dims = [n * per_image, geometry.channels, geometry.height, geometry.width];
-    let px = geometry.pixels();
-    let device = Device::Cpu;
-    let mut writer = if opts.with_eps {
-        None
-    } else {
-        Some(NpyWriter::new(out.create()?, NpyDType::F32, &dims).map_err(|e| Error::io(out, e))?)
-    };
-    let (mut all_x, mut all_eps, mut all_t) = (Vec::new(), Vec::new(), Vec::new());
-    let mut index = 0u64;
-    while let Some(batch) = images.next_batch(&device)? {
-        let x0 = to_model_range(&batch.x)?;
-        let b = x0.dim(0)?;
-        let (mut t, mut eps) = (Vec::with_capacity(b * per_image), Vec::with_capacity(b * per_image * px));
-        for _ in 0..b {
-            let mut rng = Rng::new(opts.seed, Stream::Eval, index);
-            index += 1;
-            let steps = match &opts.steps {
-                NoiseSteps::Fixed(t) => vec![*t],
-                NoiseSteps::Random => vec![rng.inner().random_range(0..t_max)],
-                NoiseSteps::Trajectory(ts) => ts.clone(),
-            };
-            let e = rng.normal(&[px], &device)?.to_vec1::<f32>()?;
-            for s in steps {
-                t.push(s);
-                eps.extend_from_slice(&e);
-            }
-        }
-        // (b, c, h, w) -> (b * per_image, c, h, w), each image repeated per_image times.
-        let x0 = x0.unsqueeze(1)?.repeat((1, per_image, 1, 1, 1))?.reshape((
-            (),
-            geometry.channels,
-            geometry.height,
-            geometry.width,
-        ))?;
-        let eps = Tensor::from_vec(eps, x0.shape(), &device)?;
-        let mut x_t = q_sample(&schedule, &x0, &t, &eps)?;
-        if opts.clip {
-            x_t = x_t.clamp(-1f32, 1f32)?;
-        }
-        let x_t = x_t.flatten_all()?.to_vec1::<f32>()?;
-        match writer.as_mut() {
-            Some(w) => w.write_rows(&x_t).map_err(|e| Error::io(out, e))?,
-            None => {
-                all_x.extend(x_t);
-                all_eps.extend(eps.flatten_all()?.to_vec1::<f32>()?);
-                all_t.extend(t.iter().map(|&t| t as i64));
-            }
-        }
-    }
-    match writer {
-        Some(w) => w.finish().map_err(|e| Error::io(out, e))?.finish(),
-        None => {
-            let mut m = TensorMap::new();
-            m.insert("x_t", Tensor::from_vec(all_x, &dims, &device)?);
-            m.insert("eps", Tensor::from_vec(all_eps, &dims, &device)?);
-            m.insert("t", Tensor::from_vec(all_t, n, &device)?);
-            let kind = match opts.schedule {
-                ScheduleKind::Linear => "linear",
-                ScheduleKind::Cosine => "cosine",
-            };
-            m.metadata.insert("genimg.schedule".into(), kind.into());
-            m.metadata.insert("genimg.timesteps".into(), opts.timesteps.to_string());
-            m.write(out)
-        }
-    }
 }
 
 /// The reverse process `ddpm-denoise` runs.
@@ -437,18 +283,3 @@ fn read_x_t(path: &InputPath, g: crate::data::Geometry, device: &Device) -> Resu
     Ok(Tensor::from_vec(v, (a.shape[0], g.channels, g.height, g.width), device)?)
 }
 
-/// Images in [0,1] [N, C, H, W] as .npy f32.
-pub fn write_npy(x: &Tensor, out: &OutputPath) -> Result<()> {
-    let mut w = NpyWriter::new(out.create()?, NpyDType::F32, x.dims()).map_err(|e| Error::io(out, e))?;
-    w.write_rows(&x.flatten_all()?.to_vec1::<f32>()?).map_err(|e| Error::io(out, e))?;
-    w.finish().map_err(|e| Error::io(out, e))?.finish()
-}
-
-/// Images in [0,1] [N, C, H, W] as a square PNG grid.
-pub fn write_png(x: &Tensor, out: &OutputPath, scale: usize) -> Result<()> {
-    let (count, channels, height, width) = x.dims4()?;
-    let pixels = x.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| (v * 255.0).round() as u8).collect();
-    let images = Images { count, channels, height, width, pixels };
-    let opts = crate::data::grid::GridOptions { cols: None, pad: 2, scale };
-    out.write_all(&crate::data::grid::grid_png(&images, &opts, &out.to_string())?)
-}

@@ -1,8 +1,7 @@
 //! Training, evaluation and sampling of `pixelcnn-prior` over the codes of a VQ model.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
-use crate::checkpoint::Checkpoint;
 use crate::data::code_set::CodeSet;
 use crate::data::codes::{CodeBatch, CodeLayout, CodeReader, CodeWriter, Level};
 use crate::data::image_set::{expect_label_count, read_label_file};
@@ -28,16 +27,6 @@ impl PriorTask {
         Ok(PriorTask { model, params: params.finish()? })
     }
 
-    /// The network of a pixelcnn-prior checkpoint.
-    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
-        match ckpt.config {
-            ModelConfig::PixelCnn(config) => Self::new(config, Params::load(ckpt.tensors, &ckpt.origin, device)),
-            other => Err(Error::bad_input(
-                &ckpt.origin,
-                format!("is a {} checkpoint, expected pixelcnn-prior", other.name()),
-            )),
-        }
-    }
 }
 
 /// What a prior needs to know of its codes that the codes may not say themselves.
@@ -83,7 +72,7 @@ pub fn prior_config(codes: &CodeSet, shape: &PriorShape) -> Result<PixelCnnConfi
         }
         None => None,
     };
-    let preset = PixelCnnConfig::default();
+    let preset = PixelCnnConfig::pixelcnn_prior();
     Ok(PixelCnnConfig {
         n_embed,
         height: codes.level.height,

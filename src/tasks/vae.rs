@@ -3,7 +3,6 @@
 use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
 
-use crate::checkpoint::Checkpoint;
 use crate::data::stream::{open_npy, ImageStream};
 use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
@@ -30,13 +29,6 @@ impl VaeTask {
         Ok(VaeTask { vae, params: params.finish()? })
     }
 
-    /// The network in a checkpoint, which must hold a vae-mlp.
-    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
-        match ckpt.config {
-            ModelConfig::Vae(config) => Self::new(config, Params::load(ckpt.tensors, &ckpt.origin, device)),
-            other => Err(Error::bad_input(&ckpt.origin, format!("is a {} checkpoint, expected vae-mlp", other.name()))),
-        }
-    }
 
     /// The images of `batch` as the model sees them: [B, 784], binarized when configured.
     fn inputs(&self, x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
@@ -67,7 +59,7 @@ impl Task for VaeTask {
     }
 
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
-        metrics(&self.vae, data, 0, 0, &self.params.device())
+        metrics(&self.vae, data, 0, EVAL_BATCH, 0, &self.params.device())
     }
 }
 
@@ -81,11 +73,12 @@ fn sum(t: &Tensor) -> Result<f64> {
 
 /// Held-out metrics in nats per image: the ELBO (analytic KL, one sample of z), its two
 /// terms, the squared error of the mean reconstruction, and with `k > 0` the
-/// importance-weighted estimate of log p(x) with k samples. Noise comes from `seed`.
-pub fn metrics(vae: &Vae, data: &dyn Dataset, k: usize, seed: u64, device: &Device) -> Result<Metrics> {
+/// importance-weighted estimate of log p(x) with k samples, `batch_size` images at a time.
+/// Batch i's noise comes from the stream (seed, Eval, i).
+pub fn metrics(vae: &Vae, data: &dyn Dataset, k: usize, batch_size: usize, seed: u64, device: &Device) -> Result<Metrics> {
     let mut means = Means::default();
     let rows: Vec<usize> = (0..data.len()).collect();
-    for (i, chunk) in rows.chunks(EVAL_BATCH).enumerate() {
+    for (i, chunk) in rows.chunks(batch_size.max(1)).enumerate() {
         let mut rng = Rng::new(seed, Stream::Eval, i as u64);
         let x = flatten(&data.batch(chunk, device)?.x)?;
         let x = match vae.config.binarize {
@@ -106,12 +99,19 @@ pub fn metrics(vae: &Vae, data: &dyn Dataset, k: usize, seed: u64, device: &Devi
 }
 
 /// [`metrics`] as `vae-eval`'s JSON report, with what was evaluated and how.
-pub fn evaluate(vae: &Vae, data: &dyn Dataset, k: usize, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+pub fn evaluate(
+    vae: &Vae,
+    data: &dyn Dataset,
+    k: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     out.insert("model".into(), json!("vae-mlp"));
     out.insert("data".into(), json!(data.name()));
     out.insert("images".into(), json!(data.len()));
-    for (name, v) in metrics(vae, data, k, seed, device)? {
+    for (name, v) in metrics(vae, data, k, batch_size, seed, device)? {
         out.insert(name, json!(v));
     }
     if k > 0 {
@@ -132,9 +132,6 @@ pub enum Latents {
     /// Kingma & Welling's Figure 4: a side x side grid over a 2-D latent space.
     Manifold(usize),
 }
-
-/// Rows per encode/decode batch.
-const STREAM_BATCH: usize = 1000;
 
 /// Encodes images batch by batch to the posterior mean, or with `sample` to one draw of z;
 /// writes `.npy` f32 [N, latent].
@@ -164,8 +161,19 @@ pub fn encode(
     writer.finish().map_err(|e| Error::io(out, e))?.finish()
 }
 
-/// Decodes latent codes batch by batch to images, `.npy` f32 [N, 1, 28, 28] in [0,1].
-pub fn decode(vae: &Vae, latents: &Latents, out: &OutputPath, seed: u64, device: &Device) -> Result<()> {
+/// Decodes latent codes `batch_size` at a time to images, `.npy` f32 [N, 1, 28, 28] in
+/// [0,1]. Draws from the prior for batch i come from the stream (seed, Eval, i).
+pub fn decode(
+    vae: &Vae,
+    latents: &Latents,
+    out: &OutputPath,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<()> {
+    if batch_size == 0 {
+        return Err(Error::config("--batch-size must be at least 1"));
+    }
     let l = vae.config.latent;
     let g = vae.config.geometry()?;
     let mut reader = match latents {
@@ -194,7 +202,7 @@ pub fn decode(vae: &Vae, latents: &Latents, out: &OutputPath, seed: u64, device:
         .map_err(|e| Error::io(out, e))?;
     let mut done = 0;
     while done < n {
-        let rows = STREAM_BATCH.min(n - done);
+        let rows = batch_size.min(n - done);
         let z = match (latents, reader.as_mut()) {
             (Latents::File(path), Some(r)) => {
                 let array = r.read_rows(rows)?.ok_or_else(|| Error::bad_input(path, "ended early"))?;
@@ -211,7 +219,7 @@ pub fn decode(vae: &Vae, latents: &Latents, out: &OutputPath, seed: u64, device:
                 Tensor::from_vec(values, (rows, l), device)?
             }
             (Latents::Manifold(side), _) => manifold_grid(*side, device)?.narrow(0, done, rows)?,
-            _ => Rng::new(seed, Stream::Eval, (done / STREAM_BATCH) as u64).normal(&[rows, l], device)?,
+            _ => Rng::new(seed, Stream::Eval, (done / batch_size) as u64).normal(&[rows, l], device)?,
         };
         let images = vae.decode(&z)?;
         writer.write_rows(&images.flatten_all()?.to_vec1::<f32>()?).map_err(|e| Error::io(out, e))?;

@@ -46,7 +46,7 @@ impl Task for VibTask {
     }
 
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
-        metrics(&self.vib, data, 0, &self.params.device())
+        metrics(&self.vib, data, EVAL_BATCH, 0, &self.params.device())
     }
 }
 
@@ -56,7 +56,7 @@ fn scalar(t: &Tensor) -> Result<f64> {
 
 /// Test error with the softmax averaged over the configured number of samples of z, the two
 /// information terms (nats), I(Z;X) <= mean KL and I(Z;Y) >= H(Y) - CE, and the CE itself.
-pub fn metrics(vib: &Vib, data: &dyn Dataset, seed: u64, device: &Device) -> Result<Metrics> {
+pub fn metrics(vib: &Vib, data: &dyn Dataset, batch_size: usize, seed: u64, device: &Device) -> Result<Metrics> {
     let labels = data.require_labels("evaluating vib-mlp")?;
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vib.config.classes) {
         return Err(Error::bad_input(
@@ -66,7 +66,7 @@ pub fn metrics(vib: &Vib, data: &dyn Dataset, seed: u64, device: &Device) -> Res
     }
     let mut means = Means::default();
     let rows: Vec<usize> = (0..data.len()).collect();
-    for (i, chunk) in rows.chunks(EVAL_BATCH).enumerate() {
+    for (i, chunk) in rows.chunks(batch_size.max(1)).enumerate() {
         let batch = data.batch(chunk, device)?;
         let y = batch.y.as_ref().expect("labels checked above");
         let (probs, ce, kl) = vib.predict(&flatten(&batch.x)?, y, &mut Rng::new(seed, Stream::Eval, i as u64))?;
@@ -84,9 +84,15 @@ pub fn metrics(vib: &Vib, data: &dyn Dataset, seed: u64, device: &Device) -> Res
 }
 
 /// [`metrics`] as `vae-eval`'s JSON report, with H(Y) and what was evaluated.
-pub fn evaluate(vib: &Vib, data: &dyn Dataset, seed: u64, device: &Device) -> Result<Map<String, Value>> {
+pub fn evaluate(
+    vib: &Vib,
+    data: &dyn Dataset,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Map<String, Value>> {
     let mut out = Map::new();
-    for (k, v) in metrics(vib, data, seed, device)? {
+    for (k, v) in metrics(vib, data, batch_size, seed, device)? {
         out.insert(k, json!(v));
     }
     let h_y = label_entropy(data.require_labels("evaluating vib-mlp")?, vib.config.classes);

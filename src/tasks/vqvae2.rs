@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::Checkpoint;
 use crate::data::codes::{CodeBatch, CodeLayout, CodeReader, CodeWriter, Level, LevelSpec};
 use crate::data::grid::{grid_png, GridOptions};
 use crate::data::pack::Images;
@@ -35,15 +34,6 @@ impl VqTask {
         Ok(VqTask { model, params: params.finish()?, pending: None })
     }
 
-    /// The network of a vqvae2-mnist checkpoint.
-    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
-        match ckpt.config {
-            ModelConfig::VqVae2(config) => Self::new(config, Params::load(ckpt.tensors, &ckpt.origin, device)),
-            other => {
-                Err(Error::bad_input(&ckpt.origin, format!("is a {} checkpoint, expected vqvae2-mnist", other.name())))
-            }
-        }
-    }
 }
 
 /// Images in [0,1] to the model's [-1,1].
@@ -285,7 +275,7 @@ mod tests {
             embed_dim: 8,
             n_embed: 32,
             levels,
-            ..VqVae2Config::default()
+            ..VqVae2Config::vqvae2_mnist()
         };
         VqTask::new(config, Params::init(1, &Device::Cpu)).unwrap()
     }

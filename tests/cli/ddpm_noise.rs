@@ -67,7 +67,7 @@ fn x_t_is_the_closed_form_of_the_eps_it_reports() {
         let named = read_named(&dir.path().join("n.safetensors"));
         let (x_t, eps, t) = (&named["x_t"], &named["eps"], &named["t"]);
         assert_eq!((x_t.0.clone(), eps.0.clone(), t.0.clone()), (vec![n, 1, 32, 32], vec![n, 1, 32, 32], vec![n]));
-        let s = Schedule::new(schedule.parse::<ScheduleKind>().unwrap(), 1000);
+        let s = Schedule::new(<ScheduleKind as clap::ValueEnum>::from_str(schedule, false).unwrap(), 1000);
         let mut distinct = t.1.clone();
         distinct.dedup();
         assert!(distinct.len() > 30, "t is not drawn per image: {:?}", t.1);

@@ -18,7 +18,7 @@ use crate::nn::gemm::{matmul, Mat};
 use crate::nn::linear::Linear;
 use crate::rng::Rng;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SampleMethod {
     /// The whole network once per position: the reference.
     Plain,

@@ -48,7 +48,7 @@ fn names_and_shapes_are_as_documented() {
     let cfg = PixelCnnConfig {
         n_classes: Some(10),
         top: Some(TopCondition { n_embed: 512, height: 4, width: 4 }),
-        ..PixelCnnConfig::default()
+        ..PixelCnnConfig::pixelcnn_prior()
     };
     let (_, set) = build(&cfg, 0);
     let map = set.to_tensor_map().unwrap();
@@ -76,7 +76,7 @@ fn names_and_shapes_are_as_documented() {
     // Per layer 5 convolutions of weight and bias and a class embedding; embed, top_embed,
     // top_upsample (2) and the head (4).
     assert_eq!(map.tensors.len(), 12 * 11 + 2 + 2 + 4, "{:?}", map.names());
-    let plain = build(&PixelCnnConfig::default(), 0).1.to_tensor_map().unwrap();
+    let plain = build(&PixelCnnConfig::pixelcnn_prior(), 0).1.to_tensor_map().unwrap();
     assert_eq!(plain.tensors.len(), 12 * 8 + 1 + 4);
 }
 
@@ -365,8 +365,8 @@ fn bad_inputs_and_settings_are_errors_that_say_what_is_wrong() {
 
 #[test]
 fn the_preset_round_trips_through_json() {
-    let preset = crate::models::ModelConfig::preset("pixelcnn-prior").unwrap();
-    assert_eq!(preset.train_defaults(), (3e-4, 128));
+    let preset = crate::models::Preset::PixelcnnPrior.config();
+    assert_eq!(preset.family().train_defaults(), (3e-4, 128));
     let json = preset.to_json();
     assert!(json.contains("\"model\":\"pixelcnn-prior\""), "{json}");
     assert_eq!(crate::models::ModelConfig::from_json(&json).unwrap(), preset);

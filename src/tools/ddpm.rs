@@ -1,0 +1,135 @@
+//! `ddpm-noise` and `ddpm-denoise`: the forward process on images, and the reverse process
+//! from noise (or from x_t) with a trained noise-prediction U-Net.
+
+use candle_core::{Device, Tensor};
+
+use crate::checkpoint::ModelSource;
+use crate::data::pack::Images;
+use crate::diffusion::forward::{noise, NoiseOptions, NoiseSteps};
+use crate::diffusion::ScheduleKind;
+use crate::error::{Error, Result};
+use crate::io::npy::{DType as NpyDType, NpyWriter};
+use crate::io::OutputPath;
+use crate::models::ddpm::{DdpmConfig, UNet};
+use crate::models::{Network, Preset};
+use crate::tasks::ddpm::{denoise, DenoiseOptions, Sampler, Start};
+use crate::tools::ImageSource;
+
+/// Where `ddpm-noise` takes its diffusion (schedule, T and image size) from.
+pub enum Diffusion {
+    /// A trained model's.
+    Model(ModelSource),
+    /// A preset's, with the schedule and T changed where given.
+    Preset { preset: Preset, schedule: Option<ScheduleKind>, timesteps: Option<usize> },
+}
+
+impl Diffusion {
+    fn config(&self) -> Result<DdpmConfig> {
+        match self {
+            Diffusion::Model(source) => source.checkpoint(&Device::Cpu)?.config_of::<UNet>(),
+            Diffusion::Preset { preset, schedule, timesteps } => {
+                let Some(c) = UNet::config_of(preset.config()) else {
+                    return Err(Error::config(format!(
+                        "ddpm-noise takes a {} preset; --preset {} is a {}",
+                        UNet::FAMILY,
+                        preset.name(),
+                        preset.family()
+                    )));
+                };
+                Ok(DdpmConfig {
+                    schedule: schedule.unwrap_or(c.schedule),
+                    timesteps: timesteps.unwrap_or(c.timesteps),
+                    ..c
+                })
+            }
+        }
+    }
+}
+
+/// What `ddpm-noise` noises, and how.
+pub struct DdpmNoise {
+    pub images: ImageSource,
+    pub diffusion: Diffusion,
+    pub steps: NoiseSteps,
+    /// A .safetensors of `x_t`, `eps` and `t` instead of an .npy of x_t.
+    pub with_eps: bool,
+    pub clip: bool,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub output: OutputPath,
+    pub device: Device,
+}
+
+/// Writes x_t of every image (see [`noise`]).
+pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
+    if r.batch_size == 0 {
+        return Err(Error::config("--batch-size must be at least 1"));
+    }
+    let config = r.diffusion.config()?;
+    let opts = NoiseOptions {
+        schedule: config.schedule,
+        timesteps: config.timesteps,
+        steps: r.steps.clone(),
+        with_eps: r.with_eps,
+        clip: r.clip,
+        seed: r.seed,
+    };
+    let geometry = config.geometry();
+    let mut images = r.images.open(geometry, r.batch_size)?;
+    noise(&mut images, geometry, &r.output, &opts, &r.device)
+}
+
+/// Where `ddpm-denoise` writes its images.
+pub enum DenoiseOutput {
+    /// .npy f32 [N, C, H, W] in [0,1].
+    Array(OutputPath),
+    /// A square PNG grid, each pixel enlarged to 2x2.
+    Png(OutputPath),
+}
+
+/// What `ddpm-denoise` samples.
+pub struct DdpmDenoise {
+    pub model: ModelSource,
+    pub start: Start,
+    pub sampler: Sampler,
+    /// The step of the start; `None` for T - 1 (pure noise).
+    pub from_t: Option<usize>,
+    pub clip: bool,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub output: DenoiseOutput,
+    pub device: Device,
+}
+
+/// Runs the reverse process and writes the images.
+pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
+    let model: UNet = r.model.network(&r.device)?;
+    let opts = DenoiseOptions {
+        sampler: r.sampler,
+        from_t: r.from_t.unwrap_or(model.config.timesteps - 1),
+        clip: r.clip,
+        seed: r.seed,
+        batch_size: r.batch_size,
+    };
+    let x0 = denoise(&model, &r.start, &opts, &r.device, true)?;
+    match &r.output {
+        DenoiseOutput::Png(png) => write_png(&x0, png, 2),
+        DenoiseOutput::Array(out) => write_npy(&x0, out),
+    }
+}
+
+/// Images in [0,1] [N, C, H, W] as .npy f32.
+fn write_npy(x: &Tensor, out: &OutputPath) -> Result<()> {
+    let mut w = NpyWriter::new(out.create()?, NpyDType::F32, x.dims()).map_err(|e| Error::io(out, e))?;
+    w.write_rows(&x.flatten_all()?.to_vec1::<f32>()?).map_err(|e| Error::io(out, e))?;
+    w.finish().map_err(|e| Error::io(out, e))?.finish()
+}
+
+/// Images in [0,1] [N, C, H, W] as a square PNG grid.
+fn write_png(x: &Tensor, out: &OutputPath, scale: usize) -> Result<()> {
+    let (count, channels, height, width) = x.dims4()?;
+    let pixels = x.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let images = Images { count, channels, height, width, pixels };
+    let opts = crate::data::grid::GridOptions { cols: None, pad: 2, scale };
+    out.write_all(&crate::data::grid::grid_png(&images, &opts, &out.to_string())?)
+}

@@ -1,0 +1,50 @@
+//! `img-pack` and `img-grid`: images in and out of the toolkit's arrays.
+
+use std::path::PathBuf;
+
+use crate::data::grid::{grid_png, read_images, write_tiles, GridOptions};
+use crate::data::pack::{pack, write, PackOptions, Source};
+use crate::data::PixelRange;
+use crate::error::Result;
+use crate::io::{InputPath, OutputPath};
+
+/// What `img-pack` packs.
+pub struct ImgPack {
+    pub source: Source,
+    pub options: PackOptions,
+    /// f32 pixels in this range instead of u8.
+    pub range: Option<PixelRange>,
+    pub output: OutputPath,
+    pub labels_out: Option<OutputPath>,
+}
+
+/// Writes the images as one .npy array (and the labels beside them when asked).
+pub fn img_pack(r: &ImgPack) -> Result<()> {
+    let packed = pack(&r.source, &r.options)?;
+    write(&packed, r.range, &r.output, r.labels_out.as_ref())
+}
+
+/// Where `img-grid` draws.
+pub enum GridTarget {
+    /// One PNG grid.
+    Grid(OutputPath, GridOptions),
+    /// One PNG per image in this folder, upscaled by the factor.
+    Tiles(PathBuf, usize),
+}
+
+/// What `img-grid` draws.
+pub struct ImgGrid {
+    pub input: InputPath,
+    pub range: PixelRange,
+    pub target: GridTarget,
+}
+
+/// Draws an image array as a PNG grid or as one PNG per image.
+pub fn img_grid(r: &ImgGrid) -> Result<()> {
+    let images = read_images(&r.input, r.range)?;
+    let source = r.input.to_string();
+    match &r.target {
+        GridTarget::Tiles(dir, scale) => write_tiles(&images, *scale, dir, &source),
+        GridTarget::Grid(out, opts) => out.write_all(&grid_png(&images, opts, &source)?),
+    }
+}

@@ -1,0 +1,46 @@
+//! One typed library function per tool. Each binary in `bin/` parses its flags (clap),
+//! turns them into the request struct of its tool here, and calls the tool's function, as
+//! uutils' `uumain` calls `tac(...)`; tests and other programs call the same functions.
+//!
+//! | tool | function |
+//! |---|---|
+//! | `img-pack` | [`img::img_pack`] |
+//! | `img-grid` | [`img::img_grid`] |
+//! | `vae-train`, `ddpm-train` | [`train::train_on_images`] |
+//! | `prior-fit` | [`prior::prior_fit`] |
+//! | `prior-sample` | [`prior::prior_sample`] |
+//! | `vae-eval` | [`vae::vae_eval`] |
+//! | `vae-encode` | [`vae::vae_encode`] |
+//! | `vae-decode` | [`vae::vae_decode`] |
+//! | `vq-encode` | [`vq::vq_encode`] |
+//! | `vq-decode` | [`vq::vq_decode`] |
+//! | `ddpm-noise` | [`ddpm::ddpm_noise`] |
+//! | `ddpm-denoise` | [`ddpm::ddpm_denoise`] |
+
+pub mod ddpm;
+pub mod img;
+pub mod prior;
+pub mod train;
+pub mod vae;
+pub mod vq;
+
+use crate::data::stream::ImageStream;
+use crate::data::{DataSpec, Geometry, PixelRange, Split};
+use crate::error::Result;
+
+/// Images a tool maps to something: a file (or stdin), or the bundled set.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    pub spec: DataSpec,
+    /// Which part of the bundled set; `None` for its default.
+    pub split: Option<Split>,
+    /// Range of float pixels in the file.
+    pub range: PixelRange,
+}
+
+impl ImageSource {
+    /// The images as batches of `batch_size`, fitted to `geometry`.
+    pub fn open(&self, geometry: Geometry, batch_size: usize) -> Result<ImageStream> {
+        ImageStream::open(&self.spec, self.split, self.range, geometry, batch_size)
+    }
+}

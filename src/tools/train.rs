@@ -1,0 +1,68 @@
+//! `vae-train` and `ddpm-train` (and the loop `prior-fit` shares): a fresh network trained by
+//! the shared loop, evaluated after each epoch, saved atomically, resumable.
+
+use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
+use crate::error::Result;
+use crate::io::InputPath;
+use crate::models::ModelConfig;
+use crate::train::TrainOptions;
+
+/// What a training command on images trains, on what.
+pub struct ImageTraining {
+    pub config: ModelConfig,
+    pub data: DataSpec,
+    /// Which part of the bundled set (train by default).
+    pub split: Option<Split>,
+    pub labels: Option<InputPath>,
+    pub range: PixelRange,
+    /// Held-out images and their labels; by default, with the bundled set's train split, its
+    /// test split.
+    pub eval: Option<(InputPath, Option<InputPath>)>,
+    pub train: TrainOptions,
+}
+
+impl ImageTraining {
+    /// The training images and, when there are any, the held-out ones.
+    fn load_data(&self) -> Result<(ImageSet, Option<ImageSet>)> {
+        let geometry = self.config.geometry()?;
+        let train = ImageSet::load(&self.data, self.split, self.labels.as_ref(), self.range, geometry)?;
+        let eval = match (&self.eval, &self.data) {
+            (Some((path, labels)), _) => Some(ImageSet::load(
+                &DataSpec::File(path.clone()),
+                None,
+                labels.as_ref(),
+                self.range,
+                geometry,
+            )?),
+            (None, DataSpec::Mnist) if self.split.unwrap_or(Split::Train) == Split::Train => {
+                Some(ImageSet::mnist(Split::Test, geometry)?)
+            }
+            (None, _) => None,
+        };
+        Ok((train, eval))
+    }
+}
+
+/// The body of `vae-train` and `ddpm-train`: loads the data, then [`train_command`].
+pub fn train_on_images(tool: &str, r: &ImageTraining) -> Result<()> {
+    let (train, eval) = r.load_data()?;
+    let eval = eval.as_ref().map(|e| e as &dyn Dataset);
+    train_command(tool, r.config.clone(), &train, eval, &r.train)
+}
+
+/// The body of every training command: a fresh network of `config` (weights drawn from
+/// `opts.seed`) trained by the shared loop on `train`, evaluated on `eval` after each epoch,
+/// saving on Ctrl-C; the written model is reported on stderr as `tool: wrote FILE (metrics)`.
+pub fn train_command(
+    tool: &str,
+    config: ModelConfig,
+    train: &dyn Dataset,
+    eval: Option<&dyn Dataset>,
+    opts: &TrainOptions,
+) -> Result<()> {
+    let mut task = crate::tasks::build(config, crate::nn::Params::init(opts.seed, &opts.device))?;
+    crate::train::install_interrupt_handler();
+    let last = crate::train::train(task.as_mut(), train, eval, opts)?;
+    eprintln!("{tool}: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! `vae-eval`, `vae-encode` and `vae-decode`: a trained vae-mlp (or, for evaluation, vib-mlp)
+//! applied to images or latent codes.
+
+use std::io::Write;
+
+use candle_core::Device;
+
+use crate::checkpoint::ModelSource;
+use crate::data::{DataSpec, ImageSet, PixelRange, Split};
+use crate::error::{Error, Result};
+use crate::io::{InputPath, OutputPath};
+use crate::models::vae::Vae;
+use crate::models::vib::Vib;
+use crate::models::Family;
+use crate::tasks::vae::Latents;
+use crate::tools::ImageSource;
+
+/// What `vae-eval` evaluates, and how.
+pub struct VaeEval {
+    pub model: ModelSource,
+    /// Held-out images; the bundled set's test split unless another split is named.
+    pub data: DataSpec,
+    pub split: Option<Split>,
+    pub labels: Option<InputPath>,
+    pub range: PixelRange,
+    /// Importance samples per image for log p(x) (vae-mlp); 0 skips the estimate.
+    pub k: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub output: OutputPath,
+    pub device: Device,
+}
+
+/// Writes one JSON object of held-out metrics: nats per image for vae-mlp, error and the
+/// information terms for vib-mlp.
+pub fn vae_eval(r: &VaeEval) -> Result<()> {
+    let ckpt = r.model.checkpoint(&r.device)?;
+    let family = ckpt.config.family();
+    if !matches!(family, Family::VaeMlp | Family::VibMlp) {
+        return Err(Error::bad_input(&ckpt.origin, format!("is a {family} checkpoint, expected vae-mlp or vib-mlp")));
+    }
+    let split = Some(r.split.unwrap_or(Split::Test)).filter(|_| r.data == DataSpec::Mnist);
+    let data = ImageSet::load(&r.data, split, r.labels.as_ref(), r.range, ckpt.config.geometry()?)?;
+    let report = if family == Family::VibMlp {
+        let vib: Vib = ckpt.into_network(&r.device)?;
+        crate::tasks::vib::evaluate(&vib, &data, r.batch_size, r.seed, &r.device)?
+    } else {
+        let vae: Vae = ckpt.into_network(&r.device)?;
+        crate::tasks::vae::evaluate(&vae, &data, r.k, r.batch_size, r.seed, &r.device)?
+    };
+    let mut out = r.output.create()?;
+    writeln!(out, "{}", serde_json::Value::Object(report)).map_err(|e| Error::io(&r.output, e))?;
+    out.finish()
+}
+
+/// What `vae-encode` encodes.
+pub struct VaeEncode {
+    pub model: ModelSource,
+    pub images: ImageSource,
+    /// One draw of z ~ q(z|x) instead of the posterior mean.
+    pub sample: bool,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub output: OutputPath,
+    pub device: Device,
+}
+
+/// Writes the latent codes of the images, .npy f32 [N, latent].
+pub fn vae_encode(r: &VaeEncode) -> Result<()> {
+    let vae: Vae = r.model.network(&r.device)?;
+    let mut images = r.images.open(vae.config.geometry()?, r.batch_size)?;
+    crate::tasks::vae::encode(&vae, &mut images, &r.output, r.sample, r.seed, &r.device)
+}
+
+/// What `vae-decode` decodes.
+pub struct VaeDecode {
+    pub model: ModelSource,
+    pub latents: Latents,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub output: OutputPath,
+    pub device: Device,
+}
+
+/// Writes the decoded images, .npy f32 [N, 1, 28, 28] in [0,1].
+pub fn vae_decode(r: &VaeDecode) -> Result<()> {
+    let vae: Vae = r.model.network(&r.device)?;
+    crate::tasks::vae::decode(&vae, &r.latents, &r.output, r.batch_size, r.seed, &r.device)
+}

@@ -1,0 +1,51 @@
+//! `vq-encode` and `vq-decode`: images to the discrete codes of a trained VQ-VAE(-2), and
+//! codes back to images.
+
+use candle_core::Device;
+
+use crate::checkpoint::ModelSource;
+use crate::data::codes::CodeReader;
+use crate::error::Result;
+use crate::io::{InputPath, OutputPath};
+use crate::models::vqvae2::VqVae2;
+use crate::tasks::vqvae2::DecodeOutput;
+use crate::tools::ImageSource;
+
+/// What `vq-encode` encodes.
+pub struct VqEncode {
+    pub model: ModelSource,
+    pub images: ImageSource,
+    /// Class labels of the images, written beside the codes.
+    pub labels: Option<InputPath>,
+    pub batch_size: usize,
+    pub output: OutputPath,
+    pub device: Device,
+}
+
+/// Writes the codes: .safetensors of `top`, `bottom` (and `labels`) for two levels, .npy
+/// [N, H, W] for one.
+pub fn vq_encode(r: &VqEncode) -> Result<()> {
+    let model: VqVae2 = r.model.network(&r.device)?;
+    let mut images = r.images.open(model.config.geometry(), r.batch_size)?;
+    if let Some(labels) = &r.labels {
+        images = images.with_labels(labels)?;
+    }
+    crate::tasks::vqvae2::encode(&model, &mut images, &r.output, &r.device)
+}
+
+/// What `vq-decode` decodes.
+pub struct VqDecode {
+    pub model: ModelSource,
+    /// Codes as vq-encode or prior-sample writes them.
+    pub input: InputPath,
+    pub output: DecodeOutput,
+    pub batch_size: usize,
+    pub device: Device,
+}
+
+/// Writes the decoded images as an array or a PNG grid.
+pub fn vq_decode(r: &VqDecode) -> Result<()> {
+    let model: VqVae2 = r.model.network(&r.device)?;
+    let mut codes = CodeReader::open(&r.input)?;
+    crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, r.batch_size, &r.device)
+}
