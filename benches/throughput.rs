@@ -82,6 +82,7 @@ fn main() {
     println!("{}", json!({"bench": "encode", "model": "vae-mlp", "images": 1000, "images_per_s": encode.round()}));
     let latents = genimg::tasks::vae::Latents::File(genimg::io::InputPath::File(z_path));
     let x_out = genimg::io::OutputPath::File(dir.path().join("x.npy"));
-    let decode = rate(1000, || genimg::tasks::vae::decode(&vae, &latents, &x_out, 1000, 0, &Device::Cpu).expect("decode"));
+    let decode =
+        rate(1000, || genimg::tasks::vae::decode(&vae, &latents, &x_out, 1000, 0, &Device::Cpu).expect("decode"));
     println!("{}", json!({"bench": "decode", "model": "vae-mlp", "images": 1000, "images_per_s": decode.round()}));
 }

@@ -53,7 +53,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--labels and --eval-labels: ddpm-train trains unconditional models; class conditioning is not supported yet");
     }
     let config = args.overrides.apply(args.preset.config())?;
-    let train = args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
+    let train =
+        args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
     train_on_images("ddpm-train", &args.data.training(config, &args.eval, train))?;
     Ok(())
 }

@@ -88,7 +88,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         level: args.level,
         labels,
         eval: args.eval_data.map(|path| (path, args.eval_labels)),
-        shape: PriorShape { n_embed: args.n_embed, classes: args.classes, channels: args.channels, layers: args.layers },
+        shape: PriorShape {
+            n_embed: args.n_embed,
+            classes: args.classes,
+            channels: args.channels,
+            layers: args.layers,
+        },
         train: args.train.options(args.preset.family(), args.seed.seed, &args.output.output, device)?,
     };
     prior_fit(&request)?;

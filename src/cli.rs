@@ -11,6 +11,7 @@ use std::str::FromStr;
 use candle_core::Device;
 use clap::Args;
 
+use crate::checkpoint::ModelSource;
 use crate::data::{DataSpec, PixelRange, Split};
 use crate::error::Error;
 use crate::io::{InputPath, OutputPath};
@@ -18,7 +19,6 @@ use crate::models::{Family, ModelConfig, Preset};
 use crate::tools::train::ImageTraining;
 use crate::tools::ImageSource;
 use crate::train::TrainOptions;
-use crate::checkpoint::ModelSource;
 
 /// Runs a tool's body and turns its result into an exit code.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {

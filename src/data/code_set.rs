@@ -1,7 +1,6 @@
 //! One level of VQ codes held in memory for training a prior, with the labels and top codes
 //! it may be conditioned on.
 
-
 use candle_core::{Device, Tensor};
 
 use super::codes::{CodeReader, Level};

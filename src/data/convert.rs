@@ -3,7 +3,6 @@
 //! DDPM [-1,1], shared/MODELS.md) and its own size. A 28x28 image given to a 32x32 model is
 //! zero-padded (2 pixels of background on each side), as MODELS.md specifies.
 
-
 use crate::error::{Error, Result};
 use crate::io::npy::{Array, Elements};
 

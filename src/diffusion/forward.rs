@@ -153,4 +153,3 @@ pub fn noise(
         }
     }
 }
-

@@ -2,7 +2,6 @@
 //! generic over any noise predictor eps(x_t, t). Both go through the predicted x_0, so it can
 //! be clipped to [-1, 1].
 
-
 use candle_core::Tensor;
 
 use super::schedule::Schedule;

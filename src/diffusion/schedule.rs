@@ -1,7 +1,6 @@
 //! Noise schedules and the closed forms of DDPM (Ho et al. 2020), with t 0-based as in the
 //! original code and diffusers: abar[t] = prod_{s<=t} (1 - beta_s), t in [0, T-1].
 
-
 use serde::{Deserialize, Serialize};
 
 /// How beta_t grows with t.

@@ -7,7 +7,6 @@
 //! Parameter names follow the PyTorch example: fc1, fc21 (mu), fc22 (logvar), fc3, fc4, plus
 //! `log_sigma` [1] when a Gaussian likelihood learns its scale.
 
-
 use candle_core::{Device, Tensor, D};
 use candle_nn::Module;
 

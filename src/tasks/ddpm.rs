@@ -283,3 +283,126 @@ fn read_x_t(path: &InputPath, g: crate::data::Geometry, device: &Device) -> Resu
     Ok(Tensor::from_vec(v, (a.shape[0], g.channels, g.height, g.width), device)?)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageSet;
+    use crate::models::Network;
+
+    /// A U-Net small enough for unit tests: 8 channels, two levels, 50 steps.
+    fn tiny() -> DdpmConfig {
+        DdpmConfig {
+            base_channels: 8,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![16],
+            groups: 4,
+            image_size: 32,
+            timesteps: 50,
+            ..DdpmConfig::ddpm_unet_mnist()
+        }
+    }
+
+    fn task() -> DdpmTask {
+        DdpmTask::new(tiny(), Params::init(0, &Device::Cpu)).unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_average_decay_warms_up_as_diffusers_does() {
+        let mut t = task();
+        assert!((t.ema_decay() - 0.1).abs() < 1e-12);
+        t.ema_updates = 90;
+        assert!((t.ema_decay() - 91.0 / 100.0).abs() < 1e-12);
+        t.ema_updates = 1_000_000_000;
+        assert_eq!(t.ema_decay(), 0.9999);
+    }
+
+    #[test]
+    fn an_averaging_step_mixes_the_average_with_the_weights() {
+        let mut t = task();
+        let (name, var) = t.params.trainable().next().map(|(n, v)| (n.clone(), v.clone())).unwrap();
+        let before = values(&t.ema[&name]);
+        var.set(&(var.as_tensor() + 1.0).unwrap()).unwrap();
+        t.after_step().unwrap();
+        // decay 0.1 at the first step: 0.1 * old + 0.9 * (old + 1) = old + 0.9.
+        for (a, b) in values(&t.ema[&name]).iter().zip(&before) {
+            assert!((a - (b + 0.9)).abs() < 1e-5, "{a} vs {b} + 0.9");
+        }
+        assert_eq!(t.ema_updates, 1);
+        // The model file holds the average, not the raw weights.
+        assert_eq!(values(&t.model_tensors().unwrap().tensors[&name]), values(&t.ema[&name]));
+    }
+
+    #[test]
+    fn the_training_state_restores_the_average_and_its_step_count() {
+        let mut t = task();
+        for var in t.params.trainable().map(|(_, v)| v.clone()).collect::<Vec<_>>() {
+            var.set(&(var.as_tensor() * 0.5).unwrap()).unwrap();
+        }
+        t.after_step().unwrap();
+        t.after_step().unwrap();
+        let state = t.extra_state().unwrap();
+        let mut fresh = task();
+        fresh.load_extra_state(&state).unwrap();
+        assert_eq!(fresh.ema_updates, 2);
+        for (k, v) in &t.ema {
+            assert_eq!(values(&fresh.ema[k]), values(v), "{k}");
+        }
+        let mut missing = state.clone();
+        missing.remove("ema_updates");
+        assert!(task().load_extra_state(&missing).unwrap_err().to_string().contains("EMA step count"));
+    }
+
+    #[test]
+    fn the_held_out_error_uses_fixed_noise_and_the_averaged_weights() {
+        let t = task();
+        let mut data = ImageSet::mnist(crate::data::Split::Test, tiny().geometry()).unwrap();
+        data.pixels.truncate(8 * data.geometry.pixels());
+        let a = t.evaluate(&data).unwrap();
+        let b = t.evaluate(&data).unwrap();
+        assert_eq!(a, b);
+        // Fresh: the average is the initialisation, so both errors agree; an untrained
+        // network predicts eps ~ N(0, I) badly, so the error is near or above 1.
+        assert_eq!(a[0].1, a[1].1);
+        assert!(a[0].1 > 0.5, "{a:?}");
+    }
+
+    #[test]
+    fn sampling_is_seeded_batched_and_checked() {
+        let t = task();
+        let opts = |batch_size, seed| DenoiseOptions {
+            sampler: Sampler::Ddim { steps: 3, eta: 0.0 },
+            from_t: 49,
+            clip: true,
+            seed,
+            batch_size,
+        };
+        let device = Device::Cpu;
+        let a = denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device, false).unwrap();
+        assert_eq!(a.dims(), [3, 1, 32, 32]);
+        let v = values(&a);
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+        assert_eq!(v, values(&denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device, false).unwrap()));
+        assert_ne!(v, values(&denoise(&t.model, &Start::Noise(3), &opts(2, 2), &device, false).unwrap()));
+        assert_eq!(denoise(&t.model, &Start::Noise(0), &opts(2, 1), &device, false).unwrap().dims(), [0, 1, 32, 32]);
+        let late = DenoiseOptions { from_t: 50, ..opts(2, 1) };
+        let e = denoise(&t.model, &Start::Noise(1), &late, &device, false).unwrap_err().to_string();
+        assert!(e.contains("--from-t 50 is outside [0, 49]"), "{e}");
+        let e = denoise(&t.model, &Start::Noise(1), &opts(0, 1), &device, false).unwrap_err().to_string();
+        assert!(e.contains("--batch-size"), "{e}");
+    }
+
+    #[test]
+    fn the_network_round_trips_through_its_model_file_tensors() {
+        let t = task();
+        let mut p = Params::load(t.model_tensors().unwrap().tensors, "test", &Device::Cpu);
+        let net = UNet::init_with(tiny(), &mut p).unwrap();
+        p.finish().unwrap();
+        let x = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(values(&net.forward(&x, &[3], None).unwrap()), values(&t.model.forward(&x, &[3], None).unwrap()));
+    }
+}

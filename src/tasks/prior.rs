@@ -26,7 +26,6 @@ impl PriorTask {
         let model = PixelCnn::new(config, &mut params)?;
         Ok(PriorTask { model, params: params.finish()? })
     }
-
 }
 
 /// What a prior needs to know of its codes that the codes may not say themselves.
@@ -344,4 +343,60 @@ fn sample_to(
         })?;
     }
     writer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(n_embed: Option<usize>, labels: Option<Vec<u32>>, top: bool) -> CodeSet {
+        let level = Level { height: 4, width: 4, n_embed };
+        let top = top.then(|| (Level { height: 2, width: 2, n_embed: Some(8) }, vec![1; 3 * 4]));
+        CodeSet { name: "c.safetensors".into(), n: 3, level, codes: vec![5; 3 * 16], labels, top }
+    }
+
+    #[test]
+    fn the_config_takes_map_codebook_classes_and_top_codes_from_the_codes() {
+        let c = prior_config(&codes(Some(16), Some(vec![0, 2, 1]), true), &PriorShape::default()).unwrap();
+        let preset = PixelCnnConfig::pixelcnn_prior();
+        assert_eq!((c.n_embed, c.height, c.width, c.n_classes), (16, 4, 4, Some(3)));
+        assert_eq!(c.top, Some(TopCondition { n_embed: 8, height: 2, width: 2 }));
+        assert_eq!((c.channels, c.layers), (preset.channels, preset.layers));
+        let shape = PriorShape { classes: Some(10), channels: Some(8), layers: Some(2), n_embed: None };
+        let c = prior_config(&codes(Some(16), Some(vec![0, 2, 1]), false), &shape).unwrap();
+        assert_eq!((c.n_classes, c.channels, c.layers, c.top), (Some(10), 8, 2, None));
+        assert_eq!(prior_config(&codes(Some(16), None, false), &PriorShape::default()).unwrap().n_classes, None);
+    }
+
+    #[test]
+    fn a_codebook_size_the_file_does_not_name_comes_from_the_flag_and_must_hold_the_codes() {
+        let e = prior_config(&codes(None, None, false), &PriorShape::default()).unwrap_err().to_string();
+        assert!(e.contains("c.safetensors") && e.contains("--n-embed"), "{e}");
+        let shape = PriorShape { n_embed: Some(6), ..Default::default() };
+        assert_eq!(prior_config(&codes(None, None, false), &shape).unwrap().n_embed, 6);
+        let small = PriorShape { n_embed: Some(5), ..Default::default() };
+        assert!(prior_config(&codes(None, None, false), &small).is_err(), "code 5 does not fit a codebook of 5");
+        let few = PriorShape { classes: Some(2), ..Default::default() };
+        let e = prior_config(&codes(Some(16), Some(vec![0, 2, 1]), false), &few).unwrap_err().to_string();
+        assert!(e.contains("label 2, beyond --classes 2"), "{e}");
+    }
+
+    #[test]
+    fn held_out_codes_must_match_the_training_codes() {
+        let config = prior_config(&codes(Some(16), Some(vec![0, 1, 1]), true), &PriorShape::default()).unwrap();
+        assert!(check_eval_codes(&config, &codes(Some(16), Some(vec![1, 0, 0]), true)).is_ok());
+        let e = check_eval_codes(&config, &codes(Some(16), None, true)).unwrap_err().to_string();
+        assert!(e.contains("other conditioning"), "{e}");
+        let mut other = codes(Some(16), Some(vec![0, 0, 0]), true);
+        other.level.height = 8;
+        assert!(check_eval_codes(&config, &other).unwrap_err().to_string().contains("codes are 8x4"));
+    }
+
+    #[test]
+    fn default_classes_come_in_equal_blocks_in_order() {
+        assert_eq!(sample_classes(6, 3, None), [0, 0, 1, 1, 2, 2]);
+        assert_eq!(sample_classes(4, 10, None), [0, 2, 5, 7]);
+        assert_eq!(sample_classes(3, 10, Some(7)), [7, 7, 7]);
+        assert!(sample_classes(0, 10, None).is_empty());
+    }
 }

@@ -29,7 +29,6 @@ impl VaeTask {
         Ok(VaeTask { vae, params: params.finish()? })
     }
 
-
     /// The images of `batch` as the model sees them: [B, 784], binarized when configured.
     fn inputs(&self, x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
         let x = flatten(x)?;
@@ -75,7 +74,14 @@ fn sum(t: &Tensor) -> Result<f64> {
 /// terms, the squared error of the mean reconstruction, and with `k > 0` the
 /// importance-weighted estimate of log p(x) with k samples, `batch_size` images at a time.
 /// Batch i's noise comes from the stream (seed, Eval, i).
-pub fn metrics(vae: &Vae, data: &dyn Dataset, k: usize, batch_size: usize, seed: u64, device: &Device) -> Result<Metrics> {
+pub fn metrics(
+    vae: &Vae,
+    data: &dyn Dataset,
+    k: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Metrics> {
     let mut means = Means::default();
     let rows: Vec<usize> = (0..data.len()).collect();
     for (i, chunk) in rows.chunks(batch_size.max(1)).enumerate() {

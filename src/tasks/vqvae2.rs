@@ -33,7 +33,6 @@ impl VqTask {
         let model = VqVae2::new(config, &mut params)?;
         Ok(VqTask { model, params: params.finish()?, pending: None })
     }
-
 }
 
 /// Images in [0,1] to the model's [-1,1].

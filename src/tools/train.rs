@@ -27,13 +27,9 @@ impl ImageTraining {
         let geometry = self.config.geometry()?;
         let train = ImageSet::load(&self.data, self.split, self.labels.as_ref(), self.range, geometry)?;
         let eval = match (&self.eval, &self.data) {
-            (Some((path, labels)), _) => Some(ImageSet::load(
-                &DataSpec::File(path.clone()),
-                None,
-                labels.as_ref(),
-                self.range,
-                geometry,
-            )?),
+            (Some((path, labels)), _) => {
+                Some(ImageSet::load(&DataSpec::File(path.clone()), None, labels.as_ref(), self.range, geometry)?)
+            }
             (None, DataSpec::Mnist) if self.split.unwrap_or(Split::Train) == Split::Train => {
                 Some(ImageSet::mnist(Split::Test, geometry)?)
             }

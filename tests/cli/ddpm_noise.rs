@@ -165,5 +165,5 @@ fn refuses_steps_out_of_range_bad_images_and_other_models() {
     let mut cmd = tool("ddpm-noise");
     cmd.current_dir(dir.path()).args(["x.npy", "--t", "5", "--model", "vae.safetensors", "-o", "out.npy"]);
     let line = assert_fails_naming(&mut cmd, dir.path(), "vae.safetensors");
-    assert!(line.contains("expected ddpm-unet-mnist"), "{line}");
+    assert!(line.contains("is a vae-mlp checkpoint, expected ddpm-unet"), "{line}");
 }
