@@ -151,9 +151,9 @@ fn tap_mask(c: usize, taps: usize, masked: &[usize], device: &candle_core::Devic
 }
 
 /// A convolution's weight matrix [out, C T] (PyTorch's order, channels major) with its
-/// columns in the taps-major order of [`ops::OpPath::causal_unfold`], [out, T C], times `mask` if any.
-/// Rebuilt on every forward pass, as a copy would not follow in-place updates of the
-/// parameter.
+/// columns in the taps-major order of [`ops::OpPath::causal_unfold`], [out, T C], times
+/// `mask` if any. Rebuilt on every forward pass, as a copy would not follow in-place updates
+/// of the parameter.
 fn tap_major(layer: &Linear, taps: usize, mask: Option<&Tensor>) -> Result<Linear> {
     let (out, ct) = layer.weight().dims2()?;
     let w = layer.weight().reshape((out, ct / taps, taps))?.transpose(1, 2)?.contiguous()?.reshape((out, ct))?;

@@ -229,8 +229,9 @@ mod tests {
     use super::*;
     use crate::nn::params::{Init, Params};
 
-    /// Three steps on f(p) = sum(c p^2), lr 0.1. Expected values from torch.optim.Adam's
-    /// documented update, evaluated in double precision:
+    /// The parameter and the moments after three steps on f(p) = sum(c p^2), lr 0.1, with
+    /// moments made by `moments`. Expected values from torch.optim.Adam's documented update,
+    /// evaluated in double precision:
     /// ```python
     /// import math
     /// p=[1.0,-2.0,0.5]; c=[1.0,3.0,-0.5]; m=[0]*3; v=[0]*3; lr=0.1; b1=0.9; b2=0.999; eps=1e-8
@@ -241,7 +242,6 @@ mod tests {
     ///     p=[pi-lr/bc1*mi/(math.sqrt(vi)/math.sqrt(bc2)+eps) for pi,mi,vi in zip(p,m,v)]
     /// print(p)  # [0.7015862729460302, -1.7006233915360325, 0.8002947673356554]
     /// ```
-    /// The parameter after three steps with moments made by `moments`, and the moments.
     fn run(moments: fn(&Var) -> Result<Moments>) -> (Vec<f32>, Vec<Vec<f32>>) {
         let d = &Device::Cpu;
         let mut params =

@@ -69,7 +69,7 @@ impl OpPath {
 
 /// [`Unfold`] as candle ops: the maps padded with zeros as far as the taps reach, and one
 /// shifted view per tap, concatenated along the channels (taps major).
-pub(super) fn causal_unfold_composed(
+fn causal_unfold_composed(
     x: &Tensor,
     taps: &[(isize, isize)],
     (height, width): (usize, usize),
@@ -98,7 +98,7 @@ pub(super) fn causal_unfold_composed(
 }
 
 /// The gate (see [`OpPath::gate`]) as candle ops: broadcast adds, narrow, tanh, sigmoid, mul.
-pub(super) fn gate_composed(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
+fn gate_composed(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
     let dims = a.dims();
     let two_c = dims.last().copied().unwrap_or(0);
     if two_c == 0 || two_c % 2 == 1 {
