@@ -42,10 +42,12 @@
 //! first layer's weights by a constant mask in every forward pass, so the masked taps get a
 //! zero gradient and keep their initial values.
 //!
-//! On the CPU the network runs channels-last ([N H W, C], one pixel a row): each
-//! convolution is an unfold of its taps ([`ops::Unfold`]) and one fused matrix product, the
-//! 1x1 convolutions are plain products, the gate with its conditioning is one fused op
-//! ([`ops::gate`]), and so is the cross-entropy.
+//! The network runs channels-last ([N H W, C], one pixel a row): each convolution is an
+//! unfold of its taps ([`ops::OpPath::causal_unfold`]) and one matrix product, the 1x1
+//! convolutions are plain products, and the gate takes its conditioning in one op
+//! ([`ops::OpPath::gate`]). On the CPU the unfold, the gate, the products and the
+//! cross-entropy are fused kernels; elsewhere they are candle's ops (the device rules of
+//! [`ops`], [`Linear`] and [`mean_cross_entropy`]).
 
 mod ops;
 mod sample;
@@ -60,6 +62,7 @@ use crate::nn::functional::mean_cross_entropy;
 use crate::nn::linear::Linear;
 use crate::nn::params::{Init, Params};
 
+use ops::OpPath;
 pub use sample::{sample, SampleMethod, SampleOptions};
 
 /// Conditioning on the top codes of VQ-VAE-2: a map of half the modelled map's height and
@@ -149,9 +152,9 @@ fn tap_mask(c: usize, taps: usize, masked: &[usize], device: &candle_core::Devic
 }
 
 /// A convolution's weight matrix [out, C T] (PyTorch's order, channels major) with its
-/// columns in the taps-major order of [`ops::Unfold`], [out, T C], times `mask` if any.
-/// Rebuilt on every forward pass, as a copy would not follow in-place updates of the
-/// parameter.
+/// columns in the taps-major order of [`ops::OpPath::causal_unfold`], [out, T C], times
+/// `mask` if any. Rebuilt on every forward pass, as a copy would not follow in-place updates
+/// of the parameter.
 fn tap_major(layer: &Linear, taps: usize, mask: Option<&Tensor>) -> Result<Linear> {
     let (out, ct) = layer.weight().dims2()?;
     let w = layer.weight().reshape((out, ct / taps, taps))?.transpose(1, 2)?.contiguous()?.reshape((out, ct))?;
@@ -209,15 +212,21 @@ impl GatedLayer {
     }
 
     /// One layer on channels-last maps of `size` (height, width) pixels, `v`, `h` [N H W, C],
-    /// with conditioning `cond` (each [N, 1 or H W, 2C]).
-    fn forward(&self, v: &Tensor, h: &Tensor, size: (usize, usize), cond: &[&Tensor]) -> Result<(Tensor, Tensor)> {
+    /// with conditioning `cond` (each [N, 1 or H W, 2C]), its unfolds and gates run by `ops`.
+    fn forward(
+        &self,
+        ops: OpPath,
+        v: &Tensor,
+        h: &Tensor,
+        size: (usize, usize),
+        cond: &[&Tensor],
+    ) -> Result<(Tensor, Tensor)> {
         let (v_conv, h_conv) = self.convs()?;
-        let unfold = |taps| ops::Unfold { taps, height: size.0, width: size.1 };
-        let v_pre = v_conv.forward(&v.apply_op1(unfold(ops::V_TAPS))?)?;
-        let h_pre = h_conv.forward(&h.apply_op1(unfold(ops::H_TAPS))?)?;
+        let v_pre = v_conv.forward(&ops.causal_unfold(v, ops::V_TAPS, size)?)?;
+        let h_pre = h_conv.forward(&ops.causal_unfold(h, ops::H_TAPS, size)?)?;
         let h_pre = (self.v_to_h.forward(&v_pre)? + h_pre)?;
-        let v_out = ops::gate(&v_pre, cond)?;
-        let h_out = self.h_out.forward(&ops::gate(&h_pre, cond)?)?;
+        let v_out = ops.gate(&v_pre, cond)?;
+        let h_out = self.h_out.forward(&ops.gate(&h_pre, cond)?)?;
         let h_out = if self.mask.is_some() { h_out } else { (h_out + h)? };
         Ok((v_out, h_out))
     }
@@ -296,13 +305,25 @@ impl PixelCnn {
 
     /// The logits channels-last, one row per code: [N H W, n_embed].
     fn logits_rows(&self, codes: &Tensor, labels: Option<&Tensor>, top: Option<&Tensor>) -> Result<Tensor> {
+        // The maps are embeddings: on the table's device, in its dtype.
+        self.logits_rows_by(OpPath::for_maps(self.embed.embeddings()), codes, labels, top)
+    }
+
+    /// [`PixelCnn::logits_rows`] with the unfolds and gates run by `ops`.
+    fn logits_rows_by(
+        &self,
+        ops: OpPath,
+        codes: &Tensor,
+        labels: Option<&Tensor>,
+        top: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let n = self.check(codes, labels, top)?;
         let conds = self.conditions(n, labels, top)?;
         let x = self.embed.forward(&codes.flatten_all()?)?;
         let (mut v, mut h) = (x.clone(), x);
         let size = (self.config.height, self.config.width);
         for (layer, cond) in self.layers.iter().zip(&conds) {
-            (v, h) = layer.forward(&v, &h, size, &cond.iter().collect::<Vec<_>>())?;
+            (v, h) = layer.forward(ops, &v, &h, size, &cond.iter().collect::<Vec<_>>())?;
         }
         let x = self.head1.forward(&h.relu()?)?.relu()?;
         Ok(self.head3.forward(&x)?)

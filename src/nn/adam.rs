@@ -2,16 +2,18 @@
 //! as named tensors so a checkpoint can save them and `--resume` continue bit for bit.
 //! (candle-nn's AdamW keeps its state private and defaults to weight decay 0.01.)
 //!
-//! On the CPU the moments are plain buffers and one fused, parallel pass updates parameter,
-//! m and v together, with no temporary tensors: Adam is memory-bound, and candle's op-by-op
-//! form made about ten passes over memory and an allocation per op.
+//! Device rule: for f32 parameters on the CPU the moments are plain buffers and one fused,
+//! parallel pass updates parameter, m and v together, with no temporary tensors (Adam is
+//! memory-bound, and candle's op-by-op form made about ten passes over memory and an
+//! allocation per op); elsewhere the moments are tensors and the update is candle's
+//! elementwise ops, tested against the fused pass in `tensor_moments_match_the_fused_pass`.
 
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor, Var};
 
 use rayon::prelude::*;
 
@@ -34,10 +36,26 @@ impl AdamConfig {
 
 /// One parameter's first and second moments.
 enum Moments {
-    /// On the CPU: plain buffers, updated in the same pass as the parameter.
+    /// For f32 parameters on the CPU: plain buffers, updated in the same pass as the parameter.
     Host { m: Vec<f32>, v: Vec<f32> },
     /// Elsewhere: tensors updated with candle's ops.
     Device { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    /// The device rule: host buffers for f32 parameters on the CPU, tensors elsewhere.
+    fn for_param(var: &Var) -> Result<Self> {
+        if var.device().is_cpu() && var.dtype() == DType::F32 {
+            Ok(Moments::Host { m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] })
+        } else {
+            Moments::tensors(var)
+        }
+    }
+
+    /// Zero moments as tensors like `var`, on its device.
+    fn tensors(var: &Var) -> Result<Self> {
+        Ok(Moments::Device { m: var.zeros_like()?, v: var.zeros_like()? })
+    }
 }
 
 /// Adam's state: step count and first and second moments per parameter.
@@ -49,15 +67,15 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(params: &ParamSet, config: AdamConfig) -> Result<Self> {
-        let mut moments = BTreeMap::new();
-        for (name, var) in params.trainable() {
-            let state = if var.device().is_cpu() {
-                Moments::Host { m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] }
-            } else {
-                Moments::Device { m: var.zeros_like()?, v: var.zeros_like()? }
-            };
-            moments.insert(name.clone(), state);
-        }
+        Self::with_moments(params, config, Moments::for_param)
+    }
+
+    /// Adam with each parameter's zero moments made by `moments`.
+    fn with_moments(params: &ParamSet, config: AdamConfig, moments: fn(&Var) -> Result<Moments>) -> Result<Self> {
+        let moments = params
+            .trainable()
+            .map(|(name, var)| Ok((name.clone(), moments(var)?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
         Ok(Adam { config, step: 0, moments })
     }
 
@@ -211,8 +229,9 @@ mod tests {
     use super::*;
     use crate::nn::params::{Init, Params};
 
-    /// Three steps on f(p) = sum(c p^2), lr 0.1. Expected values from torch.optim.Adam's
-    /// documented update, evaluated in double precision:
+    /// The parameter and the moments after three steps on f(p) = sum(c p^2), lr 0.1, with
+    /// moments made by `moments`. Expected values from torch.optim.Adam's documented update,
+    /// evaluated in double precision:
     /// ```python
     /// import math
     /// p=[1.0,-2.0,0.5]; c=[1.0,3.0,-0.5]; m=[0]*3; v=[0]*3; lr=0.1; b1=0.9; b2=0.999; eps=1e-8
@@ -223,28 +242,41 @@ mod tests {
     ///     p=[pi-lr/bc1*mi/(math.sqrt(vi)/math.sqrt(bc2)+eps) for pi,mi,vi in zip(p,m,v)]
     /// print(p)  # [0.7015862729460302, -1.7006233915360325, 0.8002947673356554]
     /// ```
-    fn run(device: &Device) -> Vec<f32> {
-        let mut params = Params::load(
-            [("p".to_string(), Tensor::new(&[1.0f32, -2.0, 0.5], device).unwrap())].into(),
-            "test",
-            device,
-        );
+    fn run(moments: fn(&Var) -> Result<Moments>) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let d = &Device::Cpu;
+        let mut params =
+            Params::load([("p".to_string(), Tensor::new(&[1.0f32, -2.0, 0.5], d).unwrap())].into(), "test", d);
         let p = params.tensor("p", &[3], Init::Const(0.0)).unwrap();
         let set = params.finish().unwrap();
-        let c = Tensor::new(&[1.0f32, 3.0, -0.5], device).unwrap();
-        let mut opt = Adam::new(&set, AdamConfig::with_lr(0.1)).unwrap();
+        let c = Tensor::new(&[1.0f32, 3.0, -0.5], d).unwrap();
+        let mut opt = Adam::with_moments(&set, AdamConfig::with_lr(0.1), moments).unwrap();
         for _ in 0..3 {
             let loss = (p.sqr().unwrap() * &c).unwrap().sum_all().unwrap();
             opt.step(&set, &loss.backward().unwrap()).unwrap();
         }
-        p.to_vec1().unwrap()
+        let state = opt.state_tensors(&set).unwrap().values().map(|t| t.to_vec1().unwrap()).collect();
+        (p.to_vec1().unwrap(), state)
     }
 
     #[test]
     fn matches_torch_adam() {
-        let got = run(&Device::Cpu);
+        let (got, _) = run(Moments::for_param);
         for (g, want) in got.iter().zip([0.701_586_3f32, -1.700_623_4, 0.800_294_8]) {
             assert!((g - want).abs() < 1e-5, "{got:?}");
+        }
+    }
+
+    /// The update of tensor moments, which runs off the CPU, against the fused pass: the
+    /// same parameters and moments after three steps, up to the fused pass's f32 rounding of
+    /// its step constants.
+    #[test]
+    fn tensor_moments_match_the_fused_pass() {
+        let ((fused, fused_state), (tensors, tensor_state)) = (run(Moments::for_param), run(Moments::tensors));
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-5 * (1.0 + b.abs()));
+        assert!(close(&fused, &tensors), "{fused:?} vs {tensors:?}");
+        assert_eq!(fused_state.len(), 2);
+        for (f, t) in fused_state.iter().zip(&tensor_state) {
+            assert!(close(f, t), "{f:?} vs {t:?}");
         }
     }
 }

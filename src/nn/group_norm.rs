@@ -6,8 +6,12 @@
 //! backward, each allocating a fresh tensor of the activation's size; on the CPU this runs
 //! as one fused op instead: one pass for the statistics and one for the output, and a
 //! backward pass that recomputes the statistics and writes the three gradients in two
-//! passes. Other devices use the composed ops, which are also the reference the tests
-//! compare against.
+//! passes.
+//!
+//! Device rule: a CPU kernel for f32; elsewhere the composed candle ops of
+//! [`GroupNorm::forward_reference`] (means, broadcast arithmetic, sqrt and candle-nn's
+//! sigmoid, all with their gradients), tested against it in
+//! `fused_op_matches_the_reference_in_value_and_gradient`.
 //!
 //! With x̂ = (x - mean) / sqrt(var + eps) over the C/G channels and H W pixels of a group,
 //! z = x̂ gamma + beta and y = z or SiLU(z) = z sigmoid(z):
@@ -48,6 +52,7 @@ impl GroupNorm {
         self.run(x, true)
     }
 
+    /// The module's device rule.
     fn run(&self, x: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             let (w, b) = (self.weight.contiguous()?, self.bias.contiguous()?);

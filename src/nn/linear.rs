@@ -5,7 +5,10 @@
 //! gradient of inputs that need none (the data). candle's own `Linear` hands the weight a
 //! transposed gradient that its gradient store then adds element by element, and computes
 //! the data's gradient too: together they made the VAE's backward pass 3x its forward pass.
-//! Other devices use candle's ops, which are also the reference the tests compare against.
+//!
+//! Device rule: a CPU kernel for f32 inputs [N, in]; elsewhere (and for other ranks and
+//! dtypes) candle's matmul and broadcast add ([`Linear::forward_reference`]), tested against
+//! it in `fused_op_matches_candle_in_value_and_gradient`.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Module, Shape, Tensor};
 
@@ -37,7 +40,7 @@ impl Linear {
 }
 
 impl Module for Linear {
-    /// `x` [N, in] -> [N, out].
+    /// `x` [N, in] -> [N, out], by the module's device rule.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if x.device().is_cpu() && x.rank() == 2 && x.dtype() == candle_core::DType::F32 {
             x.contiguous()?.apply_op3(&self.weight, &self.bias, LinearOp)

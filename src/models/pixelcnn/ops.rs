@@ -1,14 +1,118 @@
-//! The two fused CPU ops of the PixelCNN, on channels-last maps: the causal unfold that turns
-//! the vertical and horizontal convolutions into one matrix product each, and the gate.
-//! Both are plain copies or elementwise maths that candle would spread over many ops (pad,
-//! narrow, cat; narrow, tanh, sigmoid, mul), each with a fresh buffer and a backward pass.
+//! The PixelCNN's two ops on channels-last maps: the causal unfold that turns the vertical
+//! and horizontal convolutions into one matrix product each, and the gate with its
+//! conditioning.
+//!
+//! Device rule: on the CPU (f32) fused kernels ([`Unfold`], [`Gate`]), as candle would
+//! spread each over many ops (pad, narrow, cat; add, narrow, tanh, sigmoid, mul), each with a
+//! fresh buffer and a backward pass; elsewhere those composed candle ops
+//! ([`causal_unfold_composed`], [`gate_composed`]), tested against the kernels in
+//! `composed_path_matches_the_fused_one_in_logits_and_every_gradient`. [`OpPath`] makes the
+//! choice, once per forward pass.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::nn::fastmath;
 use crate::nn::gemm::contiguous_f32;
+
+/// Which implementation of the ops a forward pass runs; see the module's device rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OpPath {
+    /// The CPU kernels.
+    Fused,
+    /// candle's own ops, on any device.
+    Composed,
+}
+
+impl OpPath {
+    /// The device rule: fused for f32 maps on the CPU, composed otherwise.
+    pub fn for_maps(x: &Tensor) -> Self {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            OpPath::Fused
+        } else {
+            OpPath::Composed
+        }
+    }
+
+    /// im2col of `x` [N H W, C], maps of `size` (height, width) pixels, for a stride-1
+    /// convolution with `taps`: [N H W, T C]; see [`Unfold`].
+    pub fn causal_unfold(
+        self,
+        x: &Tensor,
+        taps: &'static [(isize, isize)],
+        size: (usize, usize),
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            OpPath::Fused => x.apply_op1(Unfold { taps, height: size.0, width: size.1 }),
+            OpPath::Composed => causal_unfold_composed(x, taps, size),
+        }
+    }
+
+    /// gate(a + conds) = tanh(f) * sigmoid(g) over the last dimension, [..., 2C] -> [..., C]:
+    /// the first C channels are f, the last C are g. Each of at most two conditioning tensors
+    /// [N, 1 or P, 2C] is added, in order, to the pixels of each of the N images (P pixels
+    /// each), broadcast over them when it has one. As candle ops, the broadcast adds and the
+    /// sums of their backward pass walk a middle axis element by element: a conditioned
+    /// training step (8x8, batch 128) cost 40 % more than an unconditioned one; fused,
+    /// 10-15 % more.
+    pub fn gate(self, a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
+        if conds.len() > 2 {
+            candle_core::bail!("gate: at most two conditioning tensors, got {}", conds.len())
+        }
+        match self {
+            OpPath::Fused => gate_fused(a, conds),
+            OpPath::Composed => gate_composed(a, conds),
+        }
+    }
+}
+
+/// [`Unfold`] as candle ops: the maps padded with zeros as far as the taps reach, and one
+/// shifted view per tap, concatenated along the channels (taps major).
+fn causal_unfold_composed(
+    x: &Tensor,
+    taps: &[(isize, isize)],
+    (height, width): (usize, usize),
+) -> candle_core::Result<Tensor> {
+    let (rows, c) = x.dims2()?;
+    let hw = height * width;
+    if hw == 0 || rows % hw != 0 {
+        candle_core::bail!("causal-unfold: {:?} is not rows of {height}x{width} maps", x.dims())
+    }
+    let reach = |pick: fn(&(isize, isize)) -> isize| {
+        let (lo, hi) = taps.iter().map(pick).fold((0, 0), |(lo, hi), d| (lo.min(d), hi.max(d)));
+        (lo.unsigned_abs(), hi.unsigned_abs())
+    };
+    let ((top, bottom), (left, right)) = (reach(|t| t.0), reach(|t| t.1));
+    let padded =
+        x.reshape((rows / hw, height, width, c))?.pad_with_zeros(1, top, bottom)?.pad_with_zeros(2, left, right)?;
+    let shifted = taps
+        .iter()
+        .map(|&(di, dj)| {
+            // In bounds: `top` >= -di and `left` >= -dj by construction.
+            let (y, x) = (top.wrapping_add_signed(di), left.wrapping_add_signed(dj));
+            padded.narrow(1, y, height)?.narrow(2, x, width)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&shifted, 3)?.reshape((rows, taps.len() * c))
+}
+
+/// The gate (see [`OpPath::gate`]) as candle ops: broadcast adds, narrow, tanh, sigmoid, mul.
+fn gate_composed(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
+    let dims = a.dims();
+    let two_c = dims.last().copied().unwrap_or(0);
+    if two_c == 0 || two_c % 2 == 1 {
+        candle_core::bail!("gate: the last dimension of {dims:?} must be even and non-zero")
+    }
+    let mut x = a.clone();
+    for k in conds {
+        let (n, _, _) = k.dims3()?;
+        // (..., 2C) -> (n, pixels, 2C)
+        x = x.reshape((n, (), two_c))?.broadcast_add(k)?;
+    }
+    let (x, last, c) = (x.reshape(dims)?, dims.len() - 1, two_c / 2);
+    x.narrow(last, 0, c)?.tanh()? * candle_nn::ops::sigmoid(&x.narrow(last, c, c)?)?
+}
 
 /// Kernel taps as (row, column) offsets from the output pixel, in the kernel's row-major
 /// order. The vertical stack's conv (2,3) padded 1 at the top, left and right reads rows
@@ -23,10 +127,10 @@ pub const H_TAPS: &[(isize, isize)] = &[(0, -1), (0, 0)];
 /// convolution's weight as an [out, T C] matrix (taps major, see
 /// `PixelCnn`'s `tap_major`) is then the convolution. Taps major, each tap is one copy of a
 /// pixel's C channels.
-pub struct Unfold {
-    pub taps: &'static [(isize, isize)],
-    pub height: usize,
-    pub width: usize,
+struct Unfold {
+    taps: &'static [(isize, isize)],
+    height: usize,
+    width: usize,
 }
 
 /// The pixel at `(i, j) + tap` of an `h` x `w` map, when inside it.
@@ -146,23 +250,18 @@ fn gate_grad_row(f: &mut [f32], g: &mut [f32], dy: &[f32]) {
     }
 }
 
-/// gate(a + conds) = tanh(f) * sigmoid(g) over the last dimension, [..., 2C] -> [..., C]:
-/// the first C channels are f, the last C are g. Each of at most two conditioning tensors
-/// [N, 1 or P, 2C] is added to the pixels of each of the N images (P pixels each), broadcast
-/// over them when it has one. As candle ops, the broadcast adds and the sums of their
-/// backward pass walk a middle axis element by element: a conditioned training step (8x8,
-/// batch 128) cost 40 % more than an unconditioned one; fused, 10-15 % more.
-pub fn gate(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
+/// The gate as one fused op of `a` and its at most two conditioning tensors.
+fn gate_fused(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
     let a = a.contiguous()?;
     match conds {
         [] => a.apply_op1(Gate),
         [k] => a.apply_op2(&k.contiguous()?, Gate),
         [k1, k2] => a.apply_op3(&k1.contiguous()?, &k2.contiguous()?, Gate),
-        _ => candle_core::bail!("gate: at most two conditioning tensors, got {}", conds.len()),
+        _ => unreachable!("OpPath::gate passes at most two conditioning tensors"),
     }
 }
 
-/// The gate; see [`gate`].
+/// The gate; see [`OpPath::gate`].
 struct Gate;
 
 /// One conditioning tensor [N, Q, 2C] of a gate: its data, Q, and the pixels P of an image.

@@ -179,7 +179,7 @@ struct Cached {
 }
 
 /// Copies pixel rows into the unfolded matrix `cols` [rows, T C] (entry t C + c of a row is
-/// channel c at tap t, as in `ops::Unfold`): `src(row, tap)` gives the row's pixel [C] at
+/// channel c at tap t, as in `OpPath::causal_unfold`): `src(row, tap)` gives the row's pixel [C] at
 /// `tap`, or `None` for 0.
 fn unfold<'a>(cols: &mut [f32], c: usize, taps: usize, src: impl Fn(usize, usize) -> Option<&'a [f32]>) {
     for (r, row) in cols.chunks_exact_mut(c * taps).enumerate() {

@@ -80,103 +80,62 @@ fn names_and_shapes_are_as_documented() {
     assert_eq!(plain.tensors.len(), 12 * 8 + 1 + 4);
 }
 
-/// The network in candle's own NCHW ops, read from the parameters by name: explicit
-/// padding, conv2d, conv_transpose2d and a composed gate.
-fn reference(
-    set: &ParamSet,
-    cfg: &PixelCnnConfig,
-    codes: &Tensor,
-    labels: Option<&Tensor>,
-    top: Option<&Tensor>,
-) -> Tensor {
-    let get = |name: &str| set.get(name).unwrap_or_else(|| panic!("{name}")).as_tensor().clone();
-    let bias = |name: &str| get(&format!("{name}.bias")).reshape((1, (), 1, 1)).unwrap();
-    // Pads (top, left, right), then a convolution with padding 0.
-    let conv = |x: &Tensor, name: &str, w: Tensor, (t, l, r): (usize, usize, usize)| {
-        let x = x.pad_with_zeros(2, t, 0).unwrap().pad_with_zeros(3, l, r).unwrap();
-        x.conv2d(&w, 0, 1, 1, 1).unwrap().broadcast_add(&bias(name)).unwrap()
-    };
-    let conv1 = |x: &Tensor, name: &str| conv(x, name, get(&format!("{name}.weight")), (0, 0, 0));
-    let gate = |a: &Tensor| {
-        let c = a.dim(1).unwrap() / 2;
-        let sigmoid = (a.narrow(1, c, c).unwrap().neg().unwrap().exp().unwrap() + 1.0).unwrap().recip().unwrap();
-        (a.narrow(1, 0, c).unwrap().tanh().unwrap() * sigmoid).unwrap()
-    };
-    let embed = |name: &str, ids: &Tensor| {
-        // (n, h, w) -> (n, h, w, c) -> (n, c, h, w)
-        let w = get(&format!("{name}.weight"));
-        let dims = ids.dims().to_vec();
-        let e = w.index_select(&ids.flatten_all().unwrap(), 0).unwrap();
-        e.reshape((dims[0], dims[1], dims[2], ())).unwrap().permute((0, 3, 1, 2)).unwrap()
-    };
-    let d = &Device::Cpu;
-    let c = cfg.channels;
-    let v_mask = Tensor::new(&[[1f32, 1.0, 1.0], [0.0, 0.0, 0.0]], d).unwrap().reshape((1, 1, 2, 3)).unwrap();
-    let h_mask = Tensor::new(&[[1f32, 0.0]], d).unwrap().reshape((1, 1, 1, 2)).unwrap();
-    let features = top.map(|t| {
-        let x = embed("top_embed", t);
-        x.conv_transpose2d(&get("top_upsample.weight"), 1, 0, 2, 1)
-            .unwrap()
-            .broadcast_add(&bias("top_upsample"))
-            .unwrap()
-    });
-    let x = embed("embed", codes);
-    let (mut v, mut h) = (x.clone(), x);
-    for i in 0..cfg.layers {
-        let name = |part: &str| format!("layers.{i}.{part}");
-        let mut cond: Option<Tensor> = None;
-        if let Some(f) = &features {
-            cond = Some(conv1(f, &name("top_proj")));
-        }
-        if let Some(y) = labels {
-            let class =
-                get(&name("class_embed.weight")).index_select(y, 0).unwrap().reshape(((), 2 * c, 1, 1)).unwrap();
-            cond = Some(match cond {
-                Some(t) => t.broadcast_add(&class).unwrap(),
-                None => class,
-            });
-        }
-        let (mut wv, mut wh) = (get(&name("v_conv.weight")), get(&name("h_conv.weight")));
-        if i == 0 {
-            wv = wv.broadcast_mul(&v_mask).unwrap();
-            wh = wh.broadcast_mul(&h_mask).unwrap();
-        }
-        let v_pre = conv(&v, &name("v_conv"), wv, (1, 1, 1));
-        let h_pre = (conv1(&v_pre, &name("v_to_h")) + conv(&h, &name("h_conv"), wh, (0, 1, 0))).unwrap();
-        let add = |x: Tensor| match &cond {
-            Some(c) => x.broadcast_add(c).unwrap(),
-            None => x,
-        };
-        let h_new = conv1(&gate(&add(h_pre)), &name("h_out"));
-        v = gate(&add(v_pre));
-        h = if i == 0 { h_new } else { (h_new + h).unwrap() };
-    }
-    conv1(&conv1(&h.relu().unwrap(), "head.1").relu().unwrap(), "head.3")
-}
-
+/// The library's two paths through the whole network, for every conditioning: the same
+/// logits, and the same gradient of the loss in every parameter.
 #[test]
-fn forward_and_gradients_match_candle_reference_ops() {
+fn composed_path_matches_the_fused_one_in_logits_and_every_gradient() {
     for (classes, top) in [(false, false), (true, false), (false, true), (true, true)] {
         let cfg = config(4, 6, 3, classes, top);
         let (model, set) = build(&cfg, 1);
         let (codes, labels, top) = inputs(&cfg, 3, 2);
-        let fast = model.forward(&codes, labels.as_ref(), top.as_ref()).unwrap();
-        let slow = reference(&set, &cfg, &codes, labels.as_ref(), top.as_ref());
-        assert_eq!(fast.dims(), [3, 6, 4, 6]);
-        let err = (&fast - &slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(err < 1e-5, "logits differ by {err}");
-        // The loss is the mean cross-entropy of the reference logits, and so are its gradients.
-        let loss = model.loss(&codes, labels.as_ref(), top.as_ref()).unwrap();
-        let rows = slow.permute((0, 2, 3, 1)).unwrap().reshape(((), cfg.n_embed)).unwrap();
-        let slow_loss = candle_nn::loss::cross_entropy(&rows, &codes.flatten_all().unwrap()).unwrap();
-        let (l1, l2) = (loss.to_scalar::<f32>().unwrap(), slow_loss.to_scalar::<f32>().unwrap());
-        assert!((l1 - l2).abs() < 1e-5, "{l1} vs {l2}");
-        let (g1, g2) = (loss.backward().unwrap(), slow_loss.backward().unwrap());
+        let run = |ops: OpPath| {
+            let logits = model.logits_rows_by(ops, &codes, labels.as_ref(), top.as_ref()).unwrap();
+            let loss = mean_cross_entropy(&logits, &codes.flatten_all().unwrap()).unwrap();
+            (logits, loss.backward().unwrap())
+        };
+        let ((fused, g1), (composed, g2)) = (run(OpPath::Fused), run(OpPath::Composed));
+        assert_eq!(fused.dims(), [3 * 4 * 6, 6]);
+        let err = (&fused - &composed).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err < 1e-5, "classes {classes}, top {top:?}: logits differ by {err}");
         for (name, var) in set.trainable() {
             let (a, b) = (flat(g1.get(var.as_tensor()).unwrap()), flat(g2.get(var.as_tensor()).unwrap()));
             let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             let err = a.iter().zip(&b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-            assert!(err < 1e-4, "{name}: relative error {err}");
+            assert!(err < 1e-4, "classes {classes}, top {top:?}, {name}: relative error {err}");
+        }
+    }
+}
+
+/// Each layer's unfold and tap-major product, on either path, is the PyTorch convolution
+/// of the stored weights (mask A applied in the first layer) on zero-padded NCHW maps:
+/// candle's conv2d, read from the parameters by name.
+#[test]
+fn unfolded_products_are_the_padded_convolutions_of_the_stored_weights() {
+    let cfg = config(4, 6, 2, false, false);
+    let (model, set) = build(&cfg, 15);
+    let (n, c, (h, w)) = (2, cfg.channels, (cfg.height, cfg.width));
+    let x = Rng::new(16, Stream::Eval, 0).normal(&[n * h * w, c], &Device::Cpu).unwrap();
+    // (n h w, c) <-> (n, c, h, w)
+    let nchw = |t: &Tensor| t.reshape((n, h, w, ())).unwrap().permute((0, 3, 1, 2)).unwrap();
+    let v_mask = Tensor::new(&[[1f32, 1.0, 1.0], [0.0, 0.0, 0.0]], &Device::Cpu).unwrap();
+    let h_mask = Tensor::new(&[[1f32, 0.0]], &Device::Cpu).unwrap();
+    for (i, layer) in model.layers.iter().enumerate() {
+        let (v_conv, h_conv) = layer.convs().unwrap();
+        let convs = [
+            (&v_conv, ops::V_TAPS, "v_conv", &v_mask, (1, 1, 1)),
+            (&h_conv, ops::H_TAPS, "h_conv", &h_mask, (0, 1, 0)),
+        ];
+        for (product, taps, name, mask, (top, left, right)) in convs {
+            let get = |part: &str| set.get(&format!("layers.{i}.{name}.{part}")).unwrap().as_tensor().clone();
+            let weight = if i == 0 { get("weight").broadcast_mul(mask).unwrap() } else { get("weight") };
+            let padded = nchw(&x).pad_with_zeros(2, top, 0).unwrap().pad_with_zeros(3, left, right).unwrap();
+            let want = padded.conv2d(&weight, 0, 1, 1, 1).unwrap();
+            let want = want.broadcast_add(&get("bias").reshape((1, (), 1, 1)).unwrap()).unwrap();
+            for ops in [OpPath::Fused, OpPath::Composed] {
+                let got = nchw(&product.forward(&ops.causal_unfold(&x, taps, (h, w)).unwrap()).unwrap());
+                let err = (&got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(err < 1e-5, "layer {i} {name} {ops:?}: differs by {err}");
+            }
         }
     }
 }
@@ -296,16 +255,20 @@ fn plain_and_cached_samplers_draw_the_same_codes() {
     }
 }
 
-/// With top-k 1 each code is the most likely one given those before it.
+/// With top-k 1 each code is the most likely one given those before it, by the forward pass
+/// on either path (the cached sampler runs its own host kernels on any device).
 #[test]
 fn greedy_samples_are_the_argmax_of_the_forward_pass() {
-    let cfg = config(4, 4, 2, true, false);
+    let cfg = config(4, 4, 2, true, true);
     let (model, _) = build(&cfg, 11);
-    let (_, labels, _) = inputs(&cfg, 3, 12);
+    let (_, labels, top) = inputs(&cfg, 3, 12);
     let opts = SampleOptions { temperature: 1.0, top_k: Some(1), method: SampleMethod::Cached };
-    let codes = sample(&model, 3, labels.as_ref(), None, &opts, &mut Rng::new(0, Stream::Eval, 0)).unwrap();
-    let argmax = model.forward(&codes, labels.as_ref(), None).unwrap().argmax(1).unwrap();
-    assert_eq!(argmax.to_vec3::<u32>().unwrap(), codes.to_vec3::<u32>().unwrap());
+    let codes = sample(&model, 3, labels.as_ref(), top.as_ref(), &opts, &mut Rng::new(0, Stream::Eval, 0)).unwrap();
+    for ops in [OpPath::Fused, OpPath::Composed] {
+        let logits = model.logits_rows_by(ops, &codes, labels.as_ref(), top.as_ref()).unwrap();
+        let argmax = logits.argmax(1).unwrap().reshape(codes.dims()).unwrap();
+        assert_eq!(argmax.to_vec3::<u32>().unwrap(), codes.to_vec3::<u32>().unwrap(), "{ops:?}");
+    }
 }
 
 #[test]
