@@ -183,7 +183,7 @@ pub fn train(
         line.insert("images_per_s".into(), json!((seen as f64 / seconds).round()));
         line.insert("epoch_seconds".into(), json!((seconds * 1000.0).round() / 1000.0));
         if let Some(eval) = eval {
-            let prefix = eval.name().rsplit(':').next().filter(|_| eval.name().starts_with("mnist:")).unwrap_or("eval");
+            let prefix = eval.metric_prefix();
             for (k, v) in task.evaluate(eval)? {
                 line.insert(format!("{prefix}_{k}"), json!(v));
             }
