@@ -1,5 +1,5 @@
-//! The reference networks of shared/MODELS.md, their presets, and the configuration stored
-//! as JSON in each checkpoint's metadata.
+//! The reference networks (specified in docs/models.md), their presets, and the
+//! configuration stored as JSON in each checkpoint's metadata.
 
 pub mod ddpm;
 pub mod pixelcnn;

@@ -5,6 +5,7 @@ mod common;
 mod ddpm_denoise;
 mod ddpm_noise;
 mod ddpm_train;
+mod help;
 mod img_grid;
 mod img_pack;
 mod interrupt;
