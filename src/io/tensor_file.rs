@@ -98,3 +98,29 @@ pub fn read_tensor_file(input: &InputPath, device: &Device) -> Result<TensorFile
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peek(bytes: &[u8]) -> Peeked {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, bytes).unwrap();
+        Peeked::open(&InputPath::File(path)).unwrap()
+    }
+
+    #[test]
+    fn the_first_bytes_tell_the_format_and_the_stream_stays_whole() {
+        let npy = crate::io::npy::to_bytes(&[2], &[1u8, 2]);
+        let p = peek(&npy);
+        assert_eq!((p.format(), p.len), (Some(Format::Npy), Some(npy.len() as u64)));
+        let mut all = Vec::new();
+        p.into_reader().read_to_end(&mut all).unwrap();
+        assert_eq!(all, npy);
+        assert_eq!(peek(b"\x02\0\0\0\0\0\0\0{}").format(), Some(Format::Safetensors));
+        let text = peek(b"0 0 255\n1 2 3\n");
+        assert_eq!((text.format(), text.looks_like_text()), (None, true));
+        assert!(peek(b"\x93NUM").format().is_none() && peek(b"").is_empty());
+    }
+}
