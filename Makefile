@@ -44,4 +44,6 @@ clean:
 	$(CARGO) clean
 	rm -rf runs
 
-include pipelines/*.mk
+# The shared rules first: the pipelines expand them as they are read.
+include pipelines/common.mk
+include $(filter-out pipelines/common.mk,$(wildcard pipelines/*.mk))

@@ -22,32 +22,28 @@ DDPM_CHAIN := 16
 endif
 DDPM_COMMON := --seed $(DDPM_SEED) --device $(DDPM_DEVICE)
 DDPM_STAMP := $(DDPM_OUT)/.settings-$(DDPM_EPOCHS)-$(DDPM_SEED)-$(DDPM_DEVICE)-$(SMOKE)
-# Runs a command and writes its wall time in seconds to $(1).
-ddpm_timed = start=$$(date +%s.%N); $(2); awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "%.1f\n", b - a }' > $(1)
 
 .PHONY: pipeline-ddpm
 pipeline-ddpm: $(DDPM_OUT)/summary.json
 	@cat $<
 
-$(DDPM_STAMP):
-	@mkdir -p $(@D)
-	@rm -f $(DDPM_OUT)/.settings-*
-	@touch $@
+# A changed setting retrains: the stamp's name holds them.
+$(eval $(call stamp_rule,$(DDPM_STAMP),$(DDPM_OUT)/.settings-*))
 
 $(DDPM_OUT)/test.npy: $(DDPM_STAMP) $(BIN)/img-pack
 	$(BIN)/img-pack mnist --split test -o $@
 
 $(DDPM_OUT)/ddpm.safetensors: $(DDPM_STAMP) $(DDPM_OUT)/test.npy $(BIN)/ddpm-train
 	rm -f $(DDPM_OUT)/ddpm-train.jsonl
-	$(call ddpm_timed,$(DDPM_OUT)/train.seconds,$(BIN)/ddpm-train --preset ddpm-unet-mnist $(DDPM_NET) $(DDPM_DATA) \
+	$(call timed,$(DDPM_OUT)/train.seconds,$(BIN)/ddpm-train --preset ddpm-unet-mnist $(DDPM_NET) $(DDPM_DATA) \
 	  --epochs $(DDPM_EPOCHS) $(DDPM_COMMON) --metrics $(DDPM_OUT)/ddpm-train.jsonl -o $@)
 
 $(DDPM_OUT)/samples-ddim.png: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-denoise
-	$(call ddpm_timed,$(DDPM_OUT)/ddim.seconds,$(BIN)/ddpm-denoise --model $< -n 64 --sampler ddim --steps 50 \
+	$(call timed,$(DDPM_OUT)/ddim.seconds,$(BIN)/ddpm-denoise --model $< -n 64 --sampler ddim --steps 50 \
 	  --clip $(DDPM_COMMON) --png $@)
 
 $(DDPM_OUT)/samples-ddpm.png: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-denoise
-	$(call ddpm_timed,$(DDPM_OUT)/ddpm.seconds,$(BIN)/ddpm-denoise --model $< -n $(DDPM_CHAIN) --sampler ddpm \
+	$(call timed,$(DDPM_OUT)/ddpm.seconds,$(BIN)/ddpm-denoise --model $< -n $(DDPM_CHAIN) --sampler ddpm \
 	  --clip $(DDPM_COMMON) --png $@)
 
 $(DDPM_OUT)/summary.json: $(DDPM_OUT)/samples-ddim.png $(DDPM_OUT)/samples-ddpm.png

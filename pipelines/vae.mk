@@ -25,10 +25,7 @@ pipeline-vae: $(VAE_OUT)/summary.json
 	@cat $<
 
 # A changed setting (epochs, k, seed, device) retrains: the stamp's name holds them.
-$(VAE_STAMP):
-	@mkdir -p $(@D)
-	@rm -f $(VAE_OUT)/.settings-*
-	@touch $@
+$(eval $(call stamp_rule,$(VAE_STAMP),$(VAE_OUT)/.settings-*))
 
 $(VAE_OUT)/vae.safetensors: $(VAE_STAMP) $(BIN)/vae-train
 	$(BIN)/vae-train --preset vae-mlp --data mnist --epochs $(VAE_EPOCHS) $(VAE_COMMON) \

@@ -37,19 +37,16 @@ VQ_TEMPERATURE := $(or $(TEMPERATURE),0.5)
 VQ_COMMON := --seed $(VQ_SEED) --device $(VQ_DEVICE)
 VQ_STAMP := $(VQ_OUT)/.settings-$(VQ_EPOCHS)-$(VQ_TOP_EPOCHS)-$(VQ_BOTTOM_EPOCHS)-$(VQ_SEED)-$(VQ_DEVICE)-$(SMOKE)
 
-# $(call vq_timed,STAGE,COMMAND): runs COMMAND and records its wall time in seconds.
-vq_timed = start=$$(date +%s.%N); $(2); \
-  awk -v s=$$start -v e=$$(date +%s.%N) 'BEGIN { printf "%.1f\n", e - s }' > $(VQ_OUT)/.time-$(1)
+# $(call vq_timed,STAGE,COMMAND): runs COMMAND and records its wall time in seconds, which
+# summary.json gathers.
+vq_timed = $(call timed,$(VQ_OUT)/.time-$(1),$(2))
 
 .PHONY: pipeline-vqvae2
 pipeline-vqvae2: $(VQ_OUT)/summary.json
 	@cat $<
 
 # A changed setting retrains: the stamp's name holds them.
-$(VQ_STAMP):
-	@mkdir -p $(@D)
-	@rm -f $(VQ_OUT)/.settings-*
-	@touch $@
+$(eval $(call stamp_rule,$(VQ_STAMP),$(VQ_OUT)/.settings-*))
 
 $(VQ_OUT)/vqvae2.safetensors: $(VQ_STAMP) $(BIN)/vae-train
 	$(call vq_timed,vqvae2,$(BIN)/vae-train --preset vqvae2-mnist --data mnist --split $(VQ_TRAIN_SPLIT) \
@@ -68,10 +65,7 @@ $(VQ_OUT)/prior-bottom.safetensors: $(VQ_OUT)/codes-$(VQ_TRAIN_SPLIT).safetensor
 
 # 100 samples: classes 0..9 in blocks of 10, so 10 columns give one class per row. The
 # temperature is part of the file's name, so changing it only resamples.
-$(VQ_OUT)/.temperature-$(VQ_TEMPERATURE):
-	@mkdir -p $(@D)
-	@rm -f $(VQ_OUT)/.temperature-*
-	@touch $@
+$(eval $(call stamp_rule,$(VQ_OUT)/.temperature-$(VQ_TEMPERATURE),$(VQ_OUT)/.temperature-*))
 
 $(VQ_OUT)/sample-codes.safetensors: $(VQ_OUT)/.temperature-$(VQ_TEMPERATURE) $(VQ_OUT)/prior-top.safetensors $(VQ_OUT)/prior-bottom.safetensors $(BIN)/prior-sample
 	$(call vq_timed,sample,$(BIN)/prior-sample --model $(VQ_OUT)/prior-top.safetensors --bottom $(VQ_OUT)/prior-bottom.safetensors -n 100 \

@@ -55,18 +55,16 @@ pub fn configure_threads() {
             if var == "MIMALLOC_PURGE_DELAY" {
                 // SAFETY: mi_option_set only stores the value; the option id is that of the
                 // mimalloc (v3) that libmimalloc-sys links.
-                unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+                unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
             }
         }
     }
 }
 
-/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t`.
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
+/// `mi_option_purge_delay` in the `mi_option_t` of mimalloc v3 as libmimalloc-sys 0.1.49
+/// bundles it (`c_src/mimalloc/v3/include/mimalloc.h`). The crate names only some options as
+/// constants, and not this one.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

@@ -20,7 +20,7 @@ pub mod train;
 pub use error::{Error, Result};
 
 // candle allocates a fresh buffer for every op; with the system allocator these small
-// models spend 40-45 % of their time in mmap/munmap (shared/CANDLE.md). mimalloc reuses
+// models spend 40-45 % of their time in mmap/munmap (docs/candle.md). mimalloc reuses
 // memory and doubles training throughput.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

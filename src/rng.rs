@@ -1,5 +1,5 @@
 //! Seeded random numbers. Every random draw in the toolkit comes from here, because candle's
-//! CPU generator cannot be seeded (see shared/CANDLE.md). A stream is derived from
+//! CPU generator cannot be seeded (`Device::Cpu.set_seed` errors; docs/candle.md). A stream is derived from
 //! `(seed, purpose, index)`, e.g. one per training step, so a resumed run draws exactly what
 //! an uninterrupted one would, without saving generator state.
 

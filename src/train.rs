@@ -183,7 +183,7 @@ pub fn train(
         line.insert("images_per_s".into(), json!((seen as f64 / seconds).round()));
         line.insert("epoch_seconds".into(), json!((seconds * 1000.0).round() / 1000.0));
         if let Some(eval) = eval {
-            let prefix = eval.name().rsplit(':').next().filter(|_| eval.name().starts_with("mnist:")).unwrap_or("eval");
+            let prefix = eval.metric_prefix();
             for (k, v) in task.evaluate(eval)? {
                 line.insert(format!("{prefix}_{k}"), json!(v));
             }
@@ -348,5 +348,227 @@ impl MetricsSink {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop on a one-parameter linear regression y = 3x (plus a little noise from each
+    //! step's stream), so that every run is fast and can be compared bit for bit.
+
+    use super::*;
+    use crate::checkpoint::CONFIG_KEY;
+    use crate::nn::params::{Init, Params};
+
+    /// Ten (x, y) rows with y = 3x, as x [N, 2] of (x, y) pairs.
+    struct Rows {
+        name: String,
+        pairs: Vec<f32>,
+    }
+
+    fn rows(name: &str) -> Rows {
+        Rows { name: name.into(), pairs: (0..10).flat_map(|i| [i as f32 / 10.0, 3.0 * i as f32 / 10.0]).collect() }
+    }
+
+    impl Dataset for Rows {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn len(&self) -> usize {
+            self.pairs.len() / 2
+        }
+        fn batch(&self, rows: &[usize], device: &Device) -> Result<Batch> {
+            let x: Vec<f32> = rows.iter().flat_map(|&r| [self.pairs[2 * r], self.pairs[2 * r + 1]]).collect();
+            Ok(Batch { x: Tensor::from_vec(x, (rows.len(), 2), device)?, y: None, cond: None })
+        }
+        fn labels(&self) -> Option<&[u32]> {
+            None
+        }
+    }
+
+    /// Fits w in y = w x by mean squared error.
+    struct Line {
+        params: ParamSet,
+        w: Tensor,
+        /// The loss of this training step (counted from 0 in this process) is NaN.
+        nan_at: Option<u64>,
+        steps: u64,
+    }
+
+    fn line() -> Line {
+        let mut p = Params::init(0, &Device::Cpu);
+        let w = p.tensor("w", &[1], Init::Const(0.0)).unwrap();
+        Line { params: p.finish().unwrap(), w, nan_at: None, steps: 0 }
+    }
+
+    fn mse(w: &Tensor, batch: &Batch, noise: Option<&mut Rng>) -> Result<Tensor> {
+        let (x, mut y) = (batch.x.narrow(1, 0, 1)?, batch.x.narrow(1, 1, 1)?);
+        if let Some(rng) = noise {
+            let noise = (rng.normal(y.dims(), y.device())? * 0.01)?;
+            y = (y + noise)?;
+        }
+        Ok(x.broadcast_mul(w)?.sub(&y)?.sqr()?.mean_all()?)
+    }
+
+    impl Task for Line {
+        /// Any configuration: the loop only stores it and compares it on resume.
+        fn config(&self) -> ModelConfig {
+            crate::models::Preset::VaeMlp.config()
+        }
+        fn params(&self) -> &ParamSet {
+            &self.params
+        }
+        fn train_step(&mut self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+            let mut loss = mse(&self.w, batch, Some(rng))?;
+            if self.nan_at == Some(self.steps) {
+                loss = (loss * f64::NAN)?;
+            }
+            self.steps += 1;
+            let value = loss.to_scalar::<f32>()? as f64;
+            Ok(StepOutput { loss, metrics: vec![("mse".into(), value)] })
+        }
+        fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
+            let all: Vec<usize> = (0..data.len()).collect();
+            let loss = mse(&self.w, &data.batch(&all, &Device::Cpu)?, None)?;
+            Ok(vec![("mse".into(), loss.to_scalar::<f32>()? as f64)])
+        }
+    }
+
+    /// Batches of 4 of the 10 rows: 3 steps an epoch, the last of 2 rows.
+    fn options(dir: &std::path::Path, epochs: usize, resume: bool) -> TrainOptions {
+        TrainOptions {
+            epochs,
+            batch_size: 4,
+            seed: 7,
+            adam: AdamConfig::with_lr(0.1),
+            output: dir.join("line.safetensors"),
+            metrics: Some(dir.join("metrics.jsonl")),
+            resume,
+            device: Device::Cpu,
+        }
+    }
+
+    fn read(path: PathBuf) -> TensorMap {
+        TensorMap::read(&InputPath::File(path), &Device::Cpu).unwrap()
+    }
+
+    fn values(map: &TensorMap, name: &str) -> Vec<f32> {
+        map.get(name).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn metric_lines(dir: &std::path::Path) -> Vec<Map<String, Value>> {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn metrics_are_one_json_object_per_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, eval) = (rows("train"), rows("held-out"));
+        let last = train(&mut line(), &data, Some(&eval), &options(dir.path(), 3, false)).unwrap();
+        let lines = metric_lines(dir.path());
+        assert_eq!(lines.len(), 3);
+        for (e, l) in lines.iter().enumerate() {
+            let keys: Vec<&str> = l.keys().map(String::as_str).collect();
+            let mut want = ["epoch", "step", "train_mse", "images_per_s", "epoch_seconds", "eval_mse"];
+            want.sort();
+            assert_eq!(keys, want, "{l:?}");
+            assert_eq!((l["epoch"].as_u64(), l["step"].as_u64()), (Some(e as u64 + 1), Some(3 * (e as u64 + 1))));
+        }
+        assert!(lines[2]["eval_mse"].as_f64() < lines[0]["eval_mse"].as_f64(), "{lines:?}");
+        let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(text.lines().last(), Some(Value::Object(last).to_string().as_str()));
+    }
+
+    /// The model file holds the parameters and the configuration; the state beside it the
+    /// parameters again, Adam's moments and the step; nothing else is left in the directory.
+    #[test]
+    fn each_epoch_writes_the_model_and_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = line();
+        train(&mut task, &rows("train"), None, &options(dir.path(), 2, false)).unwrap();
+        let model = read(dir.path().join("line.safetensors"));
+        assert_eq!(model.names(), ["w"]);
+        assert_eq!(values(&model, "w"), task.w.to_vec1::<f32>().unwrap());
+        assert_eq!(model.metadata[CONFIG_KEY], task.config().to_json());
+        assert_eq!((model.metadata[STEP_KEY].as_str(), model.metadata["genimg.seed"].as_str()), ("6", "7"));
+        let state = read(dir.path().join("line.state.safetensors"));
+        assert_eq!(state.names(), ["exp_avg.w", "exp_avg_sq.w", "param.w"]);
+        assert_eq!(state.metadata["genimg.data"], "train (10 images)");
+        let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        files.sort();
+        assert_eq!(files, ["line.safetensors", "line.state.safetensors", "metrics.jsonl"]);
+    }
+
+    /// Two epochs, then `--resume` to four, ends exactly where four epochs in one run end,
+    /// and the metric file continues with the same lines (but for the timings).
+    #[test]
+    fn resume_after_k_epochs_equals_an_uninterrupted_run() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (data, eval) = (rows("train"), rows("held-out"));
+        train(&mut line(), &data, Some(&eval), &options(a.path(), 4, false)).unwrap();
+        train(&mut line(), &data, Some(&eval), &options(b.path(), 2, false)).unwrap();
+        let mut resumed = line();
+        train(&mut resumed, &data, Some(&eval), &options(b.path(), 4, true)).unwrap();
+        assert_eq!(resumed.steps, 6, "the resumed run made only the missing steps");
+        for file in ["line.safetensors", "line.state.safetensors"] {
+            let (x, y) = (read(a.path().join(file)), read(b.path().join(file)));
+            assert_eq!(x.names(), y.names());
+            for name in x.names() {
+                assert_eq!(values(&x, name), values(&y, name), "{file}: {name}");
+            }
+            assert_eq!(x.metadata[STEP_KEY], "12");
+        }
+        let untimed = |dir: &std::path::Path| -> Vec<Map<String, Value>> {
+            let mut lines = metric_lines(dir);
+            for l in &mut lines {
+                l.remove("images_per_s");
+                l.remove("epoch_seconds");
+            }
+            lines
+        };
+        assert_eq!(untimed(a.path()), untimed(b.path()));
+        let again = train(&mut line(), &data, Some(&eval), &options(b.path(), 4, true)).unwrap();
+        assert!(again.is_empty(), "a finished run trains no further");
+        assert_eq!(metric_lines(b.path()).len(), 4);
+    }
+
+    #[test]
+    fn resume_refuses_other_settings_and_a_missing_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = rows("train");
+        let missing = train(&mut line(), &data, None, &options(dir.path(), 1, true)).unwrap_err().to_string();
+        assert!(missing.contains("no training state to resume from"), "{missing}");
+        train(&mut line(), &data, None, &options(dir.path(), 1, false)).unwrap();
+        let mut other = options(dir.path(), 2, true);
+        other.seed = 8;
+        let e = train(&mut line(), &data, None, &other).unwrap_err().to_string();
+        assert!(e.contains("was trained with --seed 7, this run has 8"), "{e}");
+        let e = train(&mut line(), &rows("other"), None, &options(dir.path(), 2, true)).unwrap_err().to_string();
+        assert!(e.contains("was trained with data train (10 images), this run has other (10 images)"), "{e}");
+    }
+
+    /// A NaN loss in epoch 2 stops the run and keeps epoch 1's checkpoint.
+    #[test]
+    fn a_non_finite_loss_stops_and_keeps_the_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = Line { nan_at: Some(4), ..line() };
+        let e = train(&mut task, &rows("train"), None, &options(dir.path(), 3, false)).unwrap_err();
+        assert!(matches!(e, Error::Diverged(_)), "{e}");
+        assert!(e.to_string().starts_with("training diverged: loss is NaN at epoch 2, step 4;"), "{e}");
+        assert_eq!(read(dir.path().join("line.safetensors")).metadata[STEP_KEY], "3");
+        assert_eq!(metric_lines(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn nothing_to_train_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = Rows { name: "empty".into(), pairs: vec![] };
+        let e = train(&mut line(), &empty, None, &options(dir.path(), 1, false)).unwrap_err().to_string();
+        assert_eq!(e, "empty: holds no examples, nothing to train on");
+        let mut zero = options(dir.path(), 1, false);
+        zero.batch_size = 0;
+        assert!(train(&mut line(), &rows("train"), None, &zero).is_err());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "no file is written");
     }
 }

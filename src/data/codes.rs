@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyReader, NpyWriter};
 use crate::io::safetensors::{encode_header, read_header, Entry};
+use crate::io::tensor_file::{Format, Peeked};
 use crate::io::{InputPath, Output, OutputPath};
 
 /// Metadata key holding the top codebook size.
@@ -241,27 +242,26 @@ impl CodeReader {
     /// copied to an anonymous temporary file, as its tensors are read by seeking.
     pub fn open(input: &InputPath) -> Result<Self> {
         let name = input.to_string();
-        let (mut reader, len) = input.open()?;
-        let mut head = Vec::with_capacity(9);
-        (&mut reader).take(9).read_to_end(&mut head).map_err(|e| Error::io(input, e))?;
-        if head.is_empty() {
+        let peeked = Peeked::open(input)?;
+        if peeked.is_empty() {
             return Err(Error::bad_input(input, "empty input (expected codes from vq-encode: .npy or .safetensors)"));
         }
-        if head.starts_with(b"\x93NUMPY") {
-            let chained: Box<dyn Read> = Box::new(Cursor::new(head).chain(reader));
-            return Self::from_npy(NpyReader::new(chained, len, &name)?, name);
-        }
-        if head.len() < 9 || head[8] != b'{' {
-            return Err(Error::bad_input(
+        match peeked.format() {
+            Some(Format::Npy) => {
+                let len = peeked.len;
+                return Self::from_npy(NpyReader::new(peeked.into_reader(), len, &name)?, name);
+            }
+            Some(Format::Safetensors) => {}
+            None => return Err(Error::bad_input(
                 input,
                 "not a code file: expected an .npy array [N, H, W] or a .safetensors file with top and bottom codes",
-            ));
+            )),
         }
         let mut file = match input {
             InputPath::File(p) => File::open(p).map_err(|e| Error::io(input, e))?,
             InputPath::Stdin => {
                 let mut spool = tempfile::tempfile().map_err(|e| Error::io("a temporary file", e))?;
-                io::copy(&mut Cursor::new(head).chain(reader), &mut spool).map_err(|e| Error::io(input, e))?;
+                io::copy(&mut peeked.into_reader(), &mut spool).map_err(|e| Error::io(input, e))?;
                 spool.seek(SeekFrom::Start(0)).map_err(|e| Error::io(input, e))?;
                 spool
             }

@@ -1,7 +1,7 @@
 //! Pixel ranges and input geometry. Image arrays are u8 (0..255) or float in [0,1] (or
 //! [-1,1] with `--range 11`); each model takes its own range (VAE and VIB [0,1], VQ-VAE and
-//! DDPM [-1,1], shared/MODELS.md) and its own size. A 28x28 image given to a 32x32 model is
-//! zero-padded (2 pixels of background on each side), as MODELS.md specifies.
+//! DDPM [-1,1], docs/models.md) and its own size. A 28x28 image given to a 32x32 model is
+//! zero-padded (2 pixels of background on each side), as the presets specify.
 
 use crate::error::{Error, Result};
 use crate::io::npy::{Array, Elements};
@@ -65,6 +65,12 @@ impl Geometry {
             _ => Err(format!("shape {shape:?} is not an image array (expected [N,H,W], [N,C,H,W] or [N,H*W])")),
         }
     }
+}
+
+/// A value in [0,1] as a u8 pixel, 0..255, rounded to the nearest. Values outside [0,1]
+/// saturate at 0 or 255 (Rust's float-to-int `as`).
+pub fn unit_to_u8(v: f32) -> u8 {
+    (v * 255.0).round() as u8
 }
 
 /// Converts a batch of images (u8, or float in `range`) to f32 in [0,1] with geometry
@@ -187,6 +193,13 @@ mod tests {
         assert!(to_unit_f32(&d, PixelRange::ZeroOne, g, "x").is_err());
         let e = Array { shape: vec![1, 28, 28], data: Elements::I64(vec![0; 784]) };
         assert!(to_unit_f32(&e, PixelRange::ZeroOne, g, "x").unwrap_err().to_string().contains("dtype i64"));
+    }
+
+    #[test]
+    fn unit_values_round_to_the_nearest_byte_and_saturate() {
+        let bytes: Vec<u8> = [0.0, 0.5, 1.0 / 255.0, 0.4 / 255.0, 1.0, -0.1, 1.5].into_iter().map(unit_to_u8).collect();
+        assert_eq!(bytes, [0, 128, 1, 0, 255, 0, 255]);
+        assert!((0..=255u8).all(|b| unit_to_u8(b as f32 / 255.0) == b));
     }
 
     /// 32x32 to 28x28 drops the 2-pixel border: the inverse of the padding.

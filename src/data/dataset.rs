@@ -22,6 +22,12 @@ pub trait Dataset {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// What names this data's metrics in a training run's metric lines (`{prefix}_{metric}`)
+    /// when it is the held-out set: `eval` unless the data says otherwise (the bundled
+    /// digits say their split, so the default held-out set gives `test_*`).
+    fn metric_prefix(&self) -> &str {
+        "eval"
+    }
     /// The examples at `rows`, in that order.
     fn batch(&self, rows: &[usize], device: &Device) -> Result<Batch>;
     /// Class labels, one per example, when the data has them.

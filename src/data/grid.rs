@@ -10,7 +10,7 @@ use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 use rayon::prelude::*;
 
-use super::convert::{to_unit_f32, Geometry, PixelRange};
+use super::convert::{to_unit_f32, unit_to_u8, Geometry, PixelRange};
 use super::image_set::read_array;
 use super::pack::Images;
 use crate::error::{Error, Result};
@@ -55,7 +55,7 @@ pub fn read_images(input: &InputPath, range: PixelRange) -> Result<Images> {
         channels: g.channels,
         height: g.height,
         width: g.width,
-        pixels: unit.into_iter().map(|v| (v * 255.0).round() as u8).collect(),
+        pixels: unit.into_iter().map(unit_to_u8).collect(),
     })
 }
 

@@ -61,6 +61,8 @@ pub struct ImageSet {
     pub geometry: Geometry,
     pub pixels: Vec<f32>,
     pub labels: Option<Vec<u32>>,
+    /// The split of the bundled digits these images are, or `None` for an array file.
+    pub bundled: Option<Split>,
 }
 
 impl ImageSet {
@@ -88,7 +90,7 @@ impl ImageSet {
                 let pixels = to_unit_f32(&array, range, geometry, &path.to_string())?;
                 let n = array.shape[0];
                 let labels = labels.map(|l| read_labels(l, n)).transpose()?;
-                Ok(ImageSet { name: path.to_string(), geometry, pixels, labels })
+                Ok(ImageSet { name: path.to_string(), geometry, pixels, labels, bundled: None })
             }
         }
     }
@@ -104,7 +106,8 @@ impl ImageSet {
         };
         let name = format!("mnist:{}", split.name());
         let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &name)?;
-        Ok(ImageSet { name, geometry, pixels, labels: Some(labels[rows].iter().map(|&l| l as u32).collect()) })
+        let labels = Some(labels[rows].iter().map(|&l| l as u32).collect());
+        Ok(ImageSet { name, geometry, pixels, labels, bundled: Some(split) })
     }
 
     pub fn len(&self) -> usize {
@@ -206,11 +209,37 @@ impl Dataset for ImageSet {
         ImageSet::len(self)
     }
 
+    /// The bundled split's name (`test` for the default held-out set), else `eval`.
+    fn metric_prefix(&self) -> &str {
+        self.bundled.map_or("eval", Split::name)
+    }
+
     fn batch(&self, rows: &[usize], device: &Device) -> Result<Batch> {
         ImageSet::batch(self, rows, device)
     }
 
     fn labels(&self) -> Option<&[u32]> {
         self.labels.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Held-out metrics are named `test_*` for the bundled test split (the default held-out
+    /// set), after the split for the other bundled splits, and `eval_*` for an array file.
+    #[test]
+    fn metric_prefix_names_the_bundled_split_else_eval() {
+        let g = Geometry::MNIST;
+        assert_eq!(ImageSet::mnist(Split::Test, g).unwrap().metric_prefix(), "test");
+        assert_eq!(ImageSet::mnist(Split::Train, g).unwrap().metric_prefix(), "train");
+        let dir = tempfile::tempdir().unwrap();
+        // A file whose name looks like a bundled split is still a file.
+        let path = dir.path().join("mnist:test");
+        std::fs::write(&path, crate::io::npy::to_bytes(&[2, 28, 28], &[0u8; 2 * 784])).unwrap();
+        let spec = DataSpec::File(InputPath::File(path));
+        let file = ImageSet::load(&spec, None, None, PixelRange::ZeroOne, g).unwrap();
+        assert_eq!((file.len(), file.metric_prefix()), (2, "eval"));
     }
 }

@@ -61,6 +61,19 @@ impl fmt::Display for InputPath {
     }
 }
 
+/// Refuses more than one input reading stdin: `inputs` pairs each input with the name the
+/// user knows it by (`INPUT`, `--labels`), and the error names the two that clash, e.g.
+/// "INPUT and --labels both read stdin; at most one input can be `-`".
+pub fn at_most_one_stdin(inputs: &[(&str, &InputPath)]) -> Result<()> {
+    let mut stdin = inputs.iter().filter(|(_, p)| **p == InputPath::Stdin).map(|(name, _)| name);
+    match (stdin.next(), stdin.next()) {
+        (Some(first), Some(second)) => {
+            Err(Error::config(format!("{first} and {second} both read stdin; at most one input can be `-`")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Where an output goes. Displays as the path, or `<stdout>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputPath {
@@ -175,5 +188,104 @@ impl Write for Output {
             Sink::Stdout(w) => w.flush(),
             Sink::File(w, _) => w.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn dash_is_stdin_or_stdout_and_displays_as_such() {
+        let stdin: InputPath = "-".parse().unwrap();
+        let stdout: OutputPath = "-".parse().unwrap();
+        assert_eq!((stdin.to_string(), stdout.to_string()), ("<stdin>".into(), "<stdout>".into()));
+        assert!(stdout.is_stdout());
+        let file: InputPath = "dir/x.npy".parse().unwrap();
+        assert_eq!(file, InputPath::File(PathBuf::from("dir/x.npy")));
+        assert_eq!(file.to_string(), "dir/x.npy");
+        let out: OutputPath = "./-x".parse().unwrap();
+        assert_eq!((out.is_stdout(), out.to_string()), (false, "./-x".into()));
+    }
+
+    #[test]
+    fn file_is_refused_for_stdout_with_the_reason() {
+        let e = OutputPath::Stdout.file("the training state").unwrap_err().to_string();
+        assert_eq!(e, "the training state must be written to a file, not stdout: pass -o PATH");
+        assert_eq!(OutputPath::File("m.safetensors".into()).file("x").unwrap(), Path::new("m.safetensors"));
+    }
+
+    #[test]
+    fn an_input_file_is_read_with_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.bin");
+        std::fs::write(&path, b"hello").unwrap();
+        let input = InputPath::File(path.clone());
+        let (mut r, len) = input.open().unwrap();
+        let mut text = String::new();
+        r.read_to_string(&mut text).unwrap();
+        assert_eq!((text.as_str(), len), ("hello", Some(5)));
+        assert_eq!(input.read_all().unwrap(), b"hello");
+        let e = InputPath::File(dir.path().to_path_buf()).open().err().unwrap().to_string();
+        assert!(e.ends_with("is a directory, expected a file"), "{e}");
+        let missing = InputPath::File(dir.path().join("missing")).read_all().unwrap_err().to_string();
+        assert!(missing.starts_with(&format!("{}: ", dir.path().join("missing").display())), "{missing}");
+    }
+
+    /// Until `finish` the target keeps its old content and the bytes sit in a hidden
+    /// temporary sibling; `finish` renames it into place and leaves nothing else behind.
+    #[test]
+    fn an_output_appears_whole_on_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.npy");
+        std::fs::write(&path, b"old").unwrap();
+        let target = OutputPath::File(path.clone());
+        let mut out = target.create().unwrap();
+        out.write_all(b"new content").unwrap();
+        out.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        let names = names_in(dir.path());
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names[0].starts_with(".out.npy.") && names[0].ends_with(".tmp"), "{names:?}");
+        out.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new content");
+        assert_eq!(names_in(dir.path()), ["out.npy"]);
+        target.write_all(b"again").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"again");
+        assert_eq!(names_in(dir.path()), ["out.npy"]);
+    }
+
+    #[test]
+    fn an_output_dropped_before_finish_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = OutputPath::File(dir.path().join("half.npy")).create().unwrap();
+        out.write_all(&[0u8; 1 << 17]).unwrap();
+        drop(out);
+        assert!(names_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn an_output_in_a_missing_directory_fails_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = OutputPath::File(dir.path().join("no/such/dir/x.npy"));
+        let e = target.create().err().unwrap().to_string();
+        assert!(e.starts_with(&format!("{target}: ")), "{e}");
+    }
+
+    #[test]
+    fn at_most_one_input_reads_stdin() {
+        let (stdin, file) = (InputPath::Stdin, InputPath::File("y.npy".into()));
+        assert!(at_most_one_stdin(&[]).is_ok());
+        assert!(at_most_one_stdin(&[("INPUT", &stdin), ("--labels", &file)]).is_ok());
+        assert!(at_most_one_stdin(&[("INPUT", &file), ("--labels", &file)]).is_ok());
+        let e = at_most_one_stdin(&[("INPUT", &stdin), ("--eval-data", &file), ("--labels", &stdin)]).unwrap_err();
+        assert_eq!(e.to_string(), "INPUT and --labels both read stdin; at most one input can be `-`");
     }
 }

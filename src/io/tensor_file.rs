@@ -4,12 +4,67 @@
 
 use std::io::{Cursor, Read};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use super::npy::{Array, Elements, NpyReader};
+use super::npy::NpyReader;
 use super::path::InputPath;
 use super::safetensors::TensorMap;
 use crate::error::{Error, Result};
+
+/// The two tensor file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Npy,
+    Safetensors,
+}
+
+/// An opened input whose first bytes have been read to recognise its format; the whole
+/// stream, those bytes included, is still there to read.
+pub struct Peeked {
+    head: Vec<u8>,
+    rest: Box<dyn Read>,
+    /// The input's length when it is a regular file.
+    pub len: Option<u64>,
+}
+
+/// Bytes that tell the formats apart: the 6 of the `.npy` magic, or a safetensors header
+/// length (8) and the `{` that opens its JSON.
+const HEAD_LEN: u64 = 9;
+
+impl Peeked {
+    /// Opens `input` and reads its first bytes.
+    pub fn open(input: &InputPath) -> Result<Self> {
+        let (mut rest, len) = input.open()?;
+        let mut head = Vec::with_capacity(HEAD_LEN as usize);
+        (&mut rest).take(HEAD_LEN).read_to_end(&mut head).map_err(|e| Error::io(input, e))?;
+        Ok(Peeked { head, rest, len })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty()
+    }
+
+    /// The format the first bytes announce, if any.
+    pub fn format(&self) -> Option<Format> {
+        if self.head.starts_with(b"\x93NUMPY") {
+            Some(Format::Npy)
+        } else if self.head.len() == HEAD_LEN as usize && self.head[8] == b'{' {
+            Some(Format::Safetensors)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the first bytes are printable text (for a hint in error messages).
+    pub fn looks_like_text(&self) -> bool {
+        self.head.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    }
+
+    /// The whole input from its first byte.
+    pub fn into_reader(self) -> Box<dyn Read> {
+        Box::new(Cursor::new(self.head).chain(self.rest))
+    }
+}
 
 /// An opened tensor file: `.npy` streams by rows; `.safetensors` is read whole.
 pub enum TensorFile {
@@ -19,47 +74,53 @@ pub enum TensorFile {
 
 /// Opens `input` and recognises its format.
 pub fn read_tensor_file(input: &InputPath, device: &Device) -> Result<TensorFile> {
-    let (mut reader, len) = input.open()?;
-    let mut head = Vec::with_capacity(9);
-    (&mut reader).take(9).read_to_end(&mut head).map_err(|e| Error::io(input, e))?;
-    if head.is_empty() {
+    let peeked = Peeked::open(input)?;
+    if peeked.is_empty() {
         return Err(Error::bad_input(input, "empty input (expected an .npy or .safetensors file)"));
     }
     let name = input.to_string();
-    if head.starts_with(b"\x93NUMPY") {
-        let chained: Box<dyn Read> = Box::new(Cursor::new(head).chain(reader));
-        return Ok(TensorFile::Npy(NpyReader::new(chained, len, &name)?));
+    match peeked.format() {
+        Some(Format::Npy) => {
+            let len = peeked.len;
+            Ok(TensorFile::Npy(NpyReader::new(peeked.into_reader(), len, &name)?))
+        }
+        Some(Format::Safetensors) => {
+            let mut bytes = Vec::new();
+            peeked.into_reader().read_to_end(&mut bytes).map_err(|e| Error::io(input, e))?;
+            Ok(TensorFile::Safetensors(TensorMap::decode(&bytes, &name, device)?))
+        }
+        None => Err(Error::bad_input(
+            input,
+            format!(
+                "not a tensor file{}: expected .npy (starting with \\x93NUMPY) or .safetensors (an 8-byte header length, then JSON)",
+                if peeked.looks_like_text() { " (it looks like text)" } else { "" }
+            ),
+        )),
     }
-    if head.len() == 9 && head[8] == b'{' {
-        let mut bytes = head;
-        reader.read_to_end(&mut bytes).map_err(|e| Error::io(input, e))?;
-        return Ok(TensorFile::Safetensors(TensorMap::decode(&bytes, &name, device)?));
-    }
-    let looks_like_text = head.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
-    Err(Error::bad_input(
-        input,
-        format!(
-            "not a tensor file{}: expected .npy (starting with \\x93NUMPY) or .safetensors (an 8-byte header length, then JSON)",
-            if looks_like_text { " (it looks like text)" } else { "" }
-        ),
-    ))
 }
 
-impl Array {
-    /// Converts to a tensor on `device`, widening u16 to u32 (candle has no u16).
-    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
-        let shape = self.shape.as_slice();
-        let t = match &self.data {
-            Elements::U8(v) => Tensor::from_slice(v, shape, device)?,
-            Elements::U16(v) => {
-                let w: Vec<u32> = v.iter().map(|&x| x as u32).collect();
-                Tensor::from_vec(w, shape, device)?
-            }
-            Elements::I32(v) => Tensor::from_slice(v, shape, device)?,
-            Elements::I64(v) => Tensor::from_slice(v, shape, device)?,
-            Elements::F32(v) => Tensor::from_slice(v, shape, device)?,
-            Elements::F64(v) => Tensor::from_slice(v, shape, device)?,
-        };
-        Ok(t)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peek(bytes: &[u8]) -> Peeked {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, bytes).unwrap();
+        Peeked::open(&InputPath::File(path)).unwrap()
+    }
+
+    #[test]
+    fn the_first_bytes_tell_the_format_and_the_stream_stays_whole() {
+        let npy = crate::io::npy::to_bytes(&[2], &[1u8, 2]);
+        let p = peek(&npy);
+        assert_eq!((p.format(), p.len), (Some(Format::Npy), Some(npy.len() as u64)));
+        let mut all = Vec::new();
+        p.into_reader().read_to_end(&mut all).unwrap();
+        assert_eq!(all, npy);
+        assert_eq!(peek(b"\x02\0\0\0\0\0\0\0{}").format(), Some(Format::Safetensors));
+        let text = peek(b"0 0 255\n1 2 3\n");
+        assert_eq!((text.format(), text.looks_like_text()), (None, true));
+        assert!(peek(b"\x93NUM").format().is_none() && peek(b"").is_empty());
     }
 }

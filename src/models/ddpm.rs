@@ -1,6 +1,7 @@
-//! The noise-prediction U-Net of DDPM (Ho et al. 2020), scaled down for 32x32 digits
-//! (shared/MODELS.md, `ddpm-unet-mnist`). Module names are the project's own, in PyTorch
-//! style (`.weight` / `.bias` under each):
+//! The noise-prediction U-Net of DDPM (Ho et al. 2020, <https://arxiv.org/abs/2006.11239>),
+//! scaled down for 32x32 digits (`ddpm-unet-mnist`, docs/models.md); t is 0-based as in the
+//! original code, <https://github.com/hojonathanho/diffusion>. Module names are the
+//! project's own, in PyTorch style (`.weight` / `.bias` under each):
 //!
 //! - `time_embed.0`, `time_embed.2`: Linear base->4 base, SiLU, Linear 4 base->4 base on the
 //!   sinusoidal embedding of t (dim base: half sines, half cosines).
@@ -200,7 +201,7 @@ impl Attention {
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         // scores[b, i, j] = q_i . k_j / sqrt(c): (b, hw, c) x (b, c, hw) -> (b, hw, hw)
         let scores = (q.transpose(1, 2)?.contiguous()?.matmul(&k)? * (1.0 / (c as f64).sqrt()))?;
-        // candle's fused softmax_last_dim has no gradient (shared/CANDLE.md).
+        // candle's fused softmax_last_dim has no gradient (docs/candle.md).
         let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
         // out[b, :, i] = sum_j attn[b, i, j] v[b, :, j]: (b, c, hw) x (b, hw, hw) -> (b, c, hw)
         let out = v.matmul(&attn.transpose(1, 2)?.contiguous()?)?;
@@ -210,7 +211,7 @@ impl Attention {
 }
 
 /// Nearest-neighbour x2 upsampling by reshape and broadcast: candle's `upsample_nearest2d`
-/// backward overwrites other gradients reaching its input (shared/CANDLE.md).
+/// backward overwrites other gradients reaching its input (docs/candle.md).
 fn upsample2(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     // (b, c, h, w) -> (b, c, h, 1, w, 1) -> (b, c, h, 2, w, 2) -> (b, c, 2h, 2w)

@@ -1,6 +1,7 @@
 //! The Gated PixelCNN prior over VQ-VAE codes (van den Oord et al. 2016, "Conditional Image
-//! Generation with PixelCNN Decoders", as the VQ-VAE papers use it; shared/MODELS.md,
-//! `pixelcnn-prior`).
+//! Generation with PixelCNN Decoders", <https://arxiv.org/abs/1606.05328>, as the VQ-VAE
+//! papers use it; `pixelcnn-prior`, docs/models.md). There is no reference implementation
+//! whose names it keeps: the names below are the project's own.
 //!
 //! Codes [N, H, W] are embedded to C channels and run through gated layers of two stacks.
 //! The vertical stack's conv (2,3) reads rows i-1..i, the horizontal stack's conv (1,2)

@@ -1,6 +1,7 @@
 //! Vector quantization with an exponential-moving-average codebook (van den Oord et al.
-//! 2017; Razavi et al. 2019), laid out as the common PyTorch implementation's `Quantize`:
-//! buffers `embed` [dim, n_embed], `cluster_size` [n_embed] and `embed_avg` [dim, n_embed].
+//! 2017, <https://arxiv.org/abs/1711.00937>; Razavi et al. 2019,
+//! <https://arxiv.org/abs/1906.00446>), laid out as the `Quantize` of
+//! rosinality/vq-vae-2-pytorch (<https://github.com/rosinality/vq-vae-2-pytorch>): buffers `embed` [dim, n_embed], `cluster_size` [n_embed] and `embed_avg` [dim, n_embed].
 //!
 //! Forward: each input vector takes its nearest code by L2 distance; the output is the code's
 //! vector with a straight-through gradient (`x + (q - x).detach()`), and the commitment loss

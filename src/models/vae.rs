@@ -1,5 +1,6 @@
-//! The variational autoencoder of Kingma & Welling (2013), as the widely used PyTorch example
-//! builds it (shared/MODELS.md, `vae-mlp`):
+//! The variational autoencoder of Kingma & Welling (2013, <https://arxiv.org/abs/1312.6114>),
+//! as the PyTorch example builds it (<https://github.com/pytorch/examples/tree/main/vae>),
+//! whose names it keeps (`vae-mlp`, docs/models.md):
 //!
 //! encoder 784 -> 400 ReLU -> (mu, logvar: 400 -> 20); z = mu + exp(logvar/2) * eps;
 //! decoder 20 -> 400 ReLU -> 784, a Bernoulli (sigmoid) or Gaussian likelihood.

@@ -1,5 +1,5 @@
-//! The Deep Variational Information Bottleneck of Alemi et al. (2017) (shared/MODELS.md,
-//! `vib-mlp`): a stochastic encoder 784 -> 1024 ReLU -> 1024 ReLU -> (mu: 256,
+//! The Deep Variational Information Bottleneck of Alemi et al. (2017,
+//! <https://arxiv.org/abs/1612.00410>; `vib-mlp`, docs/models.md): a stochastic encoder 784 -> 1024 ReLU -> 1024 ReLU -> (mu: 256,
 //! sigma = softplus(s - 5)), a linear softmax classifier 256 -> 10 on a sampled z, and the
 //! loss CE(y | z) + beta * KL(q(z|x) || N(0, I)). At test time the softmax is averaged over
 //! 12 samples of z.

@@ -1,7 +1,8 @@
-//! VQ-VAE-2 (Razavi et al. 2019) in the layout of the common PyTorch implementation
-//! (shared/MODELS.md, `vqvae2-mnist`), and with `levels: 1` the plain VQ-VAE of van den Oord
-//! et al. (2017). Module names are the PyTorch attribute names, so a state dict of that
-//! implementation loads as it is:
+//! VQ-VAE-2 (Razavi et al. 2019, <https://arxiv.org/abs/1906.00446>) in the layout of
+//! rosinality/vq-vae-2-pytorch (<https://github.com/rosinality/vq-vae-2-pytorch>, `VQVAE`;
+//! `vqvae2-mnist`, docs/models.md), and with `levels: 1` the plain VQ-VAE of van den Oord et
+//! al. (2017, <https://arxiv.org/abs/1711.00937>). Module names are that implementation's
+//! attribute names, so its state dict loads as it is:
 //!
 //! - `enc_b` (stride 4): conv4x4 s2 in->c/2, ReLU, conv4x4 s2 c/2->c, ReLU, conv3x3 c->c,
 //!   ResBlocks, ReLU (32x32 -> 8x8); `enc_t` (stride 2): conv4x4 s2 c->c/2, ReLU, conv3x3

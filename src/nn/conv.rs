@@ -4,7 +4,7 @@
 //! On the CPU both run as fused f32 ops whose forward and backward passes are large matrix
 //! products around the gemm kernel (im2col / col2im). candle's own CPU convolutions reach
 //! 10-20 % of this machine's peak: its transposed convolution is a plain loop, and conv2d's
-//! backward pass goes through it (shared/CANDLE.md). Other devices use candle's ops, which
+//! backward pass goes through it (docs/candle.md). Other devices use candle's ops, which
 //! are also the reference the tests compare against.
 //!
 //! One geometry serves both layers. A convolution maps its input side (C channels, H x W) to

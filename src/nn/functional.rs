@@ -1,6 +1,6 @@
 //! Numerically stable pieces of the likelihoods and divergences, built from candle ops
-//! that carry gradients (shared/CANDLE.md: candle's fused softmax and its BCE-with-logits
-//! lose gradients or overflow).
+//! that carry gradients (candle's fused softmax has no gradient and its BCE-with-logits
+//! overflows for large logits: docs/candle.md).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;

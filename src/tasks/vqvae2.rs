@@ -242,7 +242,7 @@ pub fn decode(
                 let values: Vec<f32> = unit.iter().map(|&v| range.from_unit(v)).collect();
                 writer.write_rows(&values).map_err(|e| Error::io(path, e))?;
             }
-            Sink::Png(pixels, ..) => pixels.extend(unit.iter().map(|&v| (v * 255.0).round() as u8)),
+            Sink::Png(pixels, ..) => pixels.extend(unit.iter().copied().map(crate::data::convert::unit_to_u8)),
         }
         done += rows;
     }

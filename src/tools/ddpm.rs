@@ -128,7 +128,7 @@ fn write_npy(x: &Tensor, out: &OutputPath) -> Result<()> {
 /// Images in [0,1] [N, C, H, W] as a square PNG grid.
 fn write_png(x: &Tensor, out: &OutputPath, scale: usize) -> Result<()> {
     let (count, channels, height, width) = x.dims4()?;
-    let pixels = x.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let pixels = x.flatten_all()?.to_vec1::<f32>()?.into_iter().map(crate::data::convert::unit_to_u8).collect();
     let images = Images { count, channels, height, width, pixels };
     let opts = crate::data::grid::GridOptions { cols: None, pad: 2, scale };
     out.write_all(&crate::data::grid::grid_png(&images, &opts, &out.to_string())?)

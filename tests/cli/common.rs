@@ -12,7 +12,6 @@ pub fn tool(name: &str) -> Command {
 }
 
 /// Writes an `.npy` of `values` with `shape` (f32) into `dir/name`; returns the path.
-#[allow(dead_code)]
 pub fn write_npy_f32(dir: &Path, name: &str, shape: &[usize], values: &[f32]) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, genimg::io::npy::to_bytes(shape, values)).unwrap();
@@ -20,7 +19,6 @@ pub fn write_npy_f32(dir: &Path, name: &str, shape: &[usize], values: &[f32]) ->
 }
 
 /// Writes an `.npy` of u8 `values` with `shape` into `dir/name`; returns the path.
-#[allow(dead_code)]
 pub fn write_npy_u8(dir: &Path, name: &str, shape: &[usize], values: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, genimg::io::npy::to_bytes(shape, values)).unwrap();
@@ -28,14 +26,12 @@ pub fn write_npy_u8(dir: &Path, name: &str, shape: &[usize], values: &[u8]) -> s
 }
 
 /// Reads an `.npy` file fully.
-#[allow(dead_code)]
 pub fn read_npy(path: &Path) -> genimg::io::npy::Array {
     let bytes = std::fs::read(path).unwrap();
     genimg::io::npy::NpyReader::new(&bytes[..], Some(bytes.len() as u64), "test").unwrap().read_all().unwrap()
 }
 
 /// The entries of a directory, to check that a failed run left nothing behind.
-#[allow(dead_code)]
 pub fn dir_entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -44,13 +40,11 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
 }
 
 /// The path of the named binary of this package, for spawning it by hand (real pipes).
-#[allow(dead_code)]
 pub fn bin_path(name: &str) -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin(name)
 }
 
 /// `n` images u8 [n, 28, 28] of seeded noise.
-#[allow(dead_code)]
 pub fn noise_pixels(n: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
     (0..n * 28 * 28)
@@ -63,7 +57,6 @@ pub fn noise_pixels(n: usize, seed: u64) -> Vec<u8> {
 
 /// Writes 64 noise images, u8 [64, 28, 28], as `dir/images.npy` and labels u8 [64] as
 /// `dir/labels.npy`: data that trains a tiny network in milliseconds.
-#[allow(dead_code)]
 pub fn write_tiny_data(dir: &Path) {
     write_npy_u8(dir, "images.npy", &[64, 28, 28], &noise_pixels(64, 1));
     write_npy_u8(dir, "labels.npy", &[64], &(0..64).map(|i| (i % 10) as u8).collect::<Vec<_>>());
@@ -71,7 +64,6 @@ pub fn write_tiny_data(dir: &Path) {
 
 /// Trains a tiny vae-mlp (`--hidden 16`, latent `latent`) for one epoch on the data of
 /// [`write_tiny_data`] (written when missing) into `dir/model`.
-#[allow(dead_code)]
 pub fn train_tiny_vae(dir: &Path, model: &str, latent: usize) {
     if !dir.join("images.npy").exists() {
         write_tiny_data(dir);
@@ -86,7 +78,6 @@ pub fn train_tiny_vae(dir: &Path, model: &str, latent: usize) {
 }
 
 /// Like [`train_tiny_vae`], a tiny vib-mlp (latent 4) trained on the labelled noise.
-#[allow(dead_code)]
 pub fn train_tiny_vib(dir: &Path, model: &str) {
     if !dir.join("images.npy").exists() {
         write_tiny_data(dir);
@@ -101,7 +92,6 @@ pub fn train_tiny_vib(dir: &Path, model: &str) {
 }
 
 /// `.npy` bytes (format 1.0) with a hand-written header dict, padded as numpy pads it.
-#[allow(dead_code)]
 pub fn npy_with_header(dict: &str, data: &[u8]) -> Vec<u8> {
     let pad = (64 - (10 + dict.len() + 1) % 64) % 64;
     let header = format!("{dict}{}\n", " ".repeat(pad));
@@ -114,7 +104,6 @@ pub fn npy_with_header(dict: &str, data: &[u8]) -> Vec<u8> {
 
 /// Writes image files a tool must refuse into `dir`; returns each file's name with a word
 /// its error message must contain.
-#[allow(dead_code)]
 pub fn write_bad_images(dir: &Path) -> Vec<(&'static str, &'static str)> {
     let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
     write("empty.npy", b"");
@@ -147,7 +136,6 @@ pub fn write_bad_images(dir: &Path) -> Vec<(&'static str, &'static str)> {
 /// Runs `cmd`, which must fail because of the file `culprit`: exit status 1, nothing on
 /// stdout, exactly one line on stderr that names the file, no panic, and no file left in
 /// `dir` (outputs appear only when complete). Returns the line.
-#[allow(dead_code)]
 pub fn assert_fails_naming(cmd: &mut Command, dir: &Path, culprit: &str) -> String {
     let before = dir_entries(dir);
     let out = cmd.output().unwrap();
@@ -162,7 +150,6 @@ pub fn assert_fails_naming(cmd: &mut Command, dir: &Path, culprit: &str) -> Stri
 }
 
 /// Parses JSON lines (skipping others) into objects.
-#[allow(dead_code)]
 pub fn json_lines(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
     text.lines()
         .filter(|l| l.starts_with('{'))
@@ -174,7 +161,6 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>>
 }
 
 /// The f32 values of an `.npy` file, with its shape.
-#[allow(dead_code)]
 pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     match read_npy(path) {
         genimg::io::npy::Array { shape, data: genimg::io::npy::Elements::F32(v) } => (shape, v),
@@ -184,7 +170,6 @@ pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
 
 /// Writes 16 noise images with labels and trains a vqvae2-mnist of `levels` levels on them
 /// for one epoch into `dir/model`.
-#[allow(dead_code)]
 pub fn train_vq(dir: &Path, model: &str, levels: u32) {
     if !dir.join("x.npy").exists() {
         write_npy_u8(dir, "x.npy", &[16, 28, 28], &noise_pixels(16, 5));
@@ -200,12 +185,10 @@ pub fn train_vq(dir: &Path, model: &str, levels: u32) {
 
 /// The flags of a tiny ddpm-unet-mnist (8 base channels, one ResBlock per level, attention
 /// still at 8x8) that trains in about a second.
-#[allow(dead_code)]
 pub const TINY_DDPM: [&str; 6] = ["--base-channels", "8", "--channel-mult", "1,2,2", "--res-blocks", "1"];
 
 /// Trains a tiny ddpm-unet-mnist for one epoch on 16 noise images (`dir/x.npy`, written when
 /// missing) into `dir/model`.
-#[allow(dead_code)]
 pub fn train_tiny_ddpm(dir: &Path, model: &str) {
     if !dir.join("x.npy").exists() {
         write_npy_u8(dir, "x.npy", &[16, 28, 28], &noise_pixels(16, 1));

@@ -10,14 +10,6 @@ fn decode(path: &Path) -> image::DynamicImage {
     image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-#[test]
-fn help_shows_examples() {
-    let out = tool("img-grid").arg("--help").assert().success().get_output().stdout.clone();
-    let help = String::from_utf8(out).unwrap();
-    let examples = &help[help.find("Examples:").expect("an Examples: section")..];
-    assert!(examples.contains("| img-grid"), "{examples}");
-}
-
 /// Five 2x3 images, each filled with its own value, on 3 columns with 1 pixel of padding:
 /// 3 * (3 + 1) + 1 = 13 wide, 2 * (2 + 1) + 1 = 7 high.
 #[test]

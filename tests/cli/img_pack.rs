@@ -40,14 +40,6 @@ fn write_png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
 }
 
 #[test]
-fn help_shows_examples() {
-    let out = tool("img-pack").arg("--help").assert().success().get_output().stdout.clone();
-    let help = String::from_utf8(out).unwrap();
-    let examples = &help[help.find("Examples:").expect("an Examples: section")..];
-    assert!(examples.contains("img-pack mnist"), "{examples}");
-}
-
-#[test]
 fn packs_the_bundled_test_split_with_labels() {
     let dir = tempfile::tempdir().unwrap();
     tool("img-pack")

@@ -6,6 +6,7 @@ mod ddpm_denoise;
 mod ddpm_noise;
 mod ddpm_train;
 mod flags;
+mod help;
 mod img_grid;
 mod img_pack;
 mod interrupt;

@@ -5,14 +5,6 @@ use crate::common::{
 };
 
 #[test]
-fn help_shows_examples() {
-    let out = tool("vae-encode").arg("--help").assert().success().get_output().stdout.clone();
-    let help = String::from_utf8(out).unwrap();
-    let examples = &help[help.find("Examples:").expect("an Examples: section")..];
-    assert!(examples.contains("vae-encode --model"), "{examples}");
-}
-
-#[test]
 fn encodes_to_f32_rows_of_the_latent_size() {
     let dir = tempfile::tempdir().unwrap();
     train_tiny_vae(dir.path(), "vae.safetensors", 3);
