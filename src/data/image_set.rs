@@ -45,6 +45,16 @@ pub enum DataSpec {
     File(InputPath),
 }
 
+impl DataSpec {
+    /// The file images are read from; `None` for the bundled set.
+    pub fn file(&self) -> Option<&InputPath> {
+        match self {
+            DataSpec::Mnist => None,
+            DataSpec::File(path) => Some(path),
+        }
+    }
+}
+
 impl FromStr for DataSpec {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {

@@ -61,11 +61,12 @@ impl fmt::Display for InputPath {
     }
 }
 
-/// Refuses more than one input reading stdin: `inputs` pairs each input with the name the
-/// user knows it by (`INPUT`, `--labels`), and the error names the two that clash, e.g.
-/// "INPUT and --labels both read stdin; at most one input can be `-`".
-pub fn at_most_one_stdin(inputs: &[(&str, &InputPath)]) -> Result<()> {
-    let mut stdin = inputs.iter().filter(|(_, p)| **p == InputPath::Stdin).map(|(name, _)| name);
+/// Refuses more than one input reading stdin: `inputs` pairs each input a tool was given
+/// (`None` for one it was not) with the name the user knows it by (`INPUT`, `--labels`), and
+/// the error names the two that clash, e.g. "INPUT and --labels both read stdin; at most one
+/// input can be `-`".
+pub fn at_most_one_stdin(inputs: &[(&str, Option<&InputPath>)]) -> Result<()> {
+    let mut stdin = inputs.iter().filter(|(_, p)| *p == Some(&InputPath::Stdin)).map(|(name, _)| name);
     match (stdin.next(), stdin.next()) {
         (Some(first), Some(second)) => {
             Err(Error::config(format!("{first} and {second} both read stdin; at most one input can be `-`")))
@@ -283,9 +284,11 @@ mod tests {
     fn at_most_one_input_reads_stdin() {
         let (stdin, file) = (InputPath::Stdin, InputPath::File("y.npy".into()));
         assert!(at_most_one_stdin(&[]).is_ok());
-        assert!(at_most_one_stdin(&[("INPUT", &stdin), ("--labels", &file)]).is_ok());
-        assert!(at_most_one_stdin(&[("INPUT", &file), ("--labels", &file)]).is_ok());
-        let e = at_most_one_stdin(&[("INPUT", &stdin), ("--eval-data", &file), ("--labels", &stdin)]).unwrap_err();
+        assert!(at_most_one_stdin(&[("INPUT", Some(&stdin)), ("--labels", Some(&file))]).is_ok());
+        assert!(at_most_one_stdin(&[("INPUT", Some(&file)), ("--labels", Some(&file))]).is_ok());
+        assert!(at_most_one_stdin(&[("INPUT", Some(&stdin)), ("--labels", None)]).is_ok());
+        let three = [("INPUT", Some(&stdin)), ("--eval-data", Some(&file)), ("--labels", Some(&stdin))];
+        let e = at_most_one_stdin(&three).unwrap_err();
         assert_eq!(e.to_string(), "INPUT and --labels both read stdin; at most one input can be `-`");
     }
 }

@@ -9,7 +9,7 @@ use crate::diffusion::forward::{noise, NoiseOptions, NoiseSteps};
 use crate::diffusion::ScheduleKind;
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
-use crate::io::OutputPath;
+use crate::io::{at_most_one_stdin, OutputPath};
 use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::{Network, Preset};
 use crate::tasks::ddpm::{denoise, DenoiseOptions, Sampler, Start};
@@ -62,6 +62,11 @@ pub struct DdpmNoise {
 
 /// Writes x_t of every image (see [`noise`]).
 pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
+    let model = match &r.diffusion {
+        Diffusion::Model(source) => Some(&source.path),
+        Diffusion::Preset { .. } => None,
+    };
+    at_most_one_stdin(&[("--model", model), ("INPUT", r.images.spec.file())])?;
     if r.batch_size == 0 {
         return Err(Error::config("--batch-size must be at least 1"));
     }
@@ -103,6 +108,11 @@ pub struct DdpmDenoise {
 
 /// Runs the reverse process and writes the images.
 pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
+    let input = match &r.start {
+        Start::Input(path) => Some(path),
+        Start::Noise(_) => None,
+    };
+    at_most_one_stdin(&[("--model", Some(&r.model.path)), ("INPUT", input)])?;
     let model: UNet = r.model.network(&r.device)?;
     let opts = DenoiseOptions {
         sampler: r.sampler,

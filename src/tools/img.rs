@@ -6,7 +6,7 @@ use crate::data::grid::{grid_png, read_images, write_tiles, GridOptions};
 use crate::data::pack::{pack, write, PackOptions, Source};
 use crate::data::PixelRange;
 use crate::error::Result;
-use crate::io::{InputPath, OutputPath};
+use crate::io::{at_most_one_stdin, InputPath, OutputPath};
 
 /// What `img-pack` packs.
 pub struct ImgPack {
@@ -20,6 +20,9 @@ pub struct ImgPack {
 
 /// Writes the images as one .npy array (and the labels beside them when asked).
 pub fn img_pack(r: &ImgPack) -> Result<()> {
+    if let Source::Idx { images, labels } = &r.source {
+        at_most_one_stdin(&[("INPUT", Some(images)), ("--labels-from", labels.as_ref())])?;
+    }
     let packed = pack(&r.source, &r.options)?;
     write(&packed, r.range, &r.output, r.labels_out.as_ref())
 }

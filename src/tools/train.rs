@@ -3,7 +3,7 @@
 
 use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
 use crate::error::Result;
-use crate::io::InputPath;
+use crate::io::{at_most_one_stdin, InputPath};
 use crate::models::ModelConfig;
 use crate::train::TrainOptions;
 
@@ -41,6 +41,16 @@ impl ImageTraining {
 
 /// The body of `vae-train` and `ddpm-train`: loads the data, then [`train_command`].
 pub fn train_on_images(tool: &str, r: &ImageTraining) -> Result<()> {
+    let (eval, eval_labels) = match &r.eval {
+        Some((path, labels)) => (Some(path), labels.as_ref()),
+        None => (None, None),
+    };
+    at_most_one_stdin(&[
+        ("--data", r.data.file()),
+        ("--labels", r.labels.as_ref()),
+        ("--eval-data", eval),
+        ("--eval-labels", eval_labels),
+    ])?;
     let (train, eval) = r.load_data()?;
     let eval = eval.as_ref().map(|e| e as &dyn Dataset);
     train_command(tool, r.config.clone(), &train, eval, &r.train)

@@ -6,7 +6,7 @@ use candle_core::Device;
 use crate::checkpoint::ModelSource;
 use crate::data::codes::CodeReader;
 use crate::error::Result;
-use crate::io::{InputPath, OutputPath};
+use crate::io::{at_most_one_stdin, InputPath, OutputPath};
 use crate::models::vqvae2::VqVae2;
 use crate::tasks::vqvae2::DecodeOutput;
 use crate::tools::ImageSource;
@@ -25,6 +25,8 @@ pub struct VqEncode {
 /// Writes the codes: .safetensors of `top`, `bottom` (and `labels`) for two levels, .npy
 /// [N, H, W] for one.
 pub fn vq_encode(r: &VqEncode) -> Result<()> {
+    let inputs = [("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file()), ("--labels", r.labels.as_ref())];
+    at_most_one_stdin(&inputs)?;
     let model: VqVae2 = r.model.network(&r.device)?;
     let mut images = r.images.open(model.config.geometry(), r.batch_size)?;
     if let Some(labels) = &r.labels {
@@ -45,6 +47,7 @@ pub struct VqDecode {
 
 /// Writes the decoded images as an array or a PNG grid.
 pub fn vq_decode(r: &VqDecode) -> Result<()> {
+    at_most_one_stdin(&[("--model", Some(&r.model.path)), ("INPUT", Some(&r.input))])?;
     let model: VqVae2 = r.model.network(&r.device)?;
     let mut codes = CodeReader::open(&r.input)?;
     crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, r.batch_size, &r.device)
