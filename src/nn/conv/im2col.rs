@@ -68,6 +68,9 @@ pub(super) fn scatter(g: &Geometry, plan: Plan, input: &[f32], weight: &[f32], b
     out
 }
 
+/// Floats of dW^T one task adds the partial sums onto.
+const ADD_CHUNK: usize = 1 << 14;
+
 /// dW [M, C, kh, kw] = the sum over images of output side [M, P] im2col(input side)^T [P, K].
 /// Computed transposed, as dW^T [K, M] = im2col(input side) output side^T, which the gemm
 /// kernel ran 10-50 % faster on one thread (measured on the benchmark's shapes), and
@@ -77,7 +80,8 @@ pub(super) fn scatter(g: &Geometry, plan: Plan, input: &[f32], weight: &[f32], b
 /// sums then run in an order fixed by the plan, whichever thread ran which block (rayon's
 /// fold would split where work happens to be stolen, and runs of blocks per thread would
 /// change with the thread count). With `plan.across`, blocks run a wave of one per thread at
-/// a time, so that only one partial dW^T per thread is held.
+/// a time, so that only one partial dW^T per thread is held; each wave's partials are then
+/// added, in order, on all threads, each taking a run of dW^T.
 pub(super) fn weight_grad(g: &Geometry, plan: Plan, output: &[f32], input: &[f32]) -> Vec<f32> {
     let (k, p, m) = (g.k(), g.p(), g.m);
     let (out_block, in_block) = (plan.block * m * p, plan.block * g.c * g.hw());
@@ -98,9 +102,12 @@ pub(super) fn weight_grad(g: &Geometry, plan: Plan, output: &[f32], input: &[f32
         } else {
             block_grad(&mut parts[0], wave[0].0, wave[0].1, true);
         }
-        for (_, part) in &parts[..wave.len()] {
-            dwt.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-        }
+        let parts = &parts[..wave.len()];
+        dwt.par_chunks_mut(ADD_CHUNK).enumerate().for_each(|(i, sum)| {
+            for (_, part) in parts {
+                sum.iter_mut().zip(&part[i * ADD_CHUNK..]).for_each(|(a, b)| *a += b);
+            }
+        });
     }
     let mut dw = vec![0f32; m * k];
     for (r, row) in dwt.chunks_exact(m).enumerate() {
