@@ -45,5 +45,9 @@ fn pixelcnn_prior_fits_to_the_same_bytes_on_1_and_2_threads() {
         .assert()
         .success();
     let args = ["codes.safetensors", "--level", "bottom", "--layers", "2", "--channels", "8", "--epochs", "1"];
-    assert!(same_on_1_and_2_threads(dir.path(), "prior-fit", &[&args[..], &["--batch-size", "4", "--seed", "2"]].concat()));
+    assert!(same_on_1_and_2_threads(
+        dir.path(),
+        "prior-fit",
+        &[&args[..], &["--batch-size", "4", "--seed", "2"]].concat()
+    ));
 }

@@ -296,7 +296,6 @@ fn fill_planes(images: &mut [f32], plane: usize, bias: &[f32]) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

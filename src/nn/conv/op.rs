@@ -284,7 +284,6 @@ impl CustomOp1 for ChannelSum {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
