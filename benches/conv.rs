@@ -1,7 +1,7 @@
-//! `cargo bench --bench conv`: GFLOP/s of the fused CPU convolutions (src/nn/conv.rs) against
+//! `cargo bench --bench conv`: GFLOP/s of the fused CPU convolutions (src/nn/conv/) against
 //! candle's own, as one JSON line per case on stdout.
 //!
-//! A forward pass is one matrix product of 2 N M K P flops (the notation of src/nn/conv.rs);
+//! A forward pass is one matrix product of 2 N M K P flops (the notation of src/nn/conv/mod.rs);
 //! the backward pass, with gradients of the input, the weight and the bias (all three are
 //! variables here), is two more of the same size. Each figure is the median of BENCH_REPEATS (default 5) timed runs after one
 //! untimed warm-up; this kind of machine is shared and noisy.

@@ -251,6 +251,8 @@ impl CustomOp2 for CrossEntropy {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (logits, targets) = (contiguous_f32(self.name(), ls, ll)?, contiguous_u32(self.name(), ts, tl)?);
         let (r, e) = Self::dims(ll, targets)?;
+        // One sum per task, added in order: rayon's own sum would add them in a tree that
+        // follows the thread count.
         let total: f64 = logits
             .par_chunks(CE_ROWS * e.max(1))
             .zip(targets.par_chunks(CE_ROWS))
@@ -263,6 +265,8 @@ impl CustomOp2 for CrossEntropy {
                         .sum::<f64>()
                 },
             )
+            .collect::<Vec<f64>>()
+            .iter()
             .sum();
         Ok((CpuStorage::F32(vec![(total / r.max(1) as f64) as f32]), Shape::from(())))
     }

@@ -46,13 +46,11 @@ pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     product(dst, a, b, accumulate, true)
 }
 
-/// [`matmul`] on the calling thread alone, for callers that run one product per thread: the
-/// kernel's own splitting would only add synchronisation there.
-pub fn matmul_serial(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
-    product(dst, a, b, accumulate, false)
-}
-
-fn product(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallel: bool) {
+/// [`matmul`] split over rayon's threads when `parallel`, else on the calling thread alone,
+/// for callers that run one product per thread: the kernel's own splitting would only add
+/// synchronisation there. Either way every entry is the same sum in the same order: the
+/// kernel splits the output's rows and columns over threads, never the inner dimension.
+pub fn product(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
     assert!(dst.len() >= m * n && a.fits(a.data.len()) && b.fits(b.data.len()), "gemm: view out of bounds");
@@ -113,5 +111,23 @@ mod tests {
         matmul(&mut d, Mat::rows(&a, 2, 3).t(), Mat::rows(&a, 2, 3), false);
         assert_eq!(d[0], 0.0 * 0.0 + 3.0 * 3.0);
         assert_eq!(d[5], 1.0 * 2.0 + 4.0 * 5.0);
+    }
+
+    /// The same bits on 1, 2 and 3 threads, for a product large enough to be split over
+    /// threads and with an inner dimension the kernel cuts into several chunks.
+    #[test]
+    fn products_do_not_depend_on_the_thread_count() {
+        let (m, k, n) = (70, 1300, 90);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 997) as f32 - 498.0) * 1e-3).collect();
+        let on = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut c = vec![0.5f32; m * n];
+            pool.install(|| matmul(&mut c, Mat::rows(&a, m, k), Mat::rows(&b, k, n), true));
+            c
+        };
+        let one = on(1);
+        assert_eq!(one, on(2));
+        assert_eq!(one, on(3));
     }
 }

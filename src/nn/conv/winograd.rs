@@ -12,12 +12,14 @@
 //!
 //! A convolution's input gradient at stride 1 is itself a 3x3 correlation: of the output
 //! gradient with the kernels flipped and input and output channels exchanged, at padding
-//! 2 - p. So both directions run here; the weight gradient stays with im2col.
+//! 2 - p. So both directions run here; the weight gradient stays with im2col. Which
+//! convolutions come here is the dispatcher's choice (`super::op`); this kernel takes any
+//! 3x3 one at stride 1 with padding at most 2.
 
-use super::{for_blocks, product, sized, Geometry, Plan};
 use multiversion::multiversion;
 
-use crate::nn::gemm::Mat;
+use super::plan::{for_blocks, sized, Geometry, Plan};
+use crate::nn::gemm::{product, Mat};
 
 /// Side of an output tile.
 const TILE: usize = 4;
@@ -29,10 +31,6 @@ const POINTS: usize = SIDE * SIDE;
 /// Floats of a block's transformed inputs and outputs together (1 MiB): as many images per
 /// block as fit, at least one.
 const BLOCK_BUDGET: usize = 1 << 18;
-
-/// The least channels on either side for which the transforms pay for themselves; thinner
-/// convolutions (a network's first and last) stay with im2col.
-const MIN_CHANNELS: usize = 8;
 
 /// A 3x3, stride-1 correlation in Winograd form.
 pub(super) struct Winograd {
@@ -62,19 +60,28 @@ pub(super) struct Buffers {
 }
 
 impl Winograd {
-    /// The convolution `g` itself (forward pass) in Winograd form, if it is 3x3 at stride 1.
-    pub(super) fn correlate(g: &Geometry, weight: &[f32]) -> Option<Self> {
-        Self::applies(g).then(|| Self::new(*g, weight, false))
+    /// Whether this kernel computes `g`: 3x3 at stride 1, padding at most 2.
+    pub(super) fn supports(g: &Geometry) -> bool {
+        (g.kh, g.kw, g.stride) == (3, 3, 1) && g.pad <= 2
     }
 
-    /// The adjoint of `g` (input gradient) as a correlation, if `g` is 3x3 at stride 1.
-    pub(super) fn scatter(g: &Geometry, weight: &[f32]) -> Option<Self> {
-        let adjoint = Geometry { c: g.m, h: g.ho, w: g.wo, m: g.c, ho: g.h, wo: g.w, pad: 2 - g.pad.min(2), ..*g };
-        Self::applies(g).then(|| Self::new(adjoint, weight, true))
+    /// The convolution `g` itself (forward pass) in Winograd form.
+    ///
+    /// # Panics
+    /// When the kernel does not [support](Self::supports) `g`.
+    pub(super) fn correlate(g: &Geometry, weight: &[f32]) -> Self {
+        assert!(Self::supports(g), "winograd: {g:?} is not 3x3 at stride 1 with padding at most 2");
+        Self::new(*g, weight, false)
     }
 
-    fn applies(g: &Geometry) -> bool {
-        (g.kh, g.kw, g.stride) == (3, 3, 1) && g.pad <= 2 && g.c.min(g.m) >= MIN_CHANNELS
+    /// The adjoint of `g` (input gradient) as a correlation.
+    ///
+    /// # Panics
+    /// When the kernel does not [support](Self::supports) `g`.
+    pub(super) fn scatter(g: &Geometry, weight: &[f32]) -> Self {
+        assert!(Self::supports(g), "winograd: {g:?} is not 3x3 at stride 1 with padding at most 2");
+        let adjoint = Geometry { c: g.m, h: g.ho, w: g.wo, m: g.c, ho: g.h, wo: g.w, pad: 2 - g.pad, ..*g };
+        Self::new(adjoint, weight, true)
     }
 
     /// The correlation `g` with the convolution's `weight` [M, C, 3, 3]; `flipped` builds
@@ -102,14 +109,16 @@ impl Winograd {
         Winograd { g, th, tw, u }
     }
 
+    /// The blocks for a batch of `n` on `threads` threads.
+    pub(super) fn plan(&self, n: usize, threads: usize) -> Plan {
+        Plan::fitting(n, POINTS * self.th * self.tw * (self.g.c + self.g.m), BLOCK_BUDGET, threads)
+    }
+
     /// Output side [N, M, Ho, Wo] from input side [N, C, H, W], plus `bias` [M].
-    pub(super) fn run(&self, across: bool, input: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    pub(super) fn run(&self, plan: Plan, input: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         let (src_image, dst_image) = (self.g.c * self.g.hw(), self.g.m * self.g.p());
         let n = input.len() / src_image;
         let mut out = vec![0f32; n * dst_image];
-        let per_image = POINTS * self.th * self.tw * (self.g.c + self.g.m);
-        let threads = if across { rayon::current_num_threads() } else { 1 };
-        let plan = Plan::fitting(n, threads, per_image, BLOCK_BUDGET);
         for_blocks(plan, &mut out, dst_image, input, src_image, |s: &mut Buffers, dst, src, parallel| {
             self.block(s, dst, src, bias, parallel)
         });
@@ -386,5 +395,71 @@ fn kernel_1d(g: [&[f32]; 3], u: [&mut [f32]; SIDE]) {
         u3[l] = a * TWENTY_FOURTH + b * TWELFTH + c * SIXTH;
         u4[l] = a * TWENTY_FOURTH - b * TWELFTH + c * SIXTH;
         u5[l] = c;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::conv::im2col;
+    use crate::nn::conv::layers::ConvConfig;
+    use crate::nn::conv::op::Kind;
+    use crate::nn::conv::testing::{normal, rel_err, rng};
+
+    /// The geometry of a 3x3 convolution at stride 1: batch, channels in and out, height,
+    /// width and padding.
+    fn geometry(n: usize, c: usize, m: usize, h: usize, w: usize, padding: usize) -> Geometry {
+        let (batch, g) = Kind::Conv(ConvConfig { stride: 1, padding }).geometry(&[n, c, h, w], &[m, c, 3, 3]).unwrap();
+        assert_eq!(batch, n);
+        g
+    }
+
+    /// Forward pass and input gradient against the im2col kernel on random data: channels
+    /// that are not multiples of the four planes transposed together, planes that are not
+    /// whole tiles, every padding, one image and several, and channels thinner than the
+    /// dispatcher sends here.
+    #[test]
+    fn matches_im2col_forward_and_input_gradient() {
+        let mut r = rng(21);
+        for (n, c, m, h, w, pad) in [
+            (1, 8, 12, 8, 8, 1),
+            (3, 13, 9, 7, 5, 0),
+            (2, 10, 17, 5, 9, 2),
+            (1, 9, 11, 1, 9, 1),
+            (4, 11, 8, 13, 4, 1),
+            (2, 3, 5, 6, 6, 1),
+        ] {
+            let g = geometry(n, c, m, h, w, pad);
+            let (input, weight) = (normal(&mut r, n * c * g.hw()), normal(&mut r, m * g.k()));
+            let (output, bias) = (normal(&mut r, n * m * g.p()), normal(&mut r, m));
+            let plan = im2col::plan(&g, n, 1);
+            let forward = Winograd::correlate(&g, &weight).run(plan, &input, Some(&bias));
+            let want = im2col::correlate(&g, plan, &input, &weight, Some(&bias));
+            assert!(rel_err(&forward, &want) < 1e-5, "forward, {g:?}: {}", rel_err(&forward, &want));
+            let grad = Winograd::scatter(&g, &weight).run(plan, &output, None);
+            let want = im2col::scatter(&g, plan, &output, &weight, None);
+            assert!(rel_err(&grad, &want) < 1e-5, "input gradient, {g:?}: {}", rel_err(&grad, &want));
+        }
+    }
+
+    /// Both directions on any block plan, across threads or not, against one block of the
+    /// whole batch.
+    #[test]
+    fn any_blocking_and_threading_give_the_same_result() {
+        let mut r = rng(22);
+        let (n, g) = (5, geometry(5, 9, 10, 7, 6, 1));
+        let (input, weight) = (normal(&mut r, n * g.c * g.hw()), normal(&mut r, g.m * g.k()));
+        let (output, bias) = (normal(&mut r, n * g.m * g.p()), normal(&mut r, g.m));
+        let (forward, adjoint) = (Winograd::correlate(&g, &weight), Winograd::scatter(&g, &weight));
+        let all = |block, across| {
+            let plan = Plan { block, across };
+            (forward.run(plan, &input, Some(&bias)), adjoint.run(plan, &output, None))
+        };
+        let whole = all(n, false);
+        for (block, across) in [(1, false), (2, false), (1, true), (2, true), (n, true)] {
+            let part = all(block, across);
+            assert!(rel_err(&part.0, &whole.0) < 1e-6);
+            assert!(rel_err(&part.1, &whole.1) < 1e-6);
+        }
     }
 }
