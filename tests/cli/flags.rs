@@ -109,3 +109,23 @@ fn ddpm_train_refuses_labels_it_would_ignore() {
     assert!(stderr.contains("--labels") && stderr.contains("not supported"), "{stderr}");
     assert!(!d.join("m.safetensors").exists());
 }
+
+#[test]
+fn two_inputs_that_both_read_stdin_are_refused_before_anything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("vq-encode", &["--model", "vq.safetensors", "-", "--labels", "-"], "INPUT and --labels"),
+        ("vae-encode", &["--model", "-", "-"], "--model and INPUT"),
+        ("prior-fit", &["-", "--eval-data", "-", "-o", "p.safetensors"], "INPUT and --eval-data"),
+        ("vae-train", &["--data", "-", "--labels", "-", "-o", "m.safetensors"], "--data and --labels"),
+    ];
+    for (name, args, clash) in cases {
+        let out = tool(name).current_dir(d).args(args).write_stdin("").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(clash) && stderr.contains("both read stdin"), "{name}: {stderr}");
+        assert!(super::common::dir_entries(d).is_empty(), "{name} left files behind");
+    }
+}
