@@ -72,11 +72,9 @@ pub fn train_command(
     let last = crate::train::train(task.as_mut(), train, eval, opts)?;
     match last {
         Some(last) => eprintln!("{tool}: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last)),
-        None => eprintln!(
-            "{tool}: {} is already trained for {} epochs; nothing written",
-            opts.output.display(),
-            opts.epochs
-        ),
+        None => {
+            eprintln!("{tool}: {}: already trained to epoch {}; nothing written", opts.output.display(), opts.epochs)
+        }
     }
     Ok(())
 }
