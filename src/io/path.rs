@@ -473,4 +473,76 @@ mod tests {
         let e = at_most_one_stdin(&three).unwrap_err();
         assert_eq!(e.to_string(), "INPUT and --labels both read stdin; at most one input can be `-`");
     }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_even_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, link, other) = (dir.path().join("x.npy"), dir.path().join("link.npy"), dir.path().join("y.npy"));
+        std::fs::write(&x, b"x").unwrap();
+        std::fs::write(&other, b"y").unwrap();
+        std::os::unix::fs::symlink(&x, &link).unwrap();
+        let input = InputPath::File(x.clone());
+        let inputs = [("INPUT", Some(&input)), ("--labels", None)];
+        let out = |p: &Path| OutputPath::File(p.to_path_buf());
+        for same in [&x, &link] {
+            let e = no_output_is_an_input(&inputs, &[("-o", Some(&out(same)))]).unwrap_err().to_string();
+            let want =
+                format!("{}: is both an input (INPUT) and the output (-o); choose another output", same.display());
+            assert_eq!(e, want);
+        }
+        let fine =
+            [("-o", Some(&out(&other))), ("--png", Some(&out(&dir.path().join("new.png")))), ("--labels-out", None)];
+        assert!(no_output_is_an_input(&inputs, &fine).is_ok());
+        assert!(
+            no_output_is_an_input(&[("INPUT", Some(&InputPath::Stdin))], &[("-o", Some(&OutputPath::Stdout))]).is_ok()
+        );
+        let e = check_io(&inputs, &[("--metrics", Some(&out(&link)))]).unwrap_err().to_string();
+        assert!(e.ends_with("is both an input (INPUT) and the output (--metrics); choose another output"), "{e}");
+    }
+
+    #[test]
+    fn an_output_is_checked_writable_without_leaving_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file.txt"), b"").unwrap();
+        assert!(OutputPath::File(dir.path().join("new.npy")).check_writable().is_ok());
+        assert!(OutputPath::File("/dev/null".into()).check_writable().is_ok());
+        assert_eq!(names_in(dir.path()), ["file.txt"]);
+        let fails = |p: PathBuf| OutputPath::File(p).check_writable().unwrap_err().to_string();
+        let missing = dir.path().join("missing/x.npy");
+        assert_eq!(fails(missing.clone()), format!("{}: No such file or directory (os error 2)", missing.display()));
+        let under_a_file = dir.path().join("file.txt/x.npy");
+        assert_eq!(fails(under_a_file.clone()), format!("{}: Not a directory (os error 20)", under_a_file.display()));
+        assert!(fails(dir.path().to_path_buf()).ends_with("is a directory, expected a file"));
+        assert_eq!(names_in(dir.path()), ["file.txt"]);
+    }
+
+    /// A device is written in place: renaming onto it would replace it with a file.
+    #[test]
+    fn a_device_is_written_in_place_and_refused_where_a_file_is_needed() {
+        let null = OutputPath::File("/dev/null".into());
+        null.write_all(b"gone").unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::metadata("/dev/null").unwrap().file_type()));
+        let e = null.check_regular("the model (-o)").unwrap_err().to_string();
+        assert_eq!(e, "/dev/null: is not a regular file; the model (-o) must be written to a file");
+        assert!(OutputPath::File("new.safetensors".into()).check_regular("the model (-o)").is_ok());
+    }
+
+    /// A temporary file is listed for the signal handler exactly while it exists.
+    #[test]
+    fn a_temporary_file_is_listed_while_it_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = |name: &str| temporaries().iter().any(|p| p.file_name().is_some_and(|n| n == name));
+        for finish in [true, false] {
+            let out = OutputPath::File(dir.path().join("out.npy")).create().unwrap();
+            let tmp = names_in(dir.path()).into_iter().find(|n| n.ends_with(".tmp")).unwrap();
+            assert!(listed(&tmp));
+            if finish {
+                out.finish().unwrap();
+            } else {
+                drop(out);
+            }
+            assert!(!listed(&tmp));
+            assert!(!names_in(dir.path()).contains(&tmp));
+        }
+    }
 }
