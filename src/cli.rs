@@ -23,6 +23,7 @@ use crate::train::TrainOptions;
 /// Runs a tool's body and turns its result into an exit code.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     configure_threads();
+    handle_signals();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -32,6 +33,25 @@ pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes signals end a tool without leaving a temporary file behind.
+///
+/// SIGINT, SIGTERM and SIGHUP: a training run saves and stops at its next step
+/// ([`crate::train::save_on_interrupt`]); any other tool removes the temporary files of its
+/// outputs and exits with status 130. SIGXFSZ (a write past `ulimit -f`) is ignored, so the
+/// write fails with EFBIG and the tool reports it and removes the file, instead of being
+/// killed with its temporary file left behind.
+pub fn handle_signals() {
+    // SAFETY: setting a signal's disposition to SIG_IGN runs no code in the handler.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    // Fails only when a handler is already set (a second call); the first one stays.
+    let _ = ctrlc::set_handler(|| {
+        if !crate::train::interrupt() {
+            crate::io::remove_temporaries();
+            std::process::exit(130);
+        }
+    });
 }
 
 /// Keeps candle's second thread pool out of the way unless the user sized it.

@@ -101,21 +101,35 @@ pub struct TrainOptions {
     pub device: Device,
 }
 
+/// Whether Ctrl-C asks the training loop to save and stop, rather than ending the process.
+static SAVE_ON_INTERRUPT: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C while [`SAVE_ON_INTERRUPT`]; the loop saves and stops at its next step.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Makes Ctrl-C (and SIGTERM) ask the training loop to save and stop at the next step.
-pub fn install_interrupt_handler() {
-    // A second installation (e.g. in tests) fails harmlessly; the first handler stays.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+/// From now on, Ctrl-C (and SIGTERM) asks the training loop to save and stop at the next step
+/// (see [`crate::cli::handle_signals`]).
+pub fn save_on_interrupt() {
+    SAVE_ON_INTERRUPT.store(true, Ordering::SeqCst);
 }
 
-/// Trains `task` on `data` and returns the last epoch's metrics.
+/// For the signal handler: asks a training run to save and stop, and returns whether one
+/// will; `false` when the process should end now.
+pub fn interrupt() -> bool {
+    let saves = SAVE_ON_INTERRUPT.load(Ordering::SeqCst);
+    if saves {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    saves
+}
+
+/// Trains `task` on `data` and returns the last epoch's metrics; none when `--resume` finds
+/// the run already complete (then nothing is written).
 pub fn train(
     task: &mut dyn Task,
     data: &dyn Dataset,
     eval: Option<&dyn Dataset>,
     opts: &TrainOptions,
-) -> Result<Map<String, Value>> {
+) -> Result<Option<Map<String, Value>>> {
     if data.is_empty() {
         return Err(Error::bad_input(data.name(), "holds no examples, nothing to train on"));
     }
@@ -133,11 +147,8 @@ pub fn train(
     }
     let mut metrics_out = MetricsSink::open(opts.metrics.as_ref(), opts.resume)?;
     let progress = std::io::stderr().is_terminal();
-    let mut last: Map<String, Value> = Map::new();
+    let mut last = None;
     let total_steps = steps_per_epoch * opts.epochs as u64;
-    if step >= total_steps {
-        eprintln!("{}: already trained for {} epochs", opts.output.display(), opts.epochs);
-    }
     while step < total_steps {
         let epoch = step / steps_per_epoch;
         let perm = Rng::new(opts.seed, Stream::Shuffle, epoch).permutation(n);
@@ -190,7 +201,7 @@ pub fn train(
         }
         save(task, &adam, &run_info, step, &opts.output)?;
         metrics_out.write(&line)?;
-        last = line;
+        last = Some(line);
     }
     Ok(last)
 }
@@ -465,7 +476,8 @@ mod tests {
     fn metrics_are_one_json_object_per_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let (data, eval) = (rows("train"), rows("held-out"));
-        let last = train(&mut line(), &data, Some(&eval), &options(dir.path(), 3, false)).unwrap();
+        let last =
+            train(&mut line(), &data, Some(&eval), &options(dir.path(), 3, false)).unwrap().expect("three epochs ran");
         let lines = metric_lines(dir.path());
         assert_eq!(lines.len(), 3);
         for (e, l) in lines.iter().enumerate() {
@@ -529,7 +541,7 @@ mod tests {
         };
         assert_eq!(untimed(a.path()), untimed(b.path()));
         let again = train(&mut line(), &data, Some(&eval), &options(b.path(), 4, true)).unwrap();
-        assert!(again.is_empty(), "a finished run trains no further");
+        assert!(again.is_none(), "a finished run trains no further");
         assert_eq!(metric_lines(b.path()).len(), 4);
     }
 

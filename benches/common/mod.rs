@@ -52,7 +52,7 @@ pub fn train_rate(config: &ModelConfig, data: &dyn Dataset, dir: &Path, runs: us
                     resume: false,
                     device: Device::Cpu,
                 };
-                let last = train(task.as_mut(), data, None, &opts).expect("training");
+                let last = train(task.as_mut(), data, None, &opts).expect("training").expect("one epoch ran");
                 last["images_per_s"].as_f64().expect("images_per_s")
             })
             .collect(),

@@ -125,9 +125,10 @@ impl CodeBatch {
                 return Err(Error::bad_input(
                     source,
                     format!(
-                        "{name} code {} of image {} is outside the codebook (expected 0..{n_embed})",
+                        "{name} code {} of image {} is outside the codebook (expected 0..{})",
                         codes[i],
-                        first + i / per_image.max(1)
+                        first + i / per_image.max(1),
+                        n_embed - 1
                     ),
                 ));
             }
@@ -606,7 +607,7 @@ mod tests {
     fn codes_outside_the_codebook_name_the_image() {
         let b = CodeBatch { n: 2, top: None, bottom: vec![0, 1, 2, 3, 4, 99], labels: None };
         let err = b.check_range("f", 10, None, 50).unwrap_err().to_string();
-        assert_eq!(err, "f: bottom code 99 of image 11 is outside the codebook (expected 0..50)");
+        assert_eq!(err, "f: bottom code 99 of image 11 is outside the codebook (expected 0..49)");
         b.check_range("f", 0, None, 100).unwrap();
     }
 }

@@ -1,12 +1,16 @@
 //! Input and output locations where `-` means stdin or stdout, and outputs that appear only
 //! when complete: a file is written to a temporary sibling and renamed on [`Output::finish`],
-//! so a failed or interrupted run never leaves a partial file behind.
+//! so a failed or interrupted run never leaves a partial file behind. An existing path that
+//! is not a regular file (`/dev/null`, a FIFO) is written in place instead: renaming onto it
+//! would replace the device with a file.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 
@@ -61,6 +65,42 @@ impl fmt::Display for InputPath {
     }
 }
 
+/// The checks every tool makes before any work: at most one input reads stdin
+/// ([`at_most_one_stdin`]), no output is the same file as an input
+/// ([`no_output_is_an_input`]), and every output can be written
+/// ([`OutputPath::check_writable`]). Each input and output is paired with the name the user
+/// knows it by (`INPUT`, `--labels`, `-o`), `None` for one the tool was not given.
+pub fn check_io(inputs: &[(&str, Option<&InputPath>)], outputs: &[(&str, Option<&OutputPath>)]) -> Result<()> {
+    at_most_one_stdin(inputs)?;
+    no_output_is_an_input(inputs, outputs)?;
+    outputs.iter().filter_map(|(_, out)| *out).try_for_each(OutputPath::check_writable)
+}
+
+/// Refuses an output that is the same regular file (device and inode, so also through a
+/// link) as an input, which writing it would destroy, as `cp a a` refuses: "x.npy: is both an
+/// input (INPUT) and the output (-o); choose another output".
+pub fn no_output_is_an_input(
+    inputs: &[(&str, Option<&InputPath>)],
+    outputs: &[(&str, Option<&OutputPath>)],
+) -> Result<()> {
+    let file_id = |path: &Path| std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino()));
+    for (out_name, out) in outputs {
+        let Some(OutputPath::File(out_path)) = out else { continue };
+        let Some(out_id) = file_id(out_path) else { continue };
+        for (in_name, input) in inputs {
+            if let Some(InputPath::File(in_path)) = input {
+                if file_id(in_path) == Some(out_id) {
+                    return Err(Error::bad_input(
+                        out_path.display(),
+                        format!("is both an input ({in_name}) and the output ({out_name}); choose another output"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses more than one input reading stdin: `inputs` pairs each input a tool was given
 /// (`None` for one it was not) with the name the user knows it by (`INPUT`, `--labels`), and
 /// the error names the two that clash, e.g. "INPUT and --labels both read stdin; at most one
@@ -83,26 +123,48 @@ pub enum OutputPath {
 }
 
 impl OutputPath {
-    /// Starts writing. Nothing is visible at a file path until [`Output::finish`].
+    /// Starts writing. Nothing is visible at a file path until [`Output::finish`], but for an
+    /// existing path that is not a regular file (a device, a FIFO), which is written directly.
     pub fn create(&self) -> Result<Output> {
         let inner = match self {
-            OutputPath::Stdout => Sink::Stdout(BufWriter::with_capacity(1 << 16, io::stdout())),
+            OutputPath::Stdout => {
+                check_stdout_open()?;
+                Sink::Stdout(BufWriter::with_capacity(1 << 16, io::stdout()))
+            }
+            OutputPath::File(p) if is_special(p) => {
+                let file = OpenOptions::new().write(true).open(p).map_err(|e| Error::io(self, e))?;
+                Sink::Special(BufWriter::with_capacity(1 << 16, file))
+            }
             OutputPath::File(p) => {
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                let prefix = format!(".{}.", p.file_name().unwrap_or_default().to_string_lossy());
-                let mut builder = tempfile::Builder::new();
-                builder.prefix(&prefix).suffix(".tmp");
-                // The usual mode (0666 less the umask), not tempfile's private 0600.
-                #[cfg(unix)]
-                builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-                let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(self, e))?;
+                let tmp = Temporary::beside(p).map_err(|e| Error::io(self, e))?;
                 Sink::File(BufWriter::with_capacity(1 << 16, tmp), p.clone())
             }
         };
         Ok(Output { path: self.clone(), inner })
+    }
+
+    /// Fails, naming the output, when it could not be written: stdout is closed, the path is
+    /// a directory, or no file can be made in its directory (missing, read-only, under a
+    /// file). Tools call it before any work, so that a bad `-o` fails at once rather than
+    /// after an epoch of training. Creates and removes a temporary file; opens no device or
+    /// FIFO (that would block until a reader comes).
+    pub fn check_writable(&self) -> Result<()> {
+        match self {
+            OutputPath::Stdout => check_stdout_open(),
+            OutputPath::File(p) if p.is_dir() => Err(Error::bad_input(self, "is a directory, expected a file")),
+            OutputPath::File(p) if is_special(p) => Ok(()),
+            OutputPath::File(p) => Temporary::beside(p).map(drop).map_err(|e| Error::io(self, e)),
+        }
+    }
+
+    /// Fails, naming `what`, unless the output is a regular file or a new path: for outputs
+    /// that are rewritten or have a file beside them, such as training checkpoints.
+    pub fn check_regular(&self, what: &str) -> Result<()> {
+        let path = self.file(what)?;
+        if is_special(path) {
+            return Err(Error::bad_input(self, format!("is not a regular file; {what} must be written to a file")));
+        }
+        Ok(())
     }
 
     /// Writes `bytes` as the whole output, atomically.
@@ -144,9 +206,131 @@ impl fmt::Display for OutputPath {
     }
 }
 
+/// True for a path that exists and is neither a regular file nor a directory (following
+/// links): a device, a FIFO or a socket.
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Fails when stdout was closed (`tool >&-`), where the output would be lost with exit
+/// status 0: before `main`, the standard library opens `/dev/null` read-write on a closed
+/// descriptor 0, 1 or 2, so writes to it succeed. A shell opens `>/dev/null` write-only,
+/// so stdout read-write on the null device is taken for one closed (as `1<>/dev/null` is).
+fn check_stdout_open() -> Result<()> {
+    if stdout_was_closed() {
+        return Err(Error::bad_input(OutputPath::Stdout, "closed (EBADF); redirect it or pass -o FILE"));
+    }
+    Ok(())
+}
+
+fn stdout_was_closed() -> bool {
+    use std::os::fd::AsFd;
+    // SAFETY: F_GETFL only reads the descriptor's status flags.
+    let flags = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFL) };
+    if flags == -1 {
+        return true;
+    }
+    if flags & libc::O_ACCMODE != libc::O_RDWR {
+        return false;
+    }
+    let device = |m: std::fs::Metadata| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_char_device().then_some(m.rdev())
+    };
+    let stdout = io::stdout().as_fd().try_clone_to_owned().and_then(|fd| File::from(fd).metadata());
+    let null = std::fs::metadata("/dev/null");
+    matches!((stdout.map(device), null.map(device)), (Ok(Some(a)), Ok(Some(b))) if a == b)
+}
+
+/// The paths of the temporary files of outputs being written, so that a signal that ends the
+/// process can remove them ([`remove_temporaries`]).
+static TEMPORARIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn temporaries() -> MutexGuard<'static, Vec<PathBuf>> {
+    TEMPORARIES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes the temporary file of every output being written and keeps further outputs from
+/// appearing (the registry stays locked, and [`Output::finish`] waits for it): for a signal
+/// handler, right before it ends the process.
+pub fn remove_temporaries() {
+    let live = temporaries();
+    for path in live.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    std::mem::forget(live);
+}
+
+/// A hidden temporary sibling of an output (`.name.XXXXXXXX.tmp`), listed in
+/// [`TEMPORARIES`] while it lives; dropping it before [`Temporary::persist`] removes the file.
+/// (Made here rather than with `tempfile`, whose errors name the random path instead of the
+/// output.)
+struct Temporary {
+    file: File,
+    path: PathBuf,
+    persisted: bool,
+}
+
+impl Temporary {
+    fn beside(target: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        // Listed under the same lock that creates it, so no signal finds it unlisted.
+        let mut live = temporaries();
+        loop {
+            let path = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+            // The usual mode (0666 less the umask).
+            match OpenOptions::new().write(true).create_new(true).mode(0o666).open(&path) {
+                Ok(file) => {
+                    live.push(path.clone());
+                    return Ok(Temporary { file, path, persisted: false });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Syncs the file and renames it to `target`. The rename happens under the registry's
+    /// lock, so a signal handler sees either the temporary file or the finished output.
+    fn persist(mut self, target: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        let mut live = temporaries();
+        std::fs::rename(&self.path, target)?;
+        live.retain(|p| p != &self.path);
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let mut live = temporaries();
+            let _ = std::fs::remove_file(&self.path);
+            live.retain(|p| p != &self.path);
+        }
+    }
+}
+
+impl Write for Temporary {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 enum Sink {
     Stdout(BufWriter<io::Stdout>),
-    File(BufWriter<tempfile::NamedTempFile>, PathBuf),
+    /// A device or FIFO, written in place.
+    Special(BufWriter<File>),
+    File(BufWriter<Temporary>, PathBuf),
 }
 
 /// An output being written. Dropping it without [`Output::finish`] discards a file output.
@@ -161,34 +345,32 @@ impl Output {
         let path = self.path;
         match self.inner {
             Sink::Stdout(mut w) => w.flush().map_err(|e| Error::io(&path, e)),
+            Sink::Special(mut w) => w.flush().map_err(|e| Error::io(&path, e)),
             Sink::File(w, target) => {
                 let tmp = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-                tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
-                tmp.persist(target).map_err(|e| Error::io(&path, e.error))?;
-                Ok(())
+                tmp.persist(&target).map_err(|e| Error::io(&path, e))
             }
+        }
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match &mut self.inner {
+            Sink::Stdout(w) => w,
+            Sink::Special(w) => w,
+            Sink::File(w, _) => w,
         }
     }
 }
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.inner {
-            Sink::Stdout(w) => w.write(buf),
-            Sink::File(w, _) => w.write(buf),
-        }
+        self.writer().write(buf)
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match &mut self.inner {
-            Sink::Stdout(w) => w.write_all(buf),
-            Sink::File(w, _) => w.write_all(buf),
-        }
+        self.writer().write_all(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.inner {
-            Sink::Stdout(w) => w.flush(),
-            Sink::File(w, _) => w.flush(),
-        }
+        self.writer().flush()
     }
 }
 
@@ -290,5 +472,77 @@ mod tests {
         let three = [("INPUT", Some(&stdin)), ("--eval-data", Some(&file)), ("--labels", Some(&stdin))];
         let e = at_most_one_stdin(&three).unwrap_err();
         assert_eq!(e.to_string(), "INPUT and --labels both read stdin; at most one input can be `-`");
+    }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_even_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, link, other) = (dir.path().join("x.npy"), dir.path().join("link.npy"), dir.path().join("y.npy"));
+        std::fs::write(&x, b"x").unwrap();
+        std::fs::write(&other, b"y").unwrap();
+        std::os::unix::fs::symlink(&x, &link).unwrap();
+        let input = InputPath::File(x.clone());
+        let inputs = [("INPUT", Some(&input)), ("--labels", None)];
+        let out = |p: &Path| OutputPath::File(p.to_path_buf());
+        for same in [&x, &link] {
+            let e = no_output_is_an_input(&inputs, &[("-o", Some(&out(same)))]).unwrap_err().to_string();
+            let want =
+                format!("{}: is both an input (INPUT) and the output (-o); choose another output", same.display());
+            assert_eq!(e, want);
+        }
+        let fine =
+            [("-o", Some(&out(&other))), ("--png", Some(&out(&dir.path().join("new.png")))), ("--labels-out", None)];
+        assert!(no_output_is_an_input(&inputs, &fine).is_ok());
+        assert!(
+            no_output_is_an_input(&[("INPUT", Some(&InputPath::Stdin))], &[("-o", Some(&OutputPath::Stdout))]).is_ok()
+        );
+        let e = check_io(&inputs, &[("--metrics", Some(&out(&link)))]).unwrap_err().to_string();
+        assert!(e.ends_with("is both an input (INPUT) and the output (--metrics); choose another output"), "{e}");
+    }
+
+    #[test]
+    fn an_output_is_checked_writable_without_leaving_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file.txt"), b"").unwrap();
+        assert!(OutputPath::File(dir.path().join("new.npy")).check_writable().is_ok());
+        assert!(OutputPath::File("/dev/null".into()).check_writable().is_ok());
+        assert_eq!(names_in(dir.path()), ["file.txt"]);
+        let fails = |p: PathBuf| OutputPath::File(p).check_writable().unwrap_err().to_string();
+        let missing = dir.path().join("missing/x.npy");
+        assert_eq!(fails(missing.clone()), format!("{}: No such file or directory (os error 2)", missing.display()));
+        let under_a_file = dir.path().join("file.txt/x.npy");
+        assert_eq!(fails(under_a_file.clone()), format!("{}: Not a directory (os error 20)", under_a_file.display()));
+        assert!(fails(dir.path().to_path_buf()).ends_with("is a directory, expected a file"));
+        assert_eq!(names_in(dir.path()), ["file.txt"]);
+    }
+
+    /// A device is written in place: renaming onto it would replace it with a file.
+    #[test]
+    fn a_device_is_written_in_place_and_refused_where_a_file_is_needed() {
+        let null = OutputPath::File("/dev/null".into());
+        null.write_all(b"gone").unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::metadata("/dev/null").unwrap().file_type()));
+        let e = null.check_regular("the model (-o)").unwrap_err().to_string();
+        assert_eq!(e, "/dev/null: is not a regular file; the model (-o) must be written to a file");
+        assert!(OutputPath::File("new.safetensors".into()).check_regular("the model (-o)").is_ok());
+    }
+
+    /// A temporary file is listed for the signal handler exactly while it exists.
+    #[test]
+    fn a_temporary_file_is_listed_while_it_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = |name: &str| temporaries().iter().any(|p| p.file_name().is_some_and(|n| n == name));
+        for finish in [true, false] {
+            let out = OutputPath::File(dir.path().join("out.npy")).create().unwrap();
+            let tmp = names_in(dir.path()).into_iter().find(|n| n.ends_with(".tmp")).unwrap();
+            assert!(listed(&tmp));
+            if finish {
+                out.finish().unwrap();
+            } else {
+                drop(out);
+            }
+            assert!(!listed(&tmp));
+            assert!(!names_in(dir.path()).contains(&tmp));
+        }
     }
 }

@@ -258,7 +258,8 @@ pub fn sample_codes(
             };
             if let Some(bad) = labels.iter().find(|&&l| l as usize >= k) {
                 return Err(Error::config(format!(
-                    "class {bad} is out of range: the prior knows {k} classes (0..{k})"
+                    "class {bad} is out of range: the prior knows {k} classes (0..{})",
+                    k - 1
                 )));
             }
             Some(labels)

@@ -9,7 +9,7 @@ use crate::diffusion::forward::{noise, NoiseOptions, NoiseSteps};
 use crate::diffusion::ScheduleKind;
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
-use crate::io::{at_most_one_stdin, OutputPath};
+use crate::io::{check_io, OutputPath};
 use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::{Network, Preset};
 use crate::tasks::ddpm::{denoise, DenoiseOptions, Sampler, Start};
@@ -66,7 +66,7 @@ pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
         Diffusion::Model(source) => Some(&source.path),
         Diffusion::Preset { .. } => None,
     };
-    at_most_one_stdin(&[("--model", model), ("INPUT", r.images.spec.file())])?;
+    check_io(&[("--model", model), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
     if r.batch_size == 0 {
         return Err(Error::config("--batch-size must be at least 1"));
     }
@@ -112,7 +112,11 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
         Start::Input(path) => Some(path),
         Start::Noise(_) => None,
     };
-    at_most_one_stdin(&[("--model", Some(&r.model.path)), ("INPUT", input)])?;
+    let output = match &r.output {
+        DenoiseOutput::Array(out) => ("-o", Some(out)),
+        DenoiseOutput::Png(png) => ("--png", Some(png)),
+    };
+    check_io(&[("--model", Some(&r.model.path)), ("INPUT", input)], &[output])?;
     let model: UNet = r.model.network(&r.device)?;
     let opts = DenoiseOptions {
         sampler: r.sampler,

@@ -6,7 +6,7 @@ use crate::data::grid::{grid_png, read_images, write_tiles, GridOptions};
 use crate::data::pack::{pack, write, PackOptions, Source};
 use crate::data::PixelRange;
 use crate::error::Result;
-use crate::io::{at_most_one_stdin, InputPath, OutputPath};
+use crate::io::{check_io, InputPath, OutputPath};
 
 /// What `img-pack` packs.
 pub struct ImgPack {
@@ -20,9 +20,14 @@ pub struct ImgPack {
 
 /// Writes the images as one .npy array (and the labels beside them when asked).
 pub fn img_pack(r: &ImgPack) -> Result<()> {
-    if let Source::Idx { images, labels } = &r.source {
-        at_most_one_stdin(&[("INPUT", Some(images)), ("--labels-from", labels.as_ref())])?;
-    }
+    let (images, labels) = match &r.source {
+        Source::Idx { images, labels } => (Some(images), labels.as_ref()),
+        Source::Mnist(_) | Source::Dir(_) => (None, None),
+    };
+    check_io(
+        &[("INPUT", images), ("--labels-from", labels)],
+        &[("-o", Some(&r.output)), ("--labels-out", r.labels_out.as_ref())],
+    )?;
     let packed = pack(&r.source, &r.options)?;
     write(&packed, r.range, &r.output, r.labels_out.as_ref())
 }
@@ -44,6 +49,12 @@ pub struct ImgGrid {
 
 /// Draws an image array as a PNG grid or as one PNG per image.
 pub fn img_grid(r: &ImgGrid) -> Result<()> {
+    // The files of --dir are checked as they are written: their names depend on the count.
+    let output = match &r.target {
+        GridTarget::Grid(out, _) => Some(out),
+        GridTarget::Tiles(..) => None,
+    };
+    check_io(&[("INPUT", Some(&r.input))], &[("-o", output)])?;
     let images = read_images(&r.input, r.range)?;
     let source = r.input.to_string();
     match &r.target {

@@ -6,7 +6,7 @@ use crate::checkpoint::ModelSource;
 use crate::data::code_set::{CodeLevel, CodeSet, LabelSource};
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::io::{at_most_one_stdin, InputPath, OutputPath};
+use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::pixelcnn::PixelCnn;
 use crate::models::ModelConfig;
 use crate::tasks::prior::{check_eval_codes, prior_config, sample_codes, Draw, PriorShape, SampleRequest};
@@ -36,12 +36,9 @@ pub fn prior_fit(r: &PriorFit) -> Result<()> {
         Some((path, labels)) => (Some(path), labels.as_ref()),
         None => (None, None),
     };
-    at_most_one_stdin(&[
-        ("INPUT", Some(&r.input)),
-        ("--labels", labels),
-        ("--eval-data", eval),
-        ("--eval-labels", eval_labels),
-    ])?;
+    let inputs =
+        [("INPUT", Some(&r.input)), ("--labels", labels), ("--eval-data", eval), ("--eval-labels", eval_labels)];
+    crate::tools::train::check_training_io(&inputs, &r.train)?;
     let codes = CodeSet::load(&r.input, r.level, &r.labels)?;
     let config = prior_config(&codes, &r.shape)?;
     let eval = match &r.eval {
@@ -76,12 +73,13 @@ pub struct PriorSample {
 
 /// Samples codes in raster order and writes them as vq-encode does.
 pub fn prior_sample(r: &PriorSample) -> Result<()> {
-    at_most_one_stdin(&[
+    let inputs = [
         ("--model", Some(&r.model.path)),
         ("--bottom", r.bottom.as_ref()),
         ("--top", r.request.top.as_ref()),
         ("--labels", r.request.labels.as_ref()),
-    ])?;
+    ];
+    check_io(&inputs, &[("-o", Some(&r.output))])?;
     let first: PixelCnn = r.model.network(&r.device)?;
     match &r.bottom {
         Some(path) => {

@@ -3,7 +3,7 @@
 
 use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
 use crate::error::Result;
-use crate::io::{at_most_one_stdin, InputPath};
+use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::ModelConfig;
 use crate::train::TrainOptions;
 
@@ -45,12 +45,13 @@ pub fn train_on_images(tool: &str, r: &ImageTraining) -> Result<()> {
         Some((path, labels)) => (Some(path), labels.as_ref()),
         None => (None, None),
     };
-    at_most_one_stdin(&[
+    let inputs = [
         ("--data", r.data.file()),
         ("--labels", r.labels.as_ref()),
         ("--eval-data", eval),
         ("--eval-labels", eval_labels),
-    ])?;
+    ];
+    check_training_io(&inputs, &r.train)?;
     let (train, eval) = r.load_data()?;
     let eval = eval.as_ref().map(|e| e as &dyn Dataset);
     train_command(tool, r.config.clone(), &train, eval, &r.train)
@@ -67,8 +68,25 @@ pub fn train_command(
     opts: &TrainOptions,
 ) -> Result<()> {
     let mut task = crate::tasks::build(config, crate::nn::Params::init(opts.seed, &opts.device))?;
-    crate::train::install_interrupt_handler();
+    crate::train::save_on_interrupt();
     let last = crate::train::train(task.as_mut(), train, eval, opts)?;
-    eprintln!("{tool}: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last));
+    match last {
+        Some(last) => eprintln!("{tool}: wrote {} ({})", opts.output.display(), serde_json::Value::Object(last)),
+        None => {
+            eprintln!("{tool}: {}: already trained to epoch {}; nothing written", opts.output.display(), opts.epochs)
+        }
+    }
     Ok(())
+}
+
+/// [`check_io`] for a training command: the files it writes are the model (`-o`), its
+/// state beside it and `--metrics`; the model and state must be regular files (a run
+/// rewrites them each epoch and `--resume` reads the state back).
+pub fn check_training_io(inputs: &[(&str, Option<&InputPath>)], opts: &TrainOptions) -> Result<()> {
+    let model = OutputPath::File(opts.output.clone());
+    let state = OutputPath::File(crate::checkpoint::state_path(&opts.output));
+    model.check_regular("the model (-o)")?;
+    state.check_regular("the training state")?;
+    let metrics = opts.metrics.clone().map(OutputPath::File);
+    check_io(inputs, &[("-o", Some(&model)), ("the training state", Some(&state)), ("--metrics", metrics.as_ref())])
 }

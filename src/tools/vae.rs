@@ -8,7 +8,7 @@ use candle_core::Device;
 use crate::checkpoint::ModelSource;
 use crate::data::{DataSpec, ImageSet, PixelRange, Split};
 use crate::error::{Error, Result};
-use crate::io::{at_most_one_stdin, InputPath, OutputPath};
+use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::vae::Vae;
 use crate::models::vib::Vib;
 use crate::models::Family;
@@ -34,7 +34,8 @@ pub struct VaeEval {
 /// Writes one JSON object of held-out metrics: nats per image for vae-mlp, error and the
 /// information terms for vib-mlp.
 pub fn vae_eval(r: &VaeEval) -> Result<()> {
-    at_most_one_stdin(&[("--model", Some(&r.model.path)), ("--data", r.data.file()), ("--labels", r.labels.as_ref())])?;
+    let inputs = [("--model", Some(&r.model.path)), ("--data", r.data.file()), ("--labels", r.labels.as_ref())];
+    check_io(&inputs, &[("-o", Some(&r.output))])?;
     let ckpt = r.model.checkpoint(&r.device)?;
     let family = ckpt.config.family();
     if !matches!(family, Family::VaeMlp | Family::VibMlp) {
@@ -68,7 +69,7 @@ pub struct VaeEncode {
 
 /// Writes the latent codes of the images, .npy f32 [N, latent].
 pub fn vae_encode(r: &VaeEncode) -> Result<()> {
-    at_most_one_stdin(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())])?;
+    check_io(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
     let vae: Vae = r.model.network(&r.device)?;
     let mut images = r.images.open(vae.config.geometry()?, r.batch_size)?;
     crate::tasks::vae::encode(&vae, &mut images, &r.output, r.sample, r.seed, &r.device)
@@ -90,7 +91,7 @@ pub fn vae_decode(r: &VaeDecode) -> Result<()> {
         Latents::File(path) => Some(path),
         _ => None,
     };
-    at_most_one_stdin(&[("--model", Some(&r.model.path)), ("INPUT", latents)])?;
+    check_io(&[("--model", Some(&r.model.path)), ("INPUT", latents)], &[("-o", Some(&r.output))])?;
     let vae: Vae = r.model.network(&r.device)?;
     crate::tasks::vae::decode(&vae, &r.latents, &r.output, r.batch_size, r.seed, &r.device)
 }

@@ -6,7 +6,7 @@ use candle_core::Device;
 use crate::checkpoint::ModelSource;
 use crate::data::codes::CodeReader;
 use crate::error::Result;
-use crate::io::{at_most_one_stdin, InputPath, OutputPath};
+use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::vqvae2::VqVae2;
 use crate::tasks::vqvae2::DecodeOutput;
 use crate::tools::ImageSource;
@@ -26,7 +26,7 @@ pub struct VqEncode {
 /// [N, H, W] for one.
 pub fn vq_encode(r: &VqEncode) -> Result<()> {
     let inputs = [("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file()), ("--labels", r.labels.as_ref())];
-    at_most_one_stdin(&inputs)?;
+    check_io(&inputs, &[("-o", Some(&r.output))])?;
     let model: VqVae2 = r.model.network(&r.device)?;
     let mut images = r.images.open(model.config.geometry(), r.batch_size)?;
     if let Some(labels) = &r.labels {
@@ -47,7 +47,11 @@ pub struct VqDecode {
 
 /// Writes the decoded images as an array or a PNG grid.
 pub fn vq_decode(r: &VqDecode) -> Result<()> {
-    at_most_one_stdin(&[("--model", Some(&r.model.path)), ("INPUT", Some(&r.input))])?;
+    let output = match &r.output {
+        DecodeOutput::Array(out, _) => ("-o", Some(out)),
+        DecodeOutput::Png(png, _) => ("--png", Some(png)),
+    };
+    check_io(&[("--model", Some(&r.model.path)), ("INPUT", Some(&r.input))], &[output])?;
     let model: VqVae2 = r.model.network(&r.device)?;
     let mut codes = CodeReader::open(&r.input)?;
     crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, r.batch_size, &r.device)

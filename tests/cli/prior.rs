@@ -162,7 +162,7 @@ fn codes_and_classes_that_do_not_fit_are_clear_errors() {
             "s.npy",
         ],
         "class 12",
-        "the prior knows 10 classes",
+        "the prior knows 10 classes (0..9)",
     );
     // Codes of another program: no codebook size in the metadata.
     let mut plain = read_map(&d.join("codes.safetensors"));

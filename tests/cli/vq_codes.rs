@@ -192,6 +192,21 @@ fn codes_that_do_not_fit_the_model_are_clear_errors() {
         "vae.safetensors",
     );
     assert!(line.contains("is a vae-mlp checkpoint, expected vqvae2"), "{line}");
+    // An output that is an input is refused before it is touched.
+    let (codes, model) =
+        (std::fs::read(d.join("c.safetensors")).unwrap(), std::fs::read(d.join("vq.safetensors")).unwrap());
+    for (name, args) in [
+        ("vq-decode", ["--model", "vq.safetensors", "c.safetensors", "-o", "c.safetensors"]),
+        ("vq-decode", ["--model", "vq.safetensors", "c.safetensors", "--png", "vq.safetensors"]),
+        ("vq-encode", ["--model", "vq.safetensors", "x.npy", "-o", "vq.safetensors"]),
+    ] {
+        let line = assert_fails_naming(tool(name).current_dir(d).args(args), d, "is both an input");
+        assert!(line.contains(args[4]), "{line}");
+    }
+    assert!(
+        std::fs::read(d.join("c.safetensors")).unwrap() == codes
+            && std::fs::read(d.join("vq.safetensors")).unwrap() == model
+    );
 }
 
 /// A state dict without our metadata, as PyTorch's `save_file(model.state_dict())` writes it,
