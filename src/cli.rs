@@ -282,8 +282,15 @@ pub struct ModelOverrides {
 }
 
 impl ModelOverrides {
-    /// The preset with these flags applied; a flag the network does not have is an error.
+    /// The preset with these flags applied; a flag the network does not have is an error, and
+    /// so is a network too large for the machine.
     pub fn apply(&self, config: ModelConfig) -> Result<ModelConfig, Error> {
+        let config = self.override_fields(config)?;
+        config.check_fresh(&given(&[("--latent", self.latent), ("--hidden", self.hidden)]))?;
+        Ok(config)
+    }
+
+    fn override_fields(&self, config: ModelConfig) -> Result<ModelConfig, Error> {
         let only_vae = [
             ("--likelihood", self.likelihood.is_some()),
             ("--sigma", self.sigma.is_some()),
@@ -378,7 +385,23 @@ impl DdpmOverrides {
         c.ema_decay = self.ema_decay.unwrap_or(c.ema_decay);
         c.timesteps = self.timesteps.unwrap_or(c.timesteps);
         c.validate()?;
-        Ok(ModelConfig::Ddpm(c))
+        let config = ModelConfig::Ddpm(c);
+        let mult = self.channel_mult.as_ref().and_then(|m| m.iter().max().copied());
+        let sizes =
+            [("--base-channels", self.base_channels), ("--res-blocks", self.res_blocks), ("--channel-mult", mult)];
+        config.check_fresh(&given(&sizes))?;
+        Ok(config)
+    }
+}
+
+/// The size flags that were given (`--hidden 400`; a list's largest value), for messages
+/// about the network they size; `the preset` when none was.
+fn given(flags: &[(&str, Option<usize>)]) -> String {
+    let set: Vec<String> = flags.iter().filter_map(|(f, v)| v.map(|v| format!("{f} {v}"))).collect();
+    if set.is_empty() {
+        "the preset".into()
+    } else {
+        set.join(" ")
     }
 }
 

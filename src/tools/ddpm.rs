@@ -36,11 +36,13 @@ impl Diffusion {
                         preset.family()
                     )));
                 };
-                Ok(DdpmConfig {
+                let c = DdpmConfig {
                     schedule: schedule.unwrap_or(c.schedule),
                     timesteps: timesteps.unwrap_or(c.timesteps),
                     ..c
-                })
+                };
+                c.validate()?;
+                Ok(c)
             }
         }
     }
