@@ -238,6 +238,14 @@ impl ImageInputArgs {
     }
 }
 
+/// A number in [0, 1], for flags such as `--eta`.
+pub fn unit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number in [0, 1]")),
+    }
+}
+
 /// Gaussian scale: a number, or `learned`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SigmaArg(pub Option<f64>);
@@ -321,6 +329,7 @@ impl ModelOverrides {
                 c.beta = self.beta.unwrap_or(c.beta);
                 c.latent = self.latent.unwrap_or(c.latent);
                 c.hidden = self.hidden.unwrap_or(c.hidden);
+                c.validate()?;
                 ModelConfig::Vib(c)
             }
             ModelConfig::Ddpm(_) => {
@@ -430,11 +439,15 @@ impl TrainArgs {
         device: Device,
     ) -> Result<TrainOptions, Error> {
         let (lr, batch_size) = family.train_defaults();
+        let lr = self.lr.unwrap_or(lr);
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::config(format!("--lr {lr} must be a positive number")));
+        }
         Ok(TrainOptions {
             epochs: self.epochs,
             batch_size: self.batch_size.unwrap_or(batch_size),
             seed,
-            adam: crate::nn::AdamConfig::with_lr(self.lr.unwrap_or(lr)),
+            adam: crate::nn::AdamConfig::with_lr(lr),
             output: output.file("a trained model")?.to_path_buf(),
             metrics: self.metrics.clone(),
             resume: self.resume,

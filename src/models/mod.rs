@@ -185,7 +185,8 @@ impl ModelConfig {
             ModelConfig::Vae(c) => c.validate(),
             ModelConfig::PixelCnn(c) => c.validate(),
             ModelConfig::Ddpm(c) => c.validate(),
-            ModelConfig::Vib(_) | ModelConfig::VqVae2(_) => Ok(()),
+            ModelConfig::Vib(c) => c.validate(),
+            ModelConfig::VqVae2(_) => Ok(()),
         }
     }
 

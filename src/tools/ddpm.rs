@@ -123,6 +123,9 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
         seed: r.seed,
         batch_size: r.batch_size,
     };
+    if let Sampler::Ddim { steps, .. } = opts.sampler {
+        crate::diffusion::sampler::check_ddim_steps(opts.from_t, steps)?;
+    }
     let x0 = denoise(&model, &r.start, &opts, &r.device, true)?;
     match &r.output {
         DenoiseOutput::Png(png) => write_png(&x0, png, 2),
