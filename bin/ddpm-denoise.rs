@@ -60,8 +60,8 @@ struct Args {
     #[arg(long)]
     clip: bool,
     /// Samples per network call.
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    batch_size: usize,
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     /// Write a PNG grid of the images here instead of the .npy.
     #[arg(long, value_name = "FILE.png", conflicts_with = "output")]
     png: Option<OutputPath>,
@@ -108,7 +108,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         from_t: args.from_t,
         clip: args.clip,
         seed: args.seed.seed,
-        batch_size: args.batch_size,
+        batch_size: args.batch_size as usize,
         output: match args.png {
             Some(png) => DenoiseOutput::Png(png),
             None => DenoiseOutput::Array(args.output.output),

@@ -168,3 +168,100 @@ fn resuming_from_a_training_state_holding_nan_is_refused() {
     let line = assert_fails_naming(cmd.current_dir(dir.path()), dir.path(), "m.state.safetensors");
     assert!(line.contains(&format!("tensor {name} holds a non-finite value (NaN)")), "{line}");
 }
+
+/// Runs `cmd` in `dir`, which clap must refuse as a usage error (exit 2) naming `flag`,
+/// writing nothing.
+fn usage_error(cmd: &mut Command, dir: &Path, flag: &str) {
+    let before = crate::common::dir_entries(dir);
+    let out = cmd.current_dir(dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+    assert!(stderr.contains(flag), "the usage error does not name {flag}: {stderr}");
+    assert_eq!(crate::common::dir_entries(dir), before, "{flag}: files were written");
+}
+
+#[test]
+fn ddpm_denoise_refuses_ddim_steps_and_eta_it_cannot_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    train_tiny_ddpm(dir.path(), "m.safetensors");
+    let ddim = ["--model", "m.safetensors", "-n", "1", "--sampler", "ddim", "-o", "out.npy"];
+    for (flags, flag) in [
+        (&["--steps", "0"][..], "--steps"),
+        (&["--eta", "1.5"], "--eta"),
+        (&["--eta=-0.1"], "--eta"),
+        (&["--batch-size", "0"], "--batch-size"),
+    ] {
+        usage_error(tool("ddpm-denoise").args(ddim).args(flags), dir.path(), flag);
+    }
+    let mut cmd = tool("ddpm-denoise");
+    cmd.current_dir(dir.path()).args(ddim).args(["--from-t", "3", "--steps", "5"]);
+    let line = assert_fails_naming(&mut cmd, dir.path(), "--steps 5");
+    assert!(line.contains("must be in [1, 4]"), "{line}");
+}
+
+#[test]
+fn vae_decode_refuses_input_beside_prior_or_manifold() {
+    let dir = tempfile::tempdir().unwrap();
+    train_tiny_vae(dir.path(), "m.safetensors", 2);
+    crate::common::write_npy_f32(dir.path(), "z.npy", &[1, 2], &[0.0, 0.0]);
+    for (flag, value) in [("--prior", "4"), ("--manifold", "3")] {
+        usage_error(tool("vae-decode").args(["--model", "m.safetensors", flag, value, "z.npy"]), dir.path(), flag);
+    }
+    tool("vae-decode")
+        .current_dir(dir.path())
+        .args(["--model", "m.safetensors", "z.npy", "-o", "x.npy"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn prior_fit_refuses_a_codebook_size_of_zero_or_unlike_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    train_vq(dir.path(), "vq.safetensors", 2);
+    tool("vq-encode")
+        .current_dir(dir.path())
+        .args(["--model", "vq.safetensors", "x.npy", "-o", "codes.safetensors"])
+        .assert()
+        .success();
+    let fit = [
+        "codes.safetensors",
+        "--level",
+        "top",
+        "--layers",
+        "1",
+        "--channels",
+        "4",
+        "--epochs",
+        "1",
+        "-o",
+        "p.safetensors",
+    ];
+    usage_error(tool("prior-fit").args(fit).args(["--n-embed", "0"]), dir.path(), "--n-embed");
+    let mut cmd = tool("prior-fit");
+    cmd.current_dir(dir.path()).args(fit).args(["--n-embed", "7"]);
+    let line = assert_fails_naming(&mut cmd, dir.path(), "codes.safetensors");
+    assert!(line.contains("codebook of 512 codes, but --n-embed is 7"), "{line}");
+}
+
+#[test]
+fn training_refuses_a_learning_rate_or_beta_that_cannot_train() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write_tiny_data(dir.path());
+    for (flags, culprit) in [
+        (&["--lr", "0"][..], "--lr 0 must be a positive number"),
+        (&["--lr", "NaN"], "--lr NaN must be a positive number"),
+        (&["--preset", "vib-mlp", "--beta=-1"], "--beta -1 must be a finite number >= 0"),
+        (&["--preset", "vib-mlp", "--hidden", "0"], "--hidden and --latent must be positive"),
+    ] {
+        let mut cmd = tool("vae-train");
+        cmd.current_dir(dir.path()).args(flags).args([
+            "--data",
+            "images.npy",
+            "--labels",
+            "labels.npy",
+            "-o",
+            "m.safetensors",
+        ]);
+        assert_fails_naming(&mut cmd, dir.path(), culprit);
+    }
+}
