@@ -48,10 +48,10 @@ struct Args {
     #[arg(long, value_enum, default_value = "ddpm")]
     sampler: SamplerKind,
     /// DDIM: network calls, evenly spaced over the steps [default: 50].
-    #[arg(long, value_name = "K")]
-    steps: Option<usize>,
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    steps: Option<u32>,
     /// DDIM: 0 is deterministic, 1 as noisy as ancestral sampling [default: 0].
-    #[arg(long, value_name = "ETA")]
+    #[arg(long, value_name = "ETA", value_parser = cli::unit_interval)]
     eta: Option<f64>,
     /// DDPM: the variance of each step, beta or beta-tilde [default: beta].
     #[arg(long, value_name = "beta|beta-tilde")]
@@ -60,8 +60,8 @@ struct Args {
     #[arg(long)]
     clip: bool,
     /// Samples per network call.
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    batch_size: usize,
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     /// Write a PNG grid of the images here instead of the .npy.
     #[arg(long, value_name = "FILE.png", conflicts_with = "output")]
     png: Option<OutputPath>,
@@ -89,7 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             if args.var.is_some() {
                 anyhow::bail!("--var applies to --sampler ddpm");
             }
-            Sampler::Ddim { steps: args.steps.unwrap_or(50), eta: args.eta.unwrap_or(0.0) }
+            Sampler::Ddim { steps: args.steps.map_or(50, |k| k as usize), eta: args.eta.unwrap_or(0.0) }
         }
     };
     let start = match (args.samples, args.input) {
@@ -108,7 +108,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         from_t: args.from_t,
         clip: args.clip,
         seed: args.seed.seed,
-        batch_size: args.batch_size,
+        batch_size: args.batch_size as usize,
         output: match args.png {
             Some(png) => DenoiseOutput::Png(png),
             None => DenoiseOutput::Array(args.output.output),

@@ -45,8 +45,8 @@ struct Args {
     #[arg(long, default_value = "pixelcnn-prior", value_name = "NAME", value_parser = cli::presets_of(&[Family::PixelCnnPrior]))]
     preset: Preset,
     /// Codebook size, for codes whose file does not name it.
-    #[arg(long, value_name = "K")]
-    n_embed: Option<usize>,
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    n_embed: Option<u32>,
     /// Number of classes [default: the largest label plus one].
     #[arg(long, value_name = "K")]
     classes: Option<usize>,
@@ -89,7 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         labels,
         eval: args.eval_data.map(|path| (path, args.eval_labels)),
         shape: PriorShape {
-            n_embed: args.n_embed,
+            n_embed: args.n_embed.map(|k| k as usize),
             classes: args.classes,
             channels: args.channels,
             layers: args.layers,

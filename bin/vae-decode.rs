@@ -23,8 +23,8 @@ struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Latent codes (.npy f32 [N, latent]); `-` is stdin.
-    #[arg(default_value = "-", value_name = "INPUT")]
-    input: InputPath,
+    #[arg(value_name = "INPUT", conflicts_with_all = ["prior", "manifold"])]
+    input: Option<InputPath>,
     /// Decode N draws of z from the prior N(0, I) instead of INPUT.
     #[arg(long, value_name = "N", conflicts_with = "manifold")]
     prior: Option<usize>,
@@ -51,7 +51,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let latents = match (args.prior, args.manifold) {
         (Some(n), _) => Latents::Prior(n),
         (_, Some(side)) => Latents::Manifold(side),
-        _ => Latents::File(args.input),
+        _ => Latents::File(args.input.unwrap_or(InputPath::Stdin)),
     };
     let request = VaeDecode {
         model: args.model.source(),

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::io::safetensors::TensorMap;
@@ -66,6 +66,11 @@ impl Checkpoint {
                 )))
             }
         };
+        config.validate().map_err(|e| Error::bad_input(path, format!("model config in metadata: {e}")))?;
+        config
+            .check_demands(|d| format!("config field {} = {}", d.field, d.value))
+            .map_err(|e| Error::bad_input(path, e))?;
+        ensure_finite(&map.tensors, &path.to_string())?;
         Ok(Checkpoint { config, tensors: map.tensors, origin: path.to_string() })
     }
 
@@ -85,6 +90,22 @@ impl Checkpoint {
         params.finish()?;
         Ok(network)
     }
+}
+
+/// An error naming the first float tensor that holds a NaN or an infinity: a network built
+/// from it would turn every input into NaN.
+pub fn ensure_finite(tensors: &BTreeMap<String, Tensor>, origin: &str) -> Result<()> {
+    for (name, t) in tensors.iter().filter(|(_, t)| t.dtype().is_float()) {
+        let values = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            let kind = if v.is_nan() { "NaN" } else { "an infinity" };
+            return Err(Error::bad_input(
+                origin,
+                format!("tensor {name} holds a non-finite value ({kind}); expected finite weights"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where a tool's network comes from: `--model CHECKPOINT`, and `--preset NAME` for a file

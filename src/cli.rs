@@ -258,6 +258,14 @@ impl ImageInputArgs {
     }
 }
 
+/// A number in [0, 1], for flags such as `--eta`.
+pub fn unit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number in [0, 1]")),
+    }
+}
+
 /// Gaussian scale: a number, or `learned`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SigmaArg(pub Option<f64>);
@@ -302,8 +310,15 @@ pub struct ModelOverrides {
 }
 
 impl ModelOverrides {
-    /// The preset with these flags applied; a flag the network does not have is an error.
+    /// The preset with these flags applied; a flag the network does not have is an error, and
+    /// so is a network too large for the machine.
     pub fn apply(&self, config: ModelConfig) -> Result<ModelConfig, Error> {
+        let config = self.override_fields(config)?;
+        config.check_fresh(&given(&[("--latent", self.latent), ("--hidden", self.hidden)]))?;
+        Ok(config)
+    }
+
+    fn override_fields(&self, config: ModelConfig) -> Result<ModelConfig, Error> {
         let only_vae = [
             ("--likelihood", self.likelihood.is_some()),
             ("--sigma", self.sigma.is_some()),
@@ -334,6 +349,7 @@ impl ModelOverrides {
                 c.beta = self.beta.unwrap_or(c.beta);
                 c.latent = self.latent.unwrap_or(c.latent);
                 c.hidden = self.hidden.unwrap_or(c.hidden);
+                c.validate()?;
                 ModelConfig::Vib(c)
             }
             ModelConfig::Ddpm(_) => {
@@ -398,7 +414,23 @@ impl DdpmOverrides {
         c.ema_decay = self.ema_decay.unwrap_or(c.ema_decay);
         c.timesteps = self.timesteps.unwrap_or(c.timesteps);
         c.validate()?;
-        Ok(ModelConfig::Ddpm(c))
+        let config = ModelConfig::Ddpm(c);
+        let mult = self.channel_mult.as_ref().and_then(|m| m.iter().max().copied());
+        let sizes =
+            [("--base-channels", self.base_channels), ("--res-blocks", self.res_blocks), ("--channel-mult", mult)];
+        config.check_fresh(&given(&sizes))?;
+        Ok(config)
+    }
+}
+
+/// The size flags that were given (`--hidden 400`; a list's largest value), for messages
+/// about the network they size; `the preset` when none was.
+fn given(flags: &[(&str, Option<usize>)]) -> String {
+    let set: Vec<String> = flags.iter().filter_map(|(f, v)| v.map(|v| format!("{f} {v}"))).collect();
+    if set.is_empty() {
+        "the preset".into()
+    } else {
+        set.join(" ")
     }
 }
 
@@ -427,11 +459,15 @@ impl TrainArgs {
         device: Device,
     ) -> Result<TrainOptions, Error> {
         let (lr, batch_size) = family.train_defaults();
+        let lr = self.lr.unwrap_or(lr);
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::config(format!("--lr {lr} must be a positive number")));
+        }
         Ok(TrainOptions {
             epochs: self.epochs,
             batch_size: self.batch_size.unwrap_or(batch_size),
             seed,
-            adam: crate::nn::AdamConfig::with_lr(self.lr.unwrap_or(lr)),
+            adam: crate::nn::AdamConfig::with_lr(lr),
             output: output.file("a trained model")?.to_path_buf(),
             metrics: self.metrics.clone(),
             resume: self.resume,

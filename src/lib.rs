@@ -10,6 +10,7 @@ pub mod data;
 pub mod diffusion;
 pub mod error;
 pub mod io;
+pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod rng;

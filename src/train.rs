@@ -295,6 +295,7 @@ fn resume(
         ));
     }
     let map = TensorMap::read(&input, device)?;
+    crate::checkpoint::ensure_finite(&map.tensors, &input.to_string())?;
     let meta = |k: &str| map.metadata.get(k).cloned().unwrap_or_default();
     let checks = [
         ("model config", meta(crate::checkpoint::CONFIG_KEY), info.config.clone()),

@@ -16,6 +16,7 @@ use super::mnist;
 use crate::error::{Error, Result};
 use crate::io::npy::{DType, NpyWriter};
 use crate::io::{InputPath, Output, OutputPath};
+use crate::memory::{bytes_of, ensure_fits};
 
 /// Lanczos3 keeps strokes sharp when resizing; its overshoot is clipped to 0..255.
 const FILTER: FilterType = FilterType::Lanczos3;
@@ -96,6 +97,23 @@ pub struct PackOptions {
     pub pad_to: Option<u32>,
 }
 
+impl PackOptions {
+    /// An error naming `--size` or `--pad-to` when `count` images of that size (three u8
+    /// channels at most) would not fit in the machine's memory.
+    fn check(&self, count: usize) -> Result<()> {
+        let images = if count == 1 { "one image" } else { "the images" };
+        if let Some(s) = self.size {
+            let bytes = bytes_of(&[count, s.width as usize, s.height as usize], 3);
+            ensure_fits(format!("--size {}x{}: {images}", s.width, s.height), bytes).map_err(Error::config)?;
+        }
+        if let Some(n) = self.pad_to {
+            let bytes = bytes_of(&[count, n as usize, n as usize], 3);
+            ensure_fits(format!("--pad-to {n}: {images}"), bytes).map_err(Error::config)?;
+        }
+        Ok(())
+    }
+}
+
 /// u8 images [N, C, H, W], row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Images {
@@ -163,6 +181,7 @@ struct Picture {
 
 /// Reads `source` and applies `opts`.
 pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
+    opts.check(1)?;
     let (pictures, labels, name, no_labels) = match source {
         Source::Mnist(split) => {
             let (images, labels) = mnist::load_all()?;
@@ -292,6 +311,7 @@ fn decode_all(files: &[PathBuf]) -> Result<Vec<Picture>> {
 /// unless `opts.gray`; when some pictures are grey and some colour, grey ones are repeated
 /// over three channels.
 fn assemble(pictures: Vec<Picture>, opts: &PackOptions) -> Result<Images> {
+    opts.check(pictures.len())?;
     let pictures: Vec<Picture> = pictures
         .into_par_iter()
         .map(|Picture { name, image }| {

@@ -97,6 +97,17 @@ pub fn ddpm(
 
 /// The `steps` timesteps DDIM visits from `from_t` down, evenly spaced and ending near 0
 /// ("trailing" spacing: the first is `from_t` itself, so sampling starts where the noise is).
+/// An error unless DDIM's `steps` network calls fit in the `from_t + 1` steps they spread over.
+pub fn check_ddim_steps(from_t: usize, steps: usize) -> Result<()> {
+    if steps == 0 || steps > from_t + 1 {
+        return Err(Error::config(format!(
+            "--steps {steps} must be in [1, {}]: DDIM from step {from_t} makes at most one network call per step",
+            from_t + 1
+        )));
+    }
+    Ok(())
+}
+
 pub fn ddim_timesteps(from_t: usize, steps: usize) -> Vec<usize> {
     let span = from_t + 1;
     let steps = steps.clamp(1, span);

@@ -21,9 +21,11 @@
 use candle_core::{Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::Demand;
 use crate::data::Geometry;
 use crate::diffusion::ScheduleKind;
 use crate::error::{Error, Result};
+use crate::memory::bytes_of;
 use crate::nn::conv::{Conv2d, ConvConfig};
 use crate::nn::params::Params;
 use crate::nn::{GroupNorm, Linear};
@@ -71,6 +73,13 @@ impl DdpmConfig {
 }
 
 impl DdpmConfig {
+    /// One image's activations at the widest level.
+    pub fn demands(&self) -> Vec<Demand> {
+        let (s, widest) = (self.image_size, self.channel_mult.iter().copied().max().unwrap_or(1));
+        let bytes = bytes_of(&[s, s, self.base_channels, widest], 4);
+        vec![Demand { field: "image_size", value: s, what: "one image's activations", bytes }]
+    }
+
     pub fn geometry(&self) -> Geometry {
         Geometry { channels: self.in_channels, height: self.image_size, width: self.image_size }
     }
@@ -94,6 +103,9 @@ impl DdpmConfig {
         if self.image_size == 0 || self.image_size % (1 << (levels - 1)) != 0 {
             return bad(format!("image size {} does not halve {} times", self.image_size, levels - 1));
         }
+        if self.timesteps > MAX_TIMESTEPS {
+            return bad(format!("timesteps {} is more than {MAX_TIMESTEPS}", self.timesteps));
+        }
         if self.num_res_blocks == 0 || self.timesteps == 0 || self.in_channels == 0 {
             return bad("ResBlocks per level, timesteps and channels must be at least 1".into());
         }
@@ -110,6 +122,11 @@ impl DdpmConfig {
         4 * self.base_channels
     }
 }
+
+/// The most diffusion steps a configuration may have. DDPM uses 1,000; the schedule and the
+/// samplers keep several values per step, and a chain of a million steps is already far too
+/// long to sample, so a larger T is a mistake rather than a network.
+pub const MAX_TIMESTEPS: usize = 1_000_000;
 
 const P1: ConvConfig = ConvConfig { stride: 1, padding: 1 };
 const S2P1: ConvConfig = ConvConfig { stride: 2, padding: 1 };

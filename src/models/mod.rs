@@ -178,6 +178,52 @@ impl ModelConfig {
         }
     }
 
+    /// An error naming the first field out of range, for the families whose fields have
+    /// ranges beyond their parameters' shapes.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ModelConfig::Vae(c) => c.validate(),
+            ModelConfig::PixelCnn(c) => c.validate(),
+            ModelConfig::Ddpm(c) => c.validate(),
+            ModelConfig::Vib(c) => c.validate(),
+            ModelConfig::VqVae2(_) => Ok(()),
+        }
+    }
+
+    /// Each size the configuration implies beyond its parameters' shapes (which a
+    /// checkpoint's tensors bound): one image's or code map's activations, the schedule.
+    pub fn demands(&self) -> Vec<Demand> {
+        match self {
+            // Their image size is the first layer's width, a parameter shape.
+            ModelConfig::Vae(_) | ModelConfig::Vib(_) => Vec::new(),
+            ModelConfig::VqVae2(c) => c.demands(),
+            ModelConfig::PixelCnn(c) => c.demands(),
+            ModelConfig::Ddpm(c) => c.demands(),
+        }
+    }
+
+    /// An error message naming the first field whose demand would not fit in the
+    /// machine's memory; `field` writes a field's name and value (`config field x = 3`, `--x 3`).
+    pub fn check_demands(&self, field: impl Fn(&Demand) -> String) -> std::result::Result<(), String> {
+        self.demands().iter().try_for_each(|d| crate::memory::ensure_fits(format!("{}: {}", field(d), d.what), d.bytes))
+    }
+
+    /// Checks a fresh network's sizes before anything is allocated: its demands, and its
+    /// parameters counted by a dry run ([`Params::plan`]). `flags` names what set them.
+    pub fn check_fresh(&self, flags: &str) -> Result<()> {
+        let in_flags = |d: &Demand| format!("--{} {}", d.field.replace('_', "-"), d.value);
+        self.check_demands(in_flags).map_err(Error::config)?;
+        let mut plan = Params::plan();
+        let built = match self.clone() {
+            ModelConfig::Vae(c) => vae::Vae::new(c, &mut plan).map(drop),
+            ModelConfig::Vib(c) => vib::Vib::new(c, &mut plan).map(drop),
+            ModelConfig::VqVae2(c) => vqvae2::VqVae2::new(c, &mut plan).map(drop),
+            ModelConfig::PixelCnn(c) => pixelcnn::PixelCnn::new(c, &mut plan).map(drop),
+            ModelConfig::Ddpm(c) => ddpm::UNet::new(c, &mut plan).map(drop),
+        };
+        built.map_err(|e| Error::config(format!("{flags}: {e}")))
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("configs serialise")
     }
@@ -185,6 +231,16 @@ impl ModelConfig {
     pub fn from_json(s: &str) -> std::result::Result<Self, String> {
         serde_json::from_str(s).map_err(|e| e.to_string())
     }
+}
+
+/// A size a configuration implies: the field that sets it, its value, what it sizes and the
+/// bytes that takes (`None`: more than can be counted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Demand {
+    pub field: &'static str,
+    pub value: usize,
+    pub what: &'static str,
+    pub bytes: Option<u128>,
 }
 
 /// A network of one family, built from its configuration over parameters: fresh ones drawn

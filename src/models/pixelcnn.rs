@@ -57,7 +57,9 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::Embedding;
 use serde::{Deserialize, Serialize};
 
+use super::Demand;
 use crate::error::{Error, Result};
+use crate::memory::bytes_of;
 use crate::nn::conv::{ConvTranspose2d, ConvTransposeConfig};
 use crate::nn::functional::mean_cross_entropy;
 use crate::nn::linear::Linear;
@@ -104,6 +106,12 @@ impl PixelCnnConfig {
 }
 
 impl PixelCnnConfig {
+    /// One code map's activations: the two stacks' features at every position.
+    pub fn demands(&self) -> Vec<Demand> {
+        let bytes = bytes_of(&[self.height, self.width, self.channels, 2], 4);
+        vec![Demand { field: "height", value: self.height, what: "one code map's activations (height x width)", bytes }]
+    }
+
     pub fn validate(&self) -> Result<()> {
         let positive = [
             ("n_embed", self.n_embed),

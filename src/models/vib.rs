@@ -38,6 +38,17 @@ impl VibConfig {
 }
 
 impl VibConfig {
+    /// An error naming the first flag out of range.
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden == 0 || self.latent == 0 {
+            return Err(Error::config("--hidden and --latent must be positive"));
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return Err(Error::config(format!("--beta {} must be a finite number >= 0", self.beta)));
+        }
+        Ok(())
+    }
+
     pub fn geometry(&self) -> Result<Geometry> {
         let side = self.input.isqrt();
         if side * side != self.input {

@@ -18,8 +18,10 @@ use candle_core::{Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::quantize::{Quantized, Quantizer, QuantizerConfig};
+use super::Demand;
 use crate::data::Geometry;
 use crate::error::{Error, Result};
+use crate::memory::bytes_of;
 use crate::nn::conv::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 use crate::nn::functional::relu;
 use crate::nn::params::Params;
@@ -62,6 +64,13 @@ impl VqVae2Config {
 }
 
 impl VqVae2Config {
+    /// One image's activations: the input and the encoder's first, full-resolution maps.
+    pub fn demands(&self) -> Vec<Demand> {
+        let s = self.image_size;
+        let bytes = bytes_of(&[s, s, self.in_channel.max(self.channel)], 4);
+        vec![Demand { field: "image_size", value: s, what: "one image's activations", bytes }]
+    }
+
     pub fn geometry(&self) -> Geometry {
         Geometry { channels: self.in_channel, height: self.image_size, width: self.image_size }
     }

@@ -16,11 +16,22 @@ use super::linear::Linear;
 
 use crate::error::{Error, Result};
 use crate::io::safetensors::TensorMap;
+use crate::memory::{bytes_of, ensure_fits};
 use crate::rng::{Rng, Stream};
 
 enum Source {
     Init(Box<Rng>),
-    Load { tensors: BTreeMap<String, Tensor>, origin: String },
+    /// `unclaimed`: elements of the file not yet asked for, so that a config implying more
+    /// parameters than the file holds stops at once, before anything that large is built.
+    Load {
+        tensors: BTreeMap<String, Tensor>,
+        origin: String,
+        unclaimed: u128,
+    },
+    /// A dry run: shapes are counted, nothing is allocated.
+    Plan {
+        bytes: u128,
+    },
 }
 
 /// Collects a model's parameters while it is built; see the module docs.
@@ -40,7 +51,23 @@ impl Params {
 
     /// Parameters taken from `tensors`; `origin` names the file in errors.
     pub fn load(tensors: BTreeMap<String, Tensor>, origin: &str, device: &Device) -> Self {
-        Self::new(Source::Load { tensors, origin: origin.to_string() }, device)
+        let unclaimed = tensors.values().map(|t| t.elem_count() as u128).sum();
+        Self::new(Source::Load { tensors, origin: origin.to_string(), unclaimed }, device)
+    }
+
+    /// A dry run that builds nothing: each tensor asked for is a zero-stride view of one
+    /// zero, and asking for more parameters than the machine's memory holds is an error.
+    /// See [`Params::planned_bytes`].
+    pub fn plan() -> Self {
+        Self::new(Source::Plan { bytes: 0 }, &Device::Cpu)
+    }
+
+    /// The bytes of f32 parameters a dry run was asked for.
+    pub fn planned_bytes(&self) -> u128 {
+        match self.source {
+            Source::Plan { bytes } => bytes,
+            _ => 0,
+        }
     }
 
     fn new(source: Source, device: &Device) -> Self {
@@ -55,17 +82,38 @@ impl Params {
     pub fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let t = match &mut self.source {
             Source::Init(rng) => init.draw(rng, shape, &self.device)?,
-            Source::Load { tensors, .. } => match tensors.remove(name) {
-                Some(t) if t.dims() == shape => t.to_dtype(DType::F32)?.to_device(&self.device)?,
-                Some(t) => {
-                    self.problems.push(format!("'{name}' has shape {:?}, expected {shape:?}", t.dims()));
-                    Tensor::zeros(shape, DType::F32, &self.device)?
+            Source::Plan { bytes } => {
+                *bytes = bytes_of(shape, 4).and_then(|b| b.checked_add(*bytes)).unwrap_or(u128::MAX);
+                ensure_fits("the network's parameters", Some(*bytes))
+                    .map_err(|e| Error::config(format!("{e} (at '{name}' {shape:?})")))?;
+                return placeholder(shape, &self.device);
+            }
+            Source::Load { tensors, origin, unclaimed } => {
+                let wanted = bytes_of(shape, 1).unwrap_or(u128::MAX);
+                match tensors.remove(name) {
+                    Some(t) if t.dims() == shape => {
+                        *unclaimed = unclaimed.saturating_sub(wanted);
+                        t.to_dtype(DType::F32)?.to_device(&self.device)?
+                    }
+                    found => {
+                        self.problems.push(match found {
+                            Some(t) => format!("'{name}' has shape {:?}, expected {shape:?}", t.dims()),
+                            None => format!("'{name}' {shape:?} is missing"),
+                        });
+                        if wanted > *unclaimed {
+                            return Err(Error::bad_input(
+                                origin,
+                                format!(
+                                    "tensors do not match the model config, which implies more parameters than the file holds: {}",
+                                    self.problems.join("; ")
+                                ),
+                            ));
+                        }
+                        *unclaimed -= wanted;
+                        return placeholder(shape, &self.device);
+                    }
                 }
-                None => {
-                    self.problems.push(format!("'{name}' {shape:?} is missing"));
-                    Tensor::zeros(shape, DType::F32, &self.device)?
-                }
-            },
+            }
         };
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
@@ -132,7 +180,7 @@ impl Params {
     /// that lists them all.
     pub fn finish(self) -> Result<ParamSet> {
         let mut problems = self.problems;
-        if let Source::Load { tensors, origin } = &self.source {
+        if let Source::Load { tensors, origin, .. } = &self.source {
             if !tensors.is_empty() {
                 problems.push(format!(
                     "unexpected {}",
@@ -148,6 +196,13 @@ impl Params {
         }
         Ok(ParamSet { vars: self.vars, buffers: self.buffers })
     }
+}
+
+/// A tensor of `shape` that allocates nothing: one zero seen through zero strides. It stands
+/// for a parameter in a dry run, and for a missing or misshapen one while a load goes on to
+/// report every problem (a load with problems ends in an error).
+fn placeholder(shape: &[usize], device: &Device) -> Result<Tensor> {
+    Ok(Tensor::zeros((), DType::F32, device)?.broadcast_as(shape)?)
 }
 
 /// How a fresh tensor is drawn.

@@ -44,6 +44,14 @@ pub struct PriorShape {
 /// codebook, classes (when labelled) and top codes (when the level is the bottom one).
 pub fn prior_config(codes: &CodeSet, shape: &PriorShape) -> Result<PixelCnnConfig> {
     let codebook = |level: Level, which: &str| -> Result<usize> {
+        if let (Some(named), Some(flag)) = (level.n_embed, shape.n_embed) {
+            if named != flag {
+                return Err(Error::bad_input(
+                    &codes.name,
+                    format!("names a {which} codebook of {named} codes, but --n-embed is {flag} (leave it out, or give {named})"),
+                ));
+            }
+        }
         let n = level.n_embed.or(shape.n_embed).ok_or_else(|| {
             Error::bad_input(
                 &codes.name,

@@ -36,11 +36,13 @@ impl Diffusion {
                         preset.family()
                     )));
                 };
-                Ok(DdpmConfig {
+                let c = DdpmConfig {
                     schedule: schedule.unwrap_or(c.schedule),
                     timesteps: timesteps.unwrap_or(c.timesteps),
                     ..c
-                })
+                };
+                c.validate()?;
+                Ok(c)
             }
         }
     }
@@ -125,6 +127,9 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
         seed: r.seed,
         batch_size: r.batch_size,
     };
+    if let Sampler::Ddim { steps, .. } = opts.sampler {
+        crate::diffusion::sampler::check_ddim_steps(opts.from_t, steps)?;
+    }
     let x0 = denoise(&model, &r.start, &opts, &r.device, true)?;
     match &r.output {
         DenoiseOutput::Png(png) => write_png(&x0, png, 2),

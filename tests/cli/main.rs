@@ -12,6 +12,7 @@ mod img_pack;
 mod interrupt;
 mod pipes;
 mod prior;
+mod rel_b;
 mod reliability;
 mod threads;
 mod vae_decode;
