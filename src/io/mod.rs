@@ -6,5 +6,5 @@ pub mod path;
 pub mod safetensors;
 pub mod tensor_file;
 
-pub use path::{at_most_one_stdin, check_io, no_output_is_an_input, remove_temporaries, InputPath, Output, OutputPath};
+pub use path::{at_most_one_stdin, check_io, remove_temporaries, InputPath, Output, OutputPath};
 pub use tensor_file::{read_tensor_file, TensorFile};

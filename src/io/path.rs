@@ -77,28 +77,57 @@ pub fn check_io(inputs: &[(&str, Option<&InputPath>)], outputs: &[(&str, Option<
 }
 
 /// Refuses an output that is the same regular file (device and inode, so also through a
-/// link) as an input, which writing it would destroy, as `cp a a` refuses: "x.npy: is both an
-/// input (INPUT) and the output (-o); choose another output".
+/// link or a shell redirection of stdin or stdout) as an input, which writing it would
+/// destroy, as `cp a a` refuses: "x.npy: is both an input (INPUT) and the output (-o);
+/// choose another output".
 pub fn no_output_is_an_input(
     inputs: &[(&str, Option<&InputPath>)],
     outputs: &[(&str, Option<&OutputPath>)],
 ) -> Result<()> {
-    let file_id = |path: &Path| std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino()));
     for (out_name, out) in outputs {
-        let Some(OutputPath::File(out_path)) = out else { continue };
-        let Some(out_id) = file_id(out_path) else { continue };
-        for (in_name, input) in inputs {
-            if let Some(InputPath::File(in_path)) = input {
-                if file_id(in_path) == Some(out_id) {
-                    return Err(Error::bad_input(
-                        out_path.display(),
-                        format!("is both an input ({in_name}) and the output ({out_name}); choose another output"),
-                    ));
-                }
-            }
+        let Some(out) = out else { continue };
+        let Some(out_id) = out.file_id() else { continue };
+        if let Some((in_name, _)) = inputs.iter().find(|(_, input)| input.and_then(InputPath::file_id) == Some(out_id))
+        {
+            return Err(Error::bad_input(
+                out,
+                format!("is both an input ({in_name}) and the output ({out_name}); choose another output"),
+            ));
         }
     }
     Ok(())
+}
+
+/// The device and inode of a regular file; `None` for a new path or anything else.
+type FileId = (u64, u64);
+
+fn regular_file_id(meta: io::Result<std::fs::Metadata>) -> Option<FileId> {
+    meta.ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino()))
+}
+
+/// What a standard stream is open on.
+fn stream_metadata(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<std::fs::Metadata> {
+    File::from(fd.try_clone_to_owned()?).metadata()
+}
+
+impl InputPath {
+    fn file_id(&self) -> Option<FileId> {
+        use std::os::fd::AsFd;
+        match self {
+            InputPath::Stdin => regular_file_id(stream_metadata(io::stdin().as_fd())),
+            InputPath::File(p) => regular_file_id(std::fs::metadata(p)),
+        }
+    }
+}
+
+impl OutputPath {
+    fn file_id(&self) -> Option<FileId> {
+        use std::os::fd::AsFd;
+        match self {
+            OutputPath::Stdout => regular_file_id(stream_metadata(io::stdout().as_fd())),
+            OutputPath::File(p) => regular_file_id(std::fs::metadata(p)),
+        }
+    }
 }
 
 /// Refuses more than one input reading stdin: `inputs` pairs each input a tool was given

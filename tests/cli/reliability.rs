@@ -93,6 +93,21 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
     assert!(before == after, "an input was changed");
 }
 
+/// `tool - -o x < x` and `tool x >> x` would destroy (or grow while reading) the input too.
+#[test]
+fn a_redirection_onto_an_input_is_refused() {
+    let dir = with_model();
+    let d = dir.path();
+    let images = std::fs::read(d.join("images.npy")).unwrap();
+    let read_back = sh(d, r#"exec "$BIN/vae-encode" --model m.safetensors - -o images.npy < images.npy"#);
+    let line = one_line_failure(&read_back);
+    assert!(line.contains("images.npy: is both an input (INPUT) and the output (-o)"), "{line}");
+    let appended = sh(d, r#"exec "$BIN/vae-encode" --model m.safetensors images.npy >> images.npy"#);
+    let line = one_line_failure(&appended);
+    assert!(line.contains("<stdout>: is both an input (INPUT) and the output (-o)"), "{line}");
+    assert!(std::fs::read(d.join("images.npy")).unwrap() == images, "the input was changed");
+}
+
 #[test]
 fn a_closed_stdout_is_an_error_and_a_closed_pipe_is_not() {
     let dir = with_model();
