@@ -71,13 +71,29 @@ fn config(default: u32) -> ProptestConfig {
 /// One change to a file's bytes; positions wrap around its length.
 #[derive(Debug, Clone)]
 enum Mutation {
-    FlipBit { pos: usize, bit: u8 },
-    SetByte { pos: usize, value: u8 },
-    Truncate { len: usize },
+    FlipBit {
+        pos: usize,
+        bit: u8,
+    },
+    SetByte {
+        pos: usize,
+        value: u8,
+    },
+    Truncate {
+        len: usize,
+    },
     /// A 4- or 8-byte field (a length, a dimension) overwritten, little- or big-endian.
-    SetField { pos: usize, value: u64, wide: bool, big_endian: bool },
+    SetField {
+        pos: usize,
+        value: u64,
+        wide: bool,
+        big_endian: bool,
+    },
     /// Text spliced in, e.g. a huge number into a JSON or Python header.
-    Splice { pos: usize, text: String },
+    Splice {
+        pos: usize,
+        text: String,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -265,7 +281,8 @@ fn the_valid_files_read_and_a_cut_one_does_not() {
     assert!(Idx::decode(&valid_idx()[..], Some(valid_idx().len() as u64), "x").is_ok());
     for image in [valid_png(), valid_jpeg()] {
         std::fs::write(dir.path().join("a.png"), &image).unwrap();
-        assert!(pack(&Source::Dir(dir.path().to_path_buf()), &PackOptions { gray: false, size: None, pad_to: None }).is_ok());
+        assert!(pack(&Source::Dir(dir.path().to_path_buf()), &PackOptions { gray: false, size: None, pad_to: None })
+            .is_ok());
     }
     let checkpoint = file(dir.path(), "m.safetensors", &valid_checkpoint(dir.path()));
     assert!(Checkpoint::load(&checkpoint, None, &Device::Cpu).unwrap().into_network::<Vae>(&Device::Cpu).is_ok());
