@@ -22,6 +22,8 @@ pub use error::{Error, Result};
 
 // candle allocates a fresh buffer for every op; with the system allocator these small
 // models spend 40-45 % of their time in mmap/munmap (docs/candle.md). mimalloc reuses
-// memory and doubles training throughput.
+// memory and doubles training throughput. (Unit tests wrap it to refuse absurd requests:
+// io::fuzz_tests.)
+#[cfg(not(test))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -261,9 +261,19 @@ impl RunInfo {
     }
 }
 
+/// Writes the model file, then the training state beside it, each atomically.
+///
+/// The order keeps the pair consistent across a crash between the two writes: the state is
+/// then an epoch behind the model, so `--resume` repeats that epoch (which, being seeded,
+/// draws exactly what it drew before) and rewrites both. The other order would leave a
+/// state ahead of its model, and a resume that sees nothing left to train would never
+/// rewrite the stale model.
 fn save(task: &dyn Task, adam: &Adam, info: &RunInfo, step: u64, output: &std::path::Path) -> Result<()> {
     let config = task.config();
     let meta = info.metadata(step);
+    save_model(&OutputPath::File(output.to_path_buf()), &config, task.model_tensors()?, &meta)?;
+    #[cfg(test)]
+    tests::crash_point()?;
     let mut state = TensorMap::new();
     // Every tensor, buffers (running statistics such as codebooks) included.
     for (k, v) in task.params().to_tensor_map()?.tensors {
@@ -275,8 +285,7 @@ fn save(task: &dyn Task, adam: &Adam, info: &RunInfo, step: u64, output: &std::p
     for (k, v) in task.extra_state()? {
         state.insert(format!("extra.{k}"), v);
     }
-    save_model(&OutputPath::File(state_path(output)), &config, state, &meta)?;
-    save_model(&OutputPath::File(output.to_path_buf()), &config, task.model_tensors()?, &meta)
+    save_model(&OutputPath::File(state_path(output)), &config, state, &meta)
 }
 
 /// Restores parameters, optimizer and task state; returns the step to continue from.
@@ -369,8 +378,23 @@ mod tests {
     //! step's stream), so that every run is fast and can be compared bit for bit.
 
     use super::*;
+    use std::cell::Cell;
+
     use crate::checkpoint::CONFIG_KEY;
     use crate::nn::params::{Init, Params};
+
+    thread_local! {
+        /// Makes this thread's next checkpoint stop between its two files, as a crash would.
+        static CRASH_BETWEEN_FILES: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Called by [`save`] between the model file and the state file.
+    pub(super) fn crash_point() -> Result<()> {
+        if CRASH_BETWEEN_FILES.replace(false) {
+            return Err(Error::config("simulated crash between the model file and the state file"));
+        }
+        Ok(())
+    }
 
     /// Ten (x, y) rows with y = 3x, as x [N, 2] of (x, y) pairs.
     struct Rows {
@@ -544,6 +568,31 @@ mod tests {
         let again = train(&mut line(), &data, Some(&eval), &options(b.path(), 4, true)).unwrap();
         assert!(again.is_none(), "a finished run trains no further");
         assert_eq!(metric_lines(b.path()).len(), 4);
+    }
+
+    /// A crash after an epoch's model file but before its state leaves the state an epoch
+    /// behind; `--resume` repeats that epoch and ends where an uninterrupted run ends, with
+    /// the model file the state's.
+    #[test]
+    fn a_crash_between_the_two_files_is_repaired_by_resume() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let data = rows("train");
+        train(&mut line(), &data, None, &options(a.path(), 2, false)).unwrap();
+        train(&mut line(), &data, None, &options(b.path(), 1, false)).unwrap();
+        CRASH_BETWEEN_FILES.set(true);
+        assert!(train(&mut line(), &data, None, &options(b.path(), 2, true)).is_err());
+        let step = |dir: &std::path::Path, file: &str| read(dir.join(file)).metadata[STEP_KEY].clone();
+        assert_eq!(
+            (step(b.path(), "line.safetensors"), step(b.path(), "line.state.safetensors")),
+            ("6".into(), "3".into())
+        );
+        let mut resumed = line();
+        train(&mut resumed, &data, None, &options(b.path(), 2, true)).unwrap();
+        assert_eq!(resumed.steps, 3, "the second epoch ran again");
+        let (model, state) = (read(b.path().join("line.safetensors")), read(b.path().join("line.state.safetensors")));
+        assert_eq!(values(&model, "w"), values(&state, "param.w"));
+        assert_eq!(values(&model, "w"), values(&read(a.path().join("line.safetensors")), "w"));
+        assert_eq!((model.metadata[STEP_KEY].as_str(), state.metadata[STEP_KEY].as_str()), ("6", "6"));
     }
 
     #[test]

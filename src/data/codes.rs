@@ -14,11 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyReader, NpyWriter};
-use crate::io::safetensors::{encode_header, read_header, Entry};
+use crate::io::safetensors::{read_header, Entry, SafetensorsWriter};
 use crate::io::tensor_file::{Format, Peeked};
 use crate::io::{InputPath, Output, OutputPath};
 
@@ -383,33 +383,11 @@ impl CodeReader {
     }
 }
 
-/// One level's values spooled to an anonymous temporary file until the header can be written.
-struct Spool {
-    name: &'static str,
-    shape: Vec<usize>,
-    file: BufWriter<File>,
-}
-
-impl Spool {
-    fn new(name: &'static str, shape: Vec<usize>) -> Result<Self> {
-        let file = tempfile::tempfile().map_err(|e| Error::io("a temporary file", e))?;
-        Ok(Spool { name, shape, file: BufWriter::with_capacity(1 << 16, file) })
-    }
-
-    fn write(&mut self, values: &[u32]) -> io::Result<()> {
-        let bytes: Vec<u8> = values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
-        self.file.write_all(&bytes)
-    }
-}
-
+/// Where codes go: one level's array, or a two-level file of `tensors` (top, bottom and
+/// maybe labels), in that order.
 enum Sink {
     Npy(NpyWriter<Output>),
-    /// The tensors are spooled, then written after the header at [`CodeWriter::finish`].
-    Safetensors {
-        out: Output,
-        spools: Vec<Spool>,
-        metadata: BTreeMap<String, String>,
-    },
+    Safetensors(SafetensorsWriter<Output>),
 }
 
 /// Writes codes in the form their layout calls for, batch by batch and atomically.
@@ -431,9 +409,10 @@ impl CodeWriter {
                 NpyWriter::new(path.create()?, NpyDType::I64, &shape(layout.bottom)).map_err(|e| Error::io(path, e))?,
             ),
             Some(top) => {
-                let mut spools = vec![Spool::new("top", shape(top))?, Spool::new("bottom", shape(layout.bottom))?];
+                let i64 = |name: &str, shape: Vec<usize>| Entry::new(name, safetensors::Dtype::I64, shape);
+                let mut entries = vec![i64("top", shape(top)), i64("bottom", shape(layout.bottom))];
                 if layout.labels {
-                    spools.push(Spool::new("labels", vec![n])?);
+                    entries.push(i64("labels", vec![n]));
                 }
                 let mut metadata = BTreeMap::new();
                 for (key, level) in [(N_EMBED_TOP, top), (N_EMBED_BOTTOM, layout.bottom)] {
@@ -441,7 +420,9 @@ impl CodeWriter {
                         metadata.insert(key.to_string(), k.to_string());
                     }
                 }
-                Sink::Safetensors { out: path.create()?, spools, metadata }
+                Sink::Safetensors(
+                    SafetensorsWriter::new(path.create()?, metadata, entries).map_err(|e| Error::io(path, e))?,
+                )
             }
         };
         Ok(CodeWriter { path: path.clone(), layout, sink, written: 0 })
@@ -463,14 +444,12 @@ impl CodeWriter {
                 let values: Vec<i64> = batch.bottom.iter().map(|&c| c as i64).collect();
                 w.write_rows(&values).map_err(|e| Error::io(path, e))?;
             }
-            Sink::Safetensors { spools, .. } => {
-                for spool in spools.iter_mut() {
-                    let values = match spool.name {
-                        "top" => batch.top.as_deref().unwrap_or_default(),
-                        "bottom" => &batch.bottom,
-                        _ => batch.labels.as_deref().unwrap_or_default(),
-                    };
-                    spool.write(values).map_err(|e| Error::io(path, e))?;
+            Sink::Safetensors(w) => {
+                let levels = [batch.top.as_deref().unwrap_or_default(), &batch.bottom];
+                let labels = batch.labels.as_deref().filter(|_| l.labels);
+                for (i, values) in levels.into_iter().chain(labels).enumerate() {
+                    let bytes: Vec<u8> = values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
+                    w.append(i, &bytes).map_err(|e| Error::io(path, e))?;
                 }
             }
         }
@@ -489,29 +468,7 @@ impl CodeWriter {
         let path = self.path;
         match self.sink {
             Sink::Npy(w) => w.finish().map_err(|e| Error::io(&path, e))?.finish(),
-            Sink::Safetensors { mut out, spools, metadata } => {
-                let entries: Vec<Entry> = spools
-                    .iter()
-                    .map(|s| Entry {
-                        name: s.name.to_string(),
-                        dtype: safetensors::Dtype::I64,
-                        shape: s.shape.clone(),
-                        bytes: 8 * s.shape.iter().product::<usize>() as u64,
-                    })
-                    .collect();
-                let (header, order) = encode_header(&metadata, &entries)?;
-                out.write_all(&header).map_err(|e| Error::io(&path, e))?;
-                let mut files: Vec<Option<File>> = spools
-                    .into_iter()
-                    .map(|s| s.file.into_inner().map_err(|e| Error::io(&path, e.into_error())).map(Some))
-                    .collect::<Result<_>>()?;
-                for i in order {
-                    let mut f = files[i].take().expect("each spool once");
-                    f.seek(SeekFrom::Start(0)).map_err(|e| Error::io(&path, e))?;
-                    io::copy(&mut f, &mut out).map_err(|e| Error::io(&path, e))?;
-                }
-                out.finish()
-            }
+            Sink::Safetensors(w) => w.finish().map_err(|e| Error::io(&path, e))?.finish(),
         }
     }
 }

@@ -48,7 +48,11 @@ impl ImageStream {
                 if split.is_some() {
                     return Err(Error::config("--split applies to --data mnist"));
                 }
-                (Source::Npy(open_npy(path)?), path.to_string())
+                let reader = open_npy(path)?;
+                if reader.header().shape.is_empty() {
+                    return Err(Error::bad_input(path, "holds a scalar, expected an image array [N,H,W] or [N,C,H,W]"));
+                }
+                (Source::Npy(reader), path.to_string())
             }
         };
         Ok(ImageStream { source, name, range, geometry, batch_size: batch_size.max(1), labels: None, next: 0 })

@@ -1,16 +1,19 @@
 //! The forward process q(x_t | x_0) in closed form: x_t = sqrt(abar_t) x_0 +
 //! sqrt(1 - abar_t) eps (Ho et al. 2020, eq. 4), for training and for `ddpm-noise`.
 
+use std::collections::BTreeMap;
+
 use candle_core::{Device, Tensor};
 use rand::Rng as _;
+use safetensors::Dtype;
 
 use crate::data::stream::ImageStream;
 use crate::data::Geometry;
 use crate::diffusion::{Schedule, ScheduleKind};
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
-use crate::io::safetensors::TensorMap;
-use crate::io::OutputPath;
+use crate::io::safetensors::{Entry, SafetensorsWriter};
+use crate::io::{Output, OutputPath};
 use crate::rng::{Rng, Stream};
 
 /// x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, with one t per image of `x0` [B, ...].
@@ -89,12 +92,7 @@ pub fn noise(
     };
     let dims = [n * per_image, geometry.channels, geometry.height, geometry.width];
     let px = geometry.pixels();
-    let mut writer = if opts.with_eps {
-        None
-    } else {
-        Some(NpyWriter::new(out.create()?, NpyDType::F32, &dims).map_err(|e| Error::io(out, e))?)
-    };
-    let (mut all_x, mut all_eps, mut all_t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sink = NoiseSink::create(out, &dims, opts)?;
     let mut index = 0u64;
     while let Some(batch) = images.next_batch(device)? {
         let x0 = batch.x.affine(2.0, -1.0)?;
@@ -126,30 +124,60 @@ pub fn noise(
         if opts.clip {
             x_t = x_t.clamp(-1f32, 1f32)?;
         }
-        let x_t = x_t.flatten_all()?.to_vec1::<f32>()?;
-        match writer.as_mut() {
-            Some(w) => w.write_rows(&x_t).map_err(|e| Error::io(out, e))?,
-            None => {
-                all_x.extend(x_t);
-                all_eps.extend(eps.flatten_all()?.to_vec1::<f32>()?);
-                all_t.extend(t.iter().map(|&t| t as i64));
-            }
-        }
+        sink.write(&x_t, &eps, &t).map_err(|e| Error::io(out, e))?;
     }
-    match writer {
-        Some(w) => w.finish().map_err(|e| Error::io(out, e))?.finish(),
-        None => {
-            let mut m = TensorMap::new();
-            m.insert("x_t", Tensor::from_vec(all_x, &dims, &Device::Cpu)?);
-            m.insert("eps", Tensor::from_vec(all_eps, &dims, &Device::Cpu)?);
-            m.insert("t", Tensor::from_vec(all_t, n, &Device::Cpu)?);
+    sink.finish(out)
+}
+
+/// Where `ddpm-noise` writes, batch by batch: an `.npy` of x_t, or with `--with-eps` a
+/// `.safetensors` of `x_t`, `eps` and `t` (its tensors in that order).
+enum NoiseSink {
+    Npy(NpyWriter<Output>),
+    Safetensors(SafetensorsWriter<Output>),
+}
+
+impl NoiseSink {
+    fn create(out: &OutputPath, dims: &[usize; 4], opts: &NoiseOptions) -> Result<Self> {
+        let file = out.create()?;
+        let sink = if opts.with_eps {
             let kind = match opts.schedule {
                 ScheduleKind::Linear => "linear",
                 ScheduleKind::Cosine => "cosine",
             };
-            m.metadata.insert("genimg.schedule".into(), kind.into());
-            m.metadata.insert("genimg.timesteps".into(), opts.timesteps.to_string());
-            m.write(out)
+            let metadata = BTreeMap::from([
+                ("genimg.schedule".to_string(), kind.to_string()),
+                ("genimg.timesteps".to_string(), opts.timesteps.to_string()),
+            ]);
+            let entries = vec![
+                Entry::new("x_t", Dtype::F32, dims.to_vec()),
+                Entry::new("eps", Dtype::F32, dims.to_vec()),
+                Entry::new("t", Dtype::I64, vec![dims[0]]),
+            ];
+            SafetensorsWriter::new(file, metadata, entries).map(NoiseSink::Safetensors)
+        } else {
+            NpyWriter::new(file, NpyDType::F32, dims).map(NoiseSink::Npy)
+        };
+        sink.map_err(|e| Error::io(out, e))
+    }
+
+    fn write(&mut self, x_t: &Tensor, eps: &Tensor, t: &[usize]) -> std::io::Result<()> {
+        let floats = |x: &Tensor| x.flatten_all().and_then(|x| x.to_vec1::<f32>()).map_err(std::io::Error::other);
+        match self {
+            NoiseSink::Npy(w) => w.write_rows(&floats(x_t)?),
+            NoiseSink::Safetensors(w) => {
+                let le = |v: Vec<f32>| -> Vec<u8> { v.into_iter().flat_map(f32::to_le_bytes).collect() };
+                w.append(0, &le(floats(x_t)?))?;
+                w.append(1, &le(floats(eps)?))?;
+                w.append(2, &t.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect::<Vec<u8>>())
+            }
         }
+    }
+
+    fn finish(self, out: &OutputPath) -> Result<()> {
+        let file = match self {
+            NoiseSink::Npy(w) => w.finish(),
+            NoiseSink::Safetensors(w) => w.finish(),
+        };
+        file.map_err(|e| Error::io(out, e))?.finish()
     }
 }

@@ -1,6 +1,8 @@
 //! Tensor files and the plumbing around them: `-` for stdin/stdout, atomic outputs, format
 //! recognition from the first bytes.
 
+#[cfg(test)]
+mod fuzz_tests;
 pub mod npy;
 pub mod path;
 pub mod safetensors;

@@ -2,6 +2,8 @@
 //! keep their configuration as JSON).
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 
 use candle_core::{Device, Tensor};
 
@@ -110,6 +112,71 @@ pub struct Entry {
     pub dtype: safetensors::Dtype,
     pub shape: Vec<usize>,
     pub bytes: u64,
+}
+
+impl Entry {
+    /// A tensor of `dtype` and `shape`, with the data size they imply.
+    pub fn new(name: impl Into<String>, dtype: safetensors::Dtype, shape: Vec<usize>) -> Self {
+        let bits = shape.iter().fold(dtype.bitsize() as u64, |acc, &d| acc * d as u64);
+        Entry { name: name.into(), dtype, shape, bytes: bits.div_ceil(8) }
+    }
+}
+
+/// Writes a `.safetensors` file whose tensors arrive in pieces, in any interleaving, with
+/// memory that does not grow with them: each tensor's bytes go to an anonymous temporary
+/// file until all are complete; [`finish`](Self::finish) then writes the header (from the
+/// declared shapes) and the tensors in the format's order.
+pub struct SafetensorsWriter<W: Write> {
+    out: W,
+    metadata: BTreeMap<String, String>,
+    entries: Vec<Entry>,
+    spools: Vec<(BufWriter<File>, u64)>,
+}
+
+impl<W: Write> SafetensorsWriter<W> {
+    /// A writer of the tensors `entries` with `metadata` to `out`.
+    pub fn new(out: W, metadata: BTreeMap<String, String>, entries: Vec<Entry>) -> io::Result<Self> {
+        let spools = entries
+            .iter()
+            .map(|_| Ok((BufWriter::with_capacity(1 << 16, tempfile::tempfile()?), 0)))
+            .collect::<io::Result<_>>()?;
+        Ok(SafetensorsWriter { out, metadata, entries, spools })
+    }
+
+    /// Appends the next bytes of tensor `index` (of the entries given to [`new`](Self::new)).
+    pub fn append(&mut self, index: usize, bytes: &[u8]) -> io::Result<()> {
+        let (file, written) = &mut self.spools[index];
+        let entry = &self.entries[index];
+        if *written + bytes.len() as u64 > entry.bytes {
+            return Err(io::Error::other(format!("safetensors writer: too many bytes for tensor '{}'", entry.name)));
+        }
+        file.write_all(bytes)?;
+        *written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the header and every tensor, which must be complete, and returns the sink.
+    pub fn finish(mut self) -> io::Result<W> {
+        if let Some((e, (_, written))) = self.entries.iter().zip(&self.spools).find(|(e, (_, w))| *w != e.bytes) {
+            return Err(io::Error::other(format!(
+                "safetensors writer: tensor '{}' got {written} of its {} bytes",
+                e.name, e.bytes
+            )));
+        }
+        let (header, order) = encode_header(&self.metadata, &self.entries).map_err(io::Error::other)?;
+        self.out.write_all(&header)?;
+        let mut files: Vec<Option<File>> = self
+            .spools
+            .into_iter()
+            .map(|(f, _)| f.into_inner().map_err(|e| e.into_error()).map(Some))
+            .collect::<io::Result<_>>()?;
+        for i in order {
+            let mut f = files[i].take().expect("each tensor once");
+            f.seek(SeekFrom::Start(0))?;
+            io::copy(&mut f, &mut self.out)?;
+        }
+        Ok(self.out)
+    }
 }
 
 /// Encodes the length prefix and JSON header of a file holding `entries`, and returns it with
@@ -238,6 +305,26 @@ mod tests {
             st.tensor(n).unwrap().data().as_ptr() as usize - st.tensor("c_longs").unwrap().data().as_ptr() as usize
         };
         assert_eq!((offset("c_longs"), offset("b_floats"), offset("a_bytes")), (0, 8, 16));
+    }
+
+    /// Tensors written in interleaved pieces read back as if encoded whole.
+    #[test]
+    fn the_streaming_writer_gives_the_bytes_of_a_whole_map() {
+        let d = Device::Cpu;
+        let m = map(&[("b", vec![1.0, 2.0, 3.0, 4.0]), ("a", vec![5.0, 6.0])], &[("k", "v")]);
+        let entries = ["b", "a"].map(|n| Entry::new(n, safetensors::Dtype::F32, vec![m.get(n).unwrap().elem_count()]));
+        let mut w = SafetensorsWriter::new(Vec::new(), m.metadata.clone(), entries.to_vec()).unwrap();
+        let le = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        for (b, a) in [(&[1.0, 2.0][..], &[5.0][..]), (&[3.0, 4.0], &[6.0])] {
+            w.append(0, &le(b)).unwrap();
+            w.append(1, &le(a)).unwrap();
+        }
+        assert!(w.append(1, &le(&[7.0])).is_err(), "a tensor takes no more than its shape holds");
+        assert_eq!(w.finish().unwrap(), m.encode().unwrap());
+        let mut short = SafetensorsWriter::new(Vec::new(), BTreeMap::new(), entries.to_vec()).unwrap();
+        short.append(0, &le(&[1.0])).unwrap();
+        assert!(short.finish().unwrap_err().to_string().contains("tensor 'b' got 4 of its 16 bytes"));
+        assert!(TensorMap::decode(&m.encode().unwrap(), "t", &d).is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Geometry;
 use crate::error::{Error, Result};
-use crate::nn::functional::{bce_with_logits_sum, kl_std_normal, log_std_normal, logsumexp, relu, LN_2PI};
+use crate::nn::functional::{bce_with_logits_sum, kl_std_normal, log_std_normal, relu, RunningLogSumExp, LN_2PI};
 use crate::nn::params::{Init, Params};
 use crate::rng::Rng;
 
@@ -199,7 +199,8 @@ impl Vae {
         let l = self.config.latent;
         // Samples per image per pass, so one pass decodes about 16k rows.
         let chunk = (16_384 / n.max(1)).clamp(1, k);
-        let mut log_w = vec![Vec::with_capacity(k); n];
+        // Summed as the chunks come, so memory does not grow with k.
+        let mut log_w = vec![RunningLogSumExp::default(); n];
         let mut done = 0;
         while done < k {
             let c = chunk.min(k - done);
@@ -216,11 +217,11 @@ impl Vae {
             let w = ((log_px_z + log_std_normal(&z)?)? - log_qz?)?;
             let w = w.to_dtype(candle_core::DType::F64)?.reshape((n, c))?.to_vec2::<f64>()?;
             for (acc, row) in log_w.iter_mut().zip(w) {
-                acc.extend(row);
+                acc.add(&row);
             }
             done += c;
         }
-        Ok(log_w.iter().map(|w| logsumexp(w) - (k as f64).ln()).collect())
+        Ok(log_w.iter().map(|w| w.value() - (k as f64).ln()).collect())
     }
 }
 
@@ -235,19 +236,13 @@ pub fn binarize(p: &Tensor, rng: &mut Rng) -> Result<Tensor> {
     Ok(u.lt(p)?.to_dtype(candle_core::DType::F32)?)
 }
 
-/// The 2-D latent manifold of Kingma & Welling's Figure 4: a `side` x `side` grid of latent
-/// points at the standard normal's quantiles (0.05 .. 0.95), row-major, top row first.
-pub fn manifold_grid(side: usize, device: &Device) -> Result<Tensor> {
-    let q: Vec<f32> =
-        (0..side).map(|i| normal_quantile(0.05 + 0.9 * i as f64 / (side.max(2) - 1) as f64) as f32).collect();
-    let mut z = Vec::with_capacity(side * side * 2);
-    for row in (0..side).rev() {
-        for col in 0..side {
-            z.push(q[col]);
-            z.push(q[row]);
-        }
-    }
-    Ok(Tensor::from_vec(z, (side * side, 2), device)?)
+/// Points `start..start + rows` of the 2-D latent manifold of Kingma & Welling's Figure 4:
+/// a `side` x `side` grid of latent points at the standard normal's quantiles (0.05 ..
+/// 0.95), row-major, top row first. Computed per point, so any part of a huge grid is cheap.
+pub fn manifold_rows(side: usize, start: usize, rows: usize, device: &Device) -> Result<Tensor> {
+    let q = |i: usize| normal_quantile(0.05 + 0.9 * i as f64 / (side.max(2) - 1) as f64) as f32;
+    let z: Vec<f32> = (start..start + rows).flat_map(|i| [q(i % side), q(side - 1 - i / side)]).collect();
+    Ok(Tensor::from_vec(z, (rows, 2), device)?)
 }
 
 /// The standard normal quantile function (Acklam's rational approximation, |error| < 1.2e-9).

@@ -336,19 +336,66 @@ pub fn log_std_normal(x: &Tensor) -> Result<Tensor> {
     Ok(((x.sqr()?.sum(D::Minus1)? * -0.5)? - 0.5 * d * LN_2PI)?)
 }
 
-/// log-sum-exp of `row` (f64 on the host), stable for large values.
-pub fn logsumexp(row: &[f64]) -> f64 {
-    let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        return m;
+/// log-sum-exp of f64 values on the host, stable for large values, taken in as they arrive
+/// in pieces, in constant memory.
+#[derive(Debug, Clone, Copy)]
+pub struct RunningLogSumExp {
+    /// The largest value so far.
+    max: f64,
+    /// The sum of exp(v - max) over the values so far.
+    scaled_sum: f64,
+}
+
+impl Default for RunningLogSumExp {
+    fn default() -> Self {
+        RunningLogSumExp { max: f64::NEG_INFINITY, scaled_sum: 0.0 }
     }
-    m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+impl RunningLogSumExp {
+    /// Takes in the next values.
+    pub fn add(&mut self, values: &[f64]) {
+        let m = values.iter().copied().fold(self.max, f64::max);
+        if !m.is_finite() {
+            self.max = m;
+            return;
+        }
+        let rescale = if self.max.is_finite() { (self.max - m).exp() } else { 0.0 };
+        self.scaled_sum = self.scaled_sum * rescale + values.iter().map(|v| (v - m).exp()).sum::<f64>();
+        self.max = m;
+    }
+
+    /// log sum exp of every value taken in.
+    pub fn value(&self) -> f64 {
+        if self.max.is_finite() {
+            self.max + self.scaled_sum.ln()
+        } else {
+            self.max
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::{Rng, Stream};
+
+    #[test]
+    fn the_running_logsumexp_of_pieces_is_that_of_the_whole() {
+        let values = [-3.0, 700.0, -1e300, 2.5, 701.0, f64::NEG_INFINITY, 0.0];
+        let whole = 701.0 + values.iter().map(|v| (v - 701.0).exp()).sum::<f64>().ln();
+        for split in 0..=values.len() {
+            let mut run = RunningLogSumExp::default();
+            run.add(&values[..split]);
+            run.add(&values[split..]);
+            assert!((run.value() - whole).abs() < 1e-12, "split {split}: {}", run.value());
+        }
+        let mut none = RunningLogSumExp::default();
+        none.add(&[f64::NEG_INFINITY]);
+        assert_eq!(none.value(), f64::NEG_INFINITY);
+        none.add(&[f64::INFINITY, 1.0]);
+        assert_eq!(none.value(), f64::INFINITY);
+    }
     use candle_core::Device;
 
     #[test]

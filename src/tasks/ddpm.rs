@@ -188,73 +188,93 @@ pub struct DenoiseOptions {
     pub batch_size: usize,
 }
 
-/// Runs the reverse process from `start` to x_0 and returns the images in [0,1],
-/// [N, C, H, W]. Samples go through the network `batch_size` at a time; batch b's starting
-/// noise comes from the stream (seed, Eval, 2b) and its sampling noise from (seed, Eval,
-/// 2b + 1), so a seed and a batch size repeat exactly. With `progress`, a line on stderr.
-pub fn denoise(model: &UNet, start: &Start, opts: &DenoiseOptions, device: &Device, progress: bool) -> Result<Tensor> {
-    let cfg = &model.config;
-    let schedule = Schedule::new(cfg.schedule, cfg.timesteps);
-    if opts.from_t >= schedule.len() {
-        return Err(Error::config(format!("--from-t {} is outside [0, {}]", opts.from_t, schedule.len() - 1)));
-    }
-    if opts.batch_size == 0 {
-        return Err(Error::config("--batch-size must be at least 1"));
-    }
-    let g = cfg.geometry();
-    let given = match start {
-        Start::Input(path) => Some(read_x_t(path, g, device)?),
-        Start::Noise(_) => None,
-    };
-    let n = match (start, &given) {
-        (_, Some(x)) => x.dim(0)?,
-        (Start::Noise(n), None) => *n,
-        (Start::Input(_), None) => 0,
-    };
-    let steps = match opts.sampler {
-        Sampler::Ddpm(_) => opts.from_t + 1,
-        Sampler::Ddim { steps, .. } => crate::diffusion::sampler::ddim_timesteps(opts.from_t, steps).len(),
-    };
-    let batches = n.div_ceil(opts.batch_size);
-    let show = progress && std::io::stderr().is_terminal();
-    // Detached: the parameters are variables, so each prediction would otherwise keep its
-    // step's whole graph alive, and through x every earlier step's.
-    let predictor = |x: &Tensor, t: usize| Ok(model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
-    let mut out = Vec::with_capacity(batches);
-    for b in 0..batches {
-        let rows = opts.batch_size.min(n - b * opts.batch_size);
-        let x_t = match &given {
-            Some(x) => x.narrow(0, b * opts.batch_size, rows)?,
-            None => Rng::new(opts.seed, Stream::Eval, 2 * b as u64)
-                .normal(&[rows, g.channels, g.height, g.width], device)?,
-        };
-        let mut rng = Rng::new(opts.seed, Stream::Eval, 2 * b as u64 + 1);
-        let mut done = 0;
-        let mut observe = |_: usize, _: &Tensor| {
-            done += 1;
-            if show {
-                eprint!("\r\x1b[2Kbatch {}/{batches}: step {done}/{steps}", b + 1);
+/// The reverse process from a start to x_0, checked and ready: [`run`](Self::run) draws
+/// the samples batch by batch, so memory does not grow with their number.
+pub struct Denoising<'a> {
+    model: &'a UNet,
+    schedule: Schedule,
+    opts: &'a DenoiseOptions,
+    /// x_t read from a file, when the start is one.
+    given: Option<Tensor>,
+    device: Device,
+    /// The number of samples.
+    pub n: usize,
+}
+
+impl<'a> Denoising<'a> {
+    /// Checks the options and reads the start (when it is a file).
+    pub fn new(model: &'a UNet, start: &Start, opts: &'a DenoiseOptions, device: &Device) -> Result<Self> {
+        let cfg = &model.config;
+        let schedule = Schedule::new(cfg.schedule, cfg.timesteps);
+        if opts.from_t >= schedule.len() {
+            return Err(Error::config(format!("--from-t {} is outside [0, {}]", opts.from_t, schedule.len() - 1)));
+        }
+        if opts.batch_size == 0 {
+            return Err(Error::config("--batch-size must be at least 1"));
+        }
+        let (given, n) = match start {
+            Start::Input(path) => {
+                let x = read_x_t(path, cfg.geometry(), device)?;
+                let n = x.dim(0)?;
+                (Some(x), n)
             }
+            Start::Noise(n) => (None, *n),
         };
-        let x0 = match opts.sampler {
-            Sampler::Ddpm(variance) => {
-                let o = DdpmOptions { from_t: opts.from_t, variance, clip: opts.clip };
-                ddpm(&predictor, &schedule, x_t, o, &mut rng, &mut observe)?
-            }
-            Sampler::Ddim { steps, eta } => {
-                let o = DdimOptions { from_t: opts.from_t, steps, eta, clip: opts.clip };
-                ddim(&predictor, &schedule, x_t, o, &mut rng, &mut observe)?
-            }
+        Ok(Denoising { model, schedule, opts, given, device: device.clone(), n })
+    }
+
+    /// The size of the images.
+    pub fn geometry(&self) -> crate::data::Geometry {
+        self.model.config.geometry()
+    }
+
+    /// Runs the reverse process and hands each batch of images, in [0,1] [B, C, H, W], to
+    /// `each` in order. Batch b's starting noise comes from the stream (seed, Eval, 2b) and
+    /// its sampling noise from (seed, Eval, 2b + 1), so a seed and a batch size repeat
+    /// exactly. With `progress`, a line on stderr.
+    pub fn run(&self, progress: bool, mut each: impl FnMut(Tensor) -> Result<()>) -> Result<()> {
+        let (opts, n, g) = (self.opts, self.n, self.model.config.geometry());
+        let steps = match opts.sampler {
+            Sampler::Ddpm(_) => opts.from_t + 1,
+            Sampler::Ddim { steps, .. } => crate::diffusion::sampler::ddim_timesteps(opts.from_t, steps).len(),
         };
-        out.push(((x0 + 1.0)? * 0.5)?.clamp(0f32, 1f32)?);
+        let batches = n.div_ceil(opts.batch_size);
+        let show = progress && std::io::stderr().is_terminal();
+        // Detached: the parameters are variables, so each prediction would otherwise keep its
+        // step's whole graph alive, and through x every earlier step's.
+        let predictor = |x: &Tensor, t: usize| Ok(self.model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
+        for b in 0..batches {
+            let rows = opts.batch_size.min(n - b * opts.batch_size);
+            let x_t = match &self.given {
+                Some(x) => x.narrow(0, b * opts.batch_size, rows)?,
+                None => Rng::new(opts.seed, Stream::Eval, 2 * b as u64)
+                    .normal(&[rows, g.channels, g.height, g.width], &self.device)?,
+            };
+            let mut rng = Rng::new(opts.seed, Stream::Eval, 2 * b as u64 + 1);
+            let mut done = 0;
+            let mut observe = |_: usize, _: &Tensor| {
+                done += 1;
+                if show {
+                    eprint!("\r\x1b[2Kbatch {}/{batches}: step {done}/{steps}", b + 1);
+                }
+            };
+            let x0 = match opts.sampler {
+                Sampler::Ddpm(variance) => {
+                    let o = DdpmOptions { from_t: opts.from_t, variance, clip: opts.clip };
+                    ddpm(&predictor, &self.schedule, x_t, o, &mut rng, &mut observe)?
+                }
+                Sampler::Ddim { steps, eta } => {
+                    let o = DdimOptions { from_t: opts.from_t, steps, eta, clip: opts.clip };
+                    ddim(&predictor, &self.schedule, x_t, o, &mut rng, &mut observe)?
+                }
+            };
+            each(((x0 + 1.0)? * 0.5)?.clamp(0f32, 1f32)?)?;
+        }
+        if show {
+            eprint!("\r\x1b[2K");
+        }
+        Ok(())
     }
-    if show {
-        eprint!("\r\x1b[2K");
-    }
-    if out.is_empty() {
-        return Ok(Tensor::zeros((0, g.channels, g.height, g.width), DType::F32, device)?);
-    }
-    Ok(Tensor::cat(&out, 0)?)
 }
 
 /// Reads x_t: f32 or f64 [N, C, H, W] (or [N, H, W] for one channel) of the model's size.
@@ -371,6 +391,17 @@ mod tests {
         assert!(a[0].1 > 0.5, "{a:?}");
     }
 
+    /// Every image of a [`Denoising`] in one tensor.
+    fn denoise(model: &UNet, start: &Start, opts: &DenoiseOptions, device: &Device) -> Result<Tensor> {
+        let run = Denoising::new(model, start, opts, device)?;
+        let mut batches = vec![Tensor::zeros((0, 1, 32, 32), DType::F32, device)?];
+        run.run(false, |x| {
+            batches.push(x);
+            Ok(())
+        })?;
+        Ok(Tensor::cat(&batches, 0)?)
+    }
+
     #[test]
     fn sampling_is_seeded_batched_and_checked() {
         let t = task();
@@ -382,17 +413,17 @@ mod tests {
             batch_size,
         };
         let device = Device::Cpu;
-        let a = denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device, false).unwrap();
+        let a = denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device).unwrap();
         assert_eq!(a.dims(), [3, 1, 32, 32]);
         let v = values(&a);
         assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
-        assert_eq!(v, values(&denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device, false).unwrap()));
-        assert_ne!(v, values(&denoise(&t.model, &Start::Noise(3), &opts(2, 2), &device, false).unwrap()));
-        assert_eq!(denoise(&t.model, &Start::Noise(0), &opts(2, 1), &device, false).unwrap().dims(), [0, 1, 32, 32]);
+        assert_eq!(v, values(&denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device).unwrap()));
+        assert_ne!(v, values(&denoise(&t.model, &Start::Noise(3), &opts(2, 2), &device).unwrap()));
+        assert_eq!(denoise(&t.model, &Start::Noise(0), &opts(2, 1), &device).unwrap().dims(), [0, 1, 32, 32]);
         let late = DenoiseOptions { from_t: 50, ..opts(2, 1) };
-        let e = denoise(&t.model, &Start::Noise(1), &late, &device, false).unwrap_err().to_string();
+        let e = denoise(&t.model, &Start::Noise(1), &late, &device).unwrap_err().to_string();
         assert!(e.contains("--from-t 50 is outside [0, 49]"), "{e}");
-        let e = denoise(&t.model, &Start::Noise(1), &opts(0, 1), &device, false).unwrap_err().to_string();
+        let e = denoise(&t.model, &Start::Noise(1), &opts(0, 1), &device).unwrap_err().to_string();
         assert!(e.contains("--batch-size"), "{e}");
     }
 

@@ -151,12 +151,44 @@ impl Task for PriorTask {
     }
 }
 
-/// The classes of `n` samples: one class for all, or equal blocks of 0, 1, ... in order
-/// (so a grid of n / K columns shows one class per row).
-pub fn sample_classes(n: usize, classes: usize, one: Option<u32>) -> Vec<u32> {
-    match one {
-        Some(k) => vec![k; n],
-        None => (0..n).map(|i| (i * classes / n.max(1)) as u32).collect(),
+/// The class of each of `n` samples, given per batch so that sampling a huge N builds no
+/// list of N labels.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleClasses {
+    /// One class for all.
+    One(u32),
+    /// `classes` equal blocks of 0, 1, ... over `n` samples, in order (so a grid of
+    /// n / classes columns shows one class per row).
+    Blocks { n: usize, classes: usize },
+    /// One class per sample, as given.
+    Given(Vec<u32>),
+}
+
+impl SampleClasses {
+    /// The classes of samples `start..start + rows`.
+    pub fn rows(&self, start: usize, rows: usize) -> Vec<u32> {
+        match self {
+            SampleClasses::One(k) => vec![*k; rows],
+            SampleClasses::Blocks { n, classes } => {
+                (start..start + rows).map(|i| (i as u128 * *classes as u128 / (*n).max(1) as u128) as u32).collect()
+            }
+            SampleClasses::Given(labels) => labels[start..start + rows].to_vec(),
+        }
+    }
+
+    /// Checks that every class is below `k`.
+    fn check(&self, k: usize) -> Result<()> {
+        let bad = match self {
+            SampleClasses::One(c) => Some(*c).filter(|&c| c as usize >= k),
+            SampleClasses::Blocks { .. } => None,
+            SampleClasses::Given(labels) => labels.iter().copied().find(|&l| l as usize >= k),
+        };
+        match bad {
+            Some(bad) => {
+                Err(Error::config(format!("class {bad} is out of range: the prior knows {k} classes (0..{})", k - 1)))
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -259,17 +291,12 @@ pub fn sample_codes(
         None => None,
         Some(k) => {
             let labels = match (request.class, requested, given.as_ref().and_then(|g| g.labels.clone())) {
-                (Some(c), _, _) => sample_classes(n, k, Some(c)),
-                (None, Some((path, l)), _) => expect_label_count(path, l, n)?,
-                (None, None, Some(from_file)) => from_file,
-                (None, None, None) => sample_classes(n, k, None),
+                (Some(c), _, _) => SampleClasses::One(c),
+                (None, Some((path, l)), _) => SampleClasses::Given(expect_label_count(path, l, n)?),
+                (None, None, Some(from_file)) => SampleClasses::Given(from_file),
+                (None, None, None) => SampleClasses::Blocks { n, classes: k },
             };
-            if let Some(bad) = labels.iter().find(|&&l| l as usize >= k) {
-                return Err(Error::config(format!(
-                    "class {bad} is out of range: the prior knows {k} classes (0..{})",
-                    k - 1
-                )));
-            }
+            labels.check(k)?;
             Some(labels)
         }
     };
@@ -295,7 +322,7 @@ enum TopCodes<'a> {
 fn sample_to(
     prior: &PixelCnn,
     top: Option<TopCodes>,
-    labels: Option<Vec<u32>>,
+    labels: Option<SampleClasses>,
     n: usize,
     draw: &Draw,
     out: &OutputPath,
@@ -329,7 +356,8 @@ fn sample_to(
     for (b, start) in (0..n).step_by(batch_size.max(1)).enumerate() {
         let rows = batch_size.min(n - start);
         let mut rng = Rng::new(seed, Stream::Eval, b as u64);
-        let y = labels.as_ref().map(|l| Tensor::new(&l[start..start + rows], &device)).transpose()?;
+        let classes = labels.as_ref().map(|l| l.rows(start, rows));
+        let y = classes.as_deref().map(|l| Tensor::new(l, &device)).transpose()?;
         let top_codes = match (&top, top_level) {
             (Some(TopCodes::Prior(p)), Some(_)) => {
                 let y = p.config.n_classes.and(y.as_ref());
@@ -348,7 +376,7 @@ fn sample_to(
             n: rows,
             top: top_codes.as_ref().map(flat).transpose()?,
             bottom: flat(&bottom)?,
-            labels: labels.as_ref().map(|l| l[start..start + rows].to_vec()),
+            labels: classes,
         })?;
     }
     writer.finish()
@@ -403,9 +431,21 @@ mod tests {
 
     #[test]
     fn default_classes_come_in_equal_blocks_in_order() {
-        assert_eq!(sample_classes(6, 3, None), [0, 0, 1, 1, 2, 2]);
-        assert_eq!(sample_classes(4, 10, None), [0, 2, 5, 7]);
-        assert_eq!(sample_classes(3, 10, Some(7)), [7, 7, 7]);
-        assert!(sample_classes(0, 10, None).is_empty());
+        assert_eq!(SampleClasses::Blocks { n: 6, classes: 3 }.rows(0, 6), [0, 0, 1, 1, 2, 2]);
+        assert_eq!(SampleClasses::Blocks { n: 4, classes: 10 }.rows(0, 4), [0, 2, 5, 7]);
+        assert_eq!(SampleClasses::One(7).rows(5, 3), [7, 7, 7]);
+        assert!(SampleClasses::Blocks { n: 0, classes: 10 }.rows(0, 0).is_empty());
+    }
+
+    /// A batch's classes are those of its rows in the whole run, however far in it starts.
+    #[test]
+    fn classes_come_per_batch_without_a_list_of_n() {
+        let blocks = SampleClasses::Blocks { n: 6, classes: 3 };
+        assert_eq!(blocks.rows(3, 3), [1, 2, 2]);
+        let huge = SampleClasses::Blocks { n: 1 << 40, classes: 10 };
+        assert_eq!(huge.rows((1 << 40) - 2, 2), [9, 9]);
+        assert_eq!(SampleClasses::Given(vec![4, 5, 6]).rows(1, 2), [5, 6]);
+        assert!(SampleClasses::One(10).check(10).is_err() && SampleClasses::One(9).check(10).is_ok());
+        assert!(SampleClasses::Given(vec![1, 12]).check(10).unwrap_err().to_string().contains("class 12"));
     }
 }

@@ -8,7 +8,7 @@ use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyWriter};
 use crate::io::OutputPath;
-use crate::models::vae::{binarize, flatten, manifold_grid, Binarize, Vae, VaeConfig};
+use crate::models::vae::{binarize, flatten, manifold_rows, Binarize, Vae, VaeConfig};
 use crate::models::ModelConfig;
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
@@ -201,7 +201,9 @@ pub fn decode(
     let n = match (latents, &reader) {
         (_, Some(r)) => r.header().rows(),
         (Latents::Prior(n), _) => *n,
-        (Latents::Manifold(side), _) => side * side,
+        (Latents::Manifold(side), _) => side
+            .checked_mul(*side)
+            .ok_or_else(|| Error::config(format!("--manifold {side}: a grid of {side}x{side} points is too large")))?,
         (Latents::File(_), None) => 0,
     };
     let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[n, g.channels, g.height, g.width])
@@ -224,7 +226,7 @@ pub fn decode(
                 };
                 Tensor::from_vec(values, (rows, l), device)?
             }
-            (Latents::Manifold(side), _) => manifold_grid(*side, device)?.narrow(0, done, rows)?,
+            (Latents::Manifold(side), _) => manifold_rows(*side, done, rows, device)?,
             _ => Rng::new(seed, Stream::Eval, (done / batch_size) as u64).normal(&[rows, l], device)?,
         };
         let images = vae.decode(&z)?;

@@ -12,7 +12,7 @@ use crate::io::npy::{DType as NpyDType, NpyWriter};
 use crate::io::{check_io, OutputPath};
 use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::{Network, Preset};
-use crate::tasks::ddpm::{denoise, DenoiseOptions, Sampler, Start};
+use crate::tasks::ddpm::{DenoiseOptions, Denoising, Sampler, Start};
 use crate::tools::ImageSource;
 
 /// Where `ddpm-noise` takes its diffusion (schedule, T and image size) from.
@@ -130,17 +130,37 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
     if let Sampler::Ddim { steps, .. } = opts.sampler {
         crate::diffusion::sampler::check_ddim_steps(opts.from_t, steps)?;
     }
-    let x0 = denoise(&model, &r.start, &opts, &r.device, true)?;
+    let run = Denoising::new(&model, &r.start, &opts, &r.device)?;
     match &r.output {
-        DenoiseOutput::Png(png) => write_png(&x0, png, 2),
-        DenoiseOutput::Array(out) => write_npy(&x0, out),
+        DenoiseOutput::Png(png) => {
+            if run.n > MAX_PNG_TILES {
+                return Err(Error::config(format!(
+                    "--png: a grid of {} images is too large (at most {MAX_PNG_TILES}); write an .npy with -o instead",
+                    run.n
+                )));
+            }
+            let mut batches = Vec::new();
+            run.run(true, |x| {
+                batches.push(x);
+                Ok(())
+            })?;
+            let g = run.geometry();
+            batches.push(Tensor::zeros((0, g.channels, g.height, g.width), candle_core::DType::F32, &r.device)?);
+            write_png(&Tensor::cat(&batches, 0)?, png, 2)
+        }
+        DenoiseOutput::Array(out) => write_npy(&run, out),
     }
 }
 
-/// Images in [0,1] [N, C, H, W] as .npy f32.
-fn write_npy(x: &Tensor, out: &OutputPath) -> Result<()> {
-    let mut w = NpyWriter::new(out.create()?, NpyDType::F32, x.dims()).map_err(|e| Error::io(out, e))?;
-    w.write_rows(&x.flatten_all()?.to_vec1::<f32>()?).map_err(|e| Error::io(out, e))?;
+/// The most images `--png` puts in one grid: a grid is built whole in memory.
+const MAX_PNG_TILES: usize = 10_000;
+
+/// The images as .npy f32 [N, C, H, W] in [0,1], written batch by batch.
+fn write_npy(run: &Denoising, out: &OutputPath) -> Result<()> {
+    let g = run.geometry();
+    let shape = [run.n, g.channels, g.height, g.width];
+    let mut w = NpyWriter::new(out.create()?, NpyDType::F32, &shape).map_err(|e| Error::io(out, e))?;
+    run.run(true, |x| w.write_rows(&x.flatten_all()?.to_vec1::<f32>()?).map_err(|e| Error::io(out, e)))?;
     w.finish().map_err(|e| Error::io(out, e))?.finish()
 }
 

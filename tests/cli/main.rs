@@ -1,12 +1,14 @@
 //! Integration tests: every binary run as a user runs it, with assert_cmd, in a temporary
 //! directory, with a cleared environment. One module per tool.
 
+mod bounded_memory;
 mod common;
 mod ddpm_denoise;
 mod ddpm_noise;
 mod ddpm_train;
 mod flags;
 mod help;
+mod hostile_input;
 mod img_grid;
 mod img_pack;
 mod interrupt;
