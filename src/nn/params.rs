@@ -320,6 +320,26 @@ mod tests {
     }
 
     #[test]
+    fn a_dry_run_counts_parameters_and_refuses_more_than_the_machine_holds() {
+        let mut p = Params::plan();
+        build(&mut p);
+        assert_eq!(p.planned_bytes(), 4 * (3 * 2 + 2 + 4));
+        assert!(p.finish().unwrap().get("fc1.weight").is_none(), "a dry run keeps no parameters");
+        let e = Params::plan().linear("fc1", 1 << 40, 1 << 40).err().expect("too large").to_string();
+        assert!(e.contains("the network's parameters would need") && e.contains("'fc1.weight'"), "{e}");
+    }
+
+    #[test]
+    fn a_config_implying_more_parameters_than_the_file_holds_stops_at_the_first() {
+        let d = Device::Cpu;
+        let tensors = BTreeMap::from([("fc1.weight".to_string(), Tensor::zeros((2, 3), DType::F32, &d).unwrap())]);
+        let mut p = Params::load(tensors, "m.safetensors", &d);
+        let e = p.linear("fc1", 3, 1_000_000_000_000).err().expect("stops at once").to_string();
+        assert!(e.starts_with("m.safetensors: ") && e.contains("more parameters than the file holds"), "{e}");
+        assert!(e.contains("'fc1.weight' has shape [2, 3], expected [1000000000000, 3]"), "{e}");
+    }
+
+    #[test]
     fn conv_layers_have_pytorch_shapes_and_init_bounds() {
         use candle_core::Module;
         let d = Device::Cpu;
