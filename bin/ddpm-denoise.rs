@@ -6,8 +6,8 @@ use clap::{Parser, ValueEnum};
 use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
 use genimg::diffusion::Variance;
 use genimg::io::{InputPath, OutputPath};
-use genimg::tasks::ddpm::{Sampler, Start};
-use genimg::tools::ddpm::{ddpm_denoise, DdpmDenoise, DenoiseOutput};
+use genimg::tasks::ddpm::Start;
+use genimg::tools::ddpm::{ddpm_denoise, DdpmDenoise, DenoiseOutput, SamplerChoice};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -47,7 +47,7 @@ struct Args {
     /// The reverse process.
     #[arg(long, value_enum, default_value = "ddpm")]
     sampler: SamplerKind,
-    /// DDIM: network calls, evenly spaced over the steps [default: 50].
+    /// DDIM: network calls, evenly spaced over the steps, at most one per step [default: 50, or one per step when fewer].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     steps: Option<u32>,
     /// DDIM: 0 is deterministic, 1 as noisy as ancestral sampling [default: 0].
@@ -83,13 +83,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             if args.steps.is_some() || args.eta.is_some() {
                 anyhow::bail!("--steps and --eta apply to --sampler ddim");
             }
-            Sampler::Ddpm(args.var.unwrap_or(Variance::Beta))
+            SamplerChoice::Ddpm(args.var.unwrap_or(Variance::Beta))
         }
         SamplerKind::Ddim => {
             if args.var.is_some() {
                 anyhow::bail!("--var applies to --sampler ddpm");
             }
-            Sampler::Ddim { steps: args.steps.map_or(50, |k| k as usize), eta: args.eta.unwrap_or(0.0) }
+            SamplerChoice::Ddim { steps: args.steps.map(|k| k as usize), eta: args.eta.unwrap_or(0.0) }
         }
     };
     let start = match (args.samples, args.input) {

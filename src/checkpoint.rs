@@ -150,6 +150,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn non_finite_float_tensors_are_named_and_integer_ones_skipped() {
+        let d = Device::Cpu;
+        let mut tensors = BTreeMap::from([
+            ("a".to_string(), Tensor::new(&[1f32, 2.0], &d).unwrap()),
+            ("codes".to_string(), Tensor::new(&[7u32], &d).unwrap()),
+        ]);
+        assert!(ensure_finite(&tensors, "m.safetensors").is_ok());
+        for (value, kind) in [(f32::NAN, "NaN"), (f32::NEG_INFINITY, "an infinity")] {
+            tensors.insert("b.embed".into(), Tensor::new(&[0f32, value], &d).unwrap().to_dtype(DType::F16).unwrap());
+            let e = ensure_finite(&tensors, "m.safetensors").unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("m.safetensors: tensor b.embed holds a non-finite value ({kind}); expected finite weights")
+            );
+        }
+    }
+
+    #[test]
     fn state_file_sits_beside_the_model() {
         assert_eq!(state_path(Path::new("runs/vae.safetensors")), PathBuf::from("runs/vae.state.safetensors"));
         assert_eq!(state_path(Path::new("m.bin")), PathBuf::from("m.bin.state.safetensors"));

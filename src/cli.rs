@@ -475,3 +475,35 @@ impl TrainArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_interval_takes_zero_to_one() {
+        assert_eq!(unit_interval("0"), Ok(0.0));
+        assert_eq!(unit_interval("1"), Ok(1.0));
+        for bad in ["-0.1", "1.5", "NaN", "x"] {
+            assert!(unit_interval(bad).unwrap_err().contains("not a number in [0, 1]"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_network_too_large_for_the_machine_is_refused_naming_the_flags() {
+        let overrides = ModelOverrides {
+            likelihood: None,
+            sigma: None,
+            beta: None,
+            latent: Some(20),
+            hidden: Some(1_000_000_000),
+            binarize: None,
+            levels: None,
+            restart_dead: None,
+        };
+        let e = overrides.apply(Preset::VaeMlp.config()).unwrap_err().to_string();
+        assert!(e.starts_with("--latent 20 --hidden 1000000000: the network's parameters would need 3.1 TB"), "{e}");
+        let fits = ModelOverrides { hidden: Some(32), ..overrides };
+        assert!(fits.apply(Preset::VaeMlp.config()).is_ok());
+    }
+}

@@ -486,6 +486,20 @@ mod tests {
     }
 
     #[test]
+    fn sizes_beyond_the_machine_are_refused_naming_the_flag() {
+        let size = PackOptions { size: Some("1000000x1000000".parse().unwrap()), ..Default::default() };
+        assert!(size
+            .check(1)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--size 1000000x1000000: one image would need 3.0 TB"));
+        let pad = PackOptions { pad_to: Some(10_000), ..Default::default() };
+        assert!(pad.check(1).is_ok());
+        let e = pad.check(1_000_000).unwrap_err().to_string();
+        assert!(e.starts_with("--pad-to 10000: the images would need 300.0 TB"), "{e}");
+    }
+
+    #[test]
     fn parses_sizes() {
         assert_eq!("32x16".parse::<Size>(), Ok(Size { width: 32, height: 16 }));
         for bad in ["32", "0x4", "ax4", "4x", "-1x4"] {

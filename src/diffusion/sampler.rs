@@ -165,6 +165,15 @@ mod tests {
     use crate::rng::Stream;
     use candle_core::Device;
 
+    #[test]
+    fn ddim_takes_one_to_from_t_plus_one_steps() {
+        assert!(check_ddim_steps(9, 1).is_ok() && check_ddim_steps(9, 10).is_ok());
+        for steps in [0, 11] {
+            let e = check_ddim_steps(9, steps).unwrap_err().to_string();
+            assert!(e.contains(&format!("--steps {steps} must be in [1, 10]")), "{e}");
+        }
+    }
+
     /// The exact noise predictor for a data set of one image x*:
     /// eps*(x_t, t) = (x_t - sqrt(abar_t) x*) / sqrt(1 - abar_t).
     fn oracle<'a>(schedule: &'a Schedule, x_star: &'a Tensor) -> impl Fn(&Tensor, usize) -> Result<Tensor> + 'a {

@@ -21,12 +21,12 @@ use crate::rng::{Rng, Stream};
 
 enum Source {
     Init(Box<Rng>),
-    /// `unclaimed`: elements of the file not yet asked for, so that a config implying more
-    /// parameters than the file holds stops at once, before anything that large is built.
+    /// `bytes`: the f32 parameters asked for so far, so that a config implying more than the
+    /// machine's memory stops at once, before anything that large is built.
     Load {
         tensors: BTreeMap<String, Tensor>,
         origin: String,
-        unclaimed: u128,
+        bytes: u128,
     },
     /// A dry run: shapes are counted, nothing is allocated.
     Plan {
@@ -51,8 +51,7 @@ impl Params {
 
     /// Parameters taken from `tensors`; `origin` names the file in errors.
     pub fn load(tensors: BTreeMap<String, Tensor>, origin: &str, device: &Device) -> Self {
-        let unclaimed = tensors.values().map(|t| t.elem_count() as u128).sum();
-        Self::new(Source::Load { tensors, origin: origin.to_string(), unclaimed }, device)
+        Self::new(Source::Load { tensors, origin: origin.to_string(), bytes: 0 }, device)
     }
 
     /// A dry run that builds nothing: each tensor asked for is a zero-stride view of one
@@ -83,33 +82,27 @@ impl Params {
         let t = match &mut self.source {
             Source::Init(rng) => init.draw(rng, shape, &self.device)?,
             Source::Plan { bytes } => {
-                *bytes = bytes_of(shape, 4).and_then(|b| b.checked_add(*bytes)).unwrap_or(u128::MAX);
+                *bytes = add_bytes(*bytes, shape);
                 ensure_fits("the network's parameters", Some(*bytes))
                     .map_err(|e| Error::config(format!("{e} (at '{name}' {shape:?})")))?;
                 return placeholder(shape, &self.device);
             }
-            Source::Load { tensors, origin, unclaimed } => {
-                let wanted = bytes_of(shape, 1).unwrap_or(u128::MAX);
+            Source::Load { tensors, origin, bytes } => {
+                *bytes = add_bytes(*bytes, shape);
                 match tensors.remove(name) {
-                    Some(t) if t.dims() == shape => {
-                        *unclaimed = unclaimed.saturating_sub(wanted);
-                        t.to_dtype(DType::F32)?.to_device(&self.device)?
-                    }
+                    Some(t) if t.dims() == shape => t.to_dtype(DType::F32)?.to_device(&self.device)?,
                     found => {
                         self.problems.push(match found {
                             Some(t) => format!("'{name}' has shape {:?}, expected {shape:?}", t.dims()),
                             None => format!("'{name}' {shape:?} is missing"),
                         });
-                        if wanted > *unclaimed {
+                        if let Err(e) = ensure_fits("the config's parameters", Some(*bytes)) {
+                            let problems = self.problems.join("; ");
                             return Err(Error::bad_input(
                                 origin,
-                                format!(
-                                    "tensors do not match the model config, which implies more parameters than the file holds: {}",
-                                    self.problems.join("; ")
-                                ),
+                                format!("tensors do not match the model config: {problems}; {e}"),
                             ));
                         }
-                        *unclaimed -= wanted;
                         return placeholder(shape, &self.device);
                     }
                 }
@@ -196,6 +189,11 @@ impl Params {
         }
         Ok(ParamSet { vars: self.vars, buffers: self.buffers })
     }
+}
+
+/// `bytes` plus those of f32 `shape`, saturating (a sum beyond counting is too large anyway).
+fn add_bytes(bytes: u128, shape: &[usize]) -> u128 {
+    bytes_of(shape, 4).and_then(|b| b.checked_add(bytes)).unwrap_or(u128::MAX)
 }
 
 /// A tensor of `shape` that allocates nothing: one zero seen through zero strides. It stands
@@ -317,6 +315,26 @@ mod tests {
         let mut p = Params::load(ok, "ok", &d);
         build(&mut p);
         assert_eq!(p.finish().unwrap().get("stat").unwrap().dtype(), DType::F32);
+    }
+
+    #[test]
+    fn a_dry_run_counts_parameters_and_refuses_more_than_the_machine_holds() {
+        let mut p = Params::plan();
+        build(&mut p);
+        assert_eq!(p.planned_bytes(), 4 * (3 * 2 + 2 + 4));
+        assert!(p.finish().unwrap().get("fc1.weight").is_none(), "a dry run keeps no parameters");
+        let e = Params::plan().linear("fc1", 1 << 40, 1 << 40).expect_err("too large").to_string();
+        assert!(e.contains("the network's parameters would need") && e.contains("'fc1.weight'"), "{e}");
+    }
+
+    #[test]
+    fn a_config_implying_more_parameters_than_the_machine_holds_stops_at_the_first() {
+        let d = Device::Cpu;
+        let tensors = BTreeMap::from([("fc1.weight".to_string(), Tensor::zeros((2, 3), DType::F32, &d).unwrap())]);
+        let mut p = Params::load(tensors, "m.safetensors", &d);
+        let e = p.linear("fc1", 3, 1_000_000_000_000).expect_err("stops at once").to_string();
+        assert!(e.starts_with("m.safetensors: ") && e.contains("the config's parameters would need 12.0 TB"), "{e}");
+        assert!(e.contains("'fc1.weight' has shape [2, 3], expected [1000000000000, 3]"), "{e}");
     }
 
     #[test]

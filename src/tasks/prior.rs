@@ -406,6 +406,15 @@ mod tests {
     }
 
     #[test]
+    fn a_codebook_size_flag_must_agree_with_the_files() {
+        let same = PriorShape { n_embed: Some(16), ..Default::default() };
+        assert_eq!(prior_config(&codes(Some(16), None, false), &same).unwrap().n_embed, 16);
+        let other = PriorShape { n_embed: Some(7), ..Default::default() };
+        let e = prior_config(&codes(Some(16), None, false), &other).unwrap_err().to_string();
+        assert!(e.contains("codebook of 16 codes, but --n-embed is 7"), "{e}");
+    }
+
+    #[test]
     fn a_codebook_size_the_file_does_not_name_comes_from_the_flag_and_must_hold_the_codes() {
         let e = prior_config(&codes(None, None, false), &PriorShape::default()).unwrap_err().to_string();
         assert!(e.contains("c.safetensors") && e.contains("--n-embed"), "{e}");

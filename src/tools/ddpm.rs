@@ -6,7 +6,8 @@ use candle_core::{Device, Tensor};
 use crate::checkpoint::ModelSource;
 use crate::data::pack::Images;
 use crate::diffusion::forward::{noise, NoiseOptions, NoiseSteps};
-use crate::diffusion::ScheduleKind;
+use crate::diffusion::sampler::check_ddim_steps;
+use crate::diffusion::{ScheduleKind, Variance};
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
 use crate::io::{check_io, OutputPath};
@@ -94,11 +95,42 @@ pub enum DenoiseOutput {
     Png(OutputPath),
 }
 
+/// The reverse process `ddpm-denoise` runs, as asked for: DDIM's network calls are checked
+/// against the steps they spread over once the model says how many there are.
+#[derive(Debug, Clone, Copy)]
+pub enum SamplerChoice {
+    Ddpm(Variance),
+    /// `steps`: `None` for [`DEFAULT_DDIM_STEPS`], or one per step when there are fewer.
+    Ddim {
+        steps: Option<usize>,
+        eta: f64,
+    },
+}
+
+/// DDIM's network calls unless `--steps` says otherwise.
+pub const DEFAULT_DDIM_STEPS: usize = 50;
+
+impl SamplerChoice {
+    /// The sampler from step `from_t`; an error when DDIM is asked for more calls than steps.
+    fn sampler(self, from_t: usize) -> Result<Sampler> {
+        Ok(match self {
+            SamplerChoice::Ddpm(variance) => Sampler::Ddpm(variance),
+            SamplerChoice::Ddim { steps: None, eta } => {
+                Sampler::Ddim { steps: DEFAULT_DDIM_STEPS.min(from_t + 1), eta }
+            }
+            SamplerChoice::Ddim { steps: Some(steps), eta } => {
+                check_ddim_steps(from_t, steps)?;
+                Sampler::Ddim { steps, eta }
+            }
+        })
+    }
+}
+
 /// What `ddpm-denoise` samples.
 pub struct DdpmDenoise {
     pub model: ModelSource,
     pub start: Start,
-    pub sampler: Sampler,
+    pub sampler: SamplerChoice,
     /// The step of the start; `None` for T - 1 (pure noise).
     pub from_t: Option<usize>,
     pub clip: bool,
@@ -120,16 +152,14 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
     };
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", input)], &[output])?;
     let model: UNet = r.model.network(&r.device)?;
+    let from_t = r.from_t.unwrap_or(model.config.timesteps - 1);
     let opts = DenoiseOptions {
-        sampler: r.sampler,
-        from_t: r.from_t.unwrap_or(model.config.timesteps - 1),
+        sampler: r.sampler.sampler(from_t)?,
+        from_t,
         clip: r.clip,
         seed: r.seed,
         batch_size: r.batch_size,
     };
-    if let Sampler::Ddim { steps, .. } = opts.sampler {
-        crate::diffusion::sampler::check_ddim_steps(opts.from_t, steps)?;
-    }
     let run = Denoising::new(&model, &r.start, &opts, &r.device)?;
     match &r.output {
         DenoiseOutput::Png(png) => {
