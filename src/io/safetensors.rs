@@ -123,57 +123,79 @@ impl Entry {
 }
 
 /// Writes a `.safetensors` file whose tensors arrive in pieces, in any interleaving, with
-/// memory that does not grow with them: each tensor's bytes go to an anonymous temporary
-/// file until all are complete; [`finish`](Self::finish) then writes the header (from the
-/// declared shapes) and the tensors in the format's order.
+/// memory that does not grow with them. The header (from the declared shapes) goes out
+/// first; the bytes of the tensor whose turn it is in the file's order go straight to the
+/// output, and those of tensors further on wait in anonymous temporary files until their
+/// turn. So a reader downstream (`| head`) sees data at once, and only the tensors that
+/// arrive ahead of their place (a two-level code file's top codes and labels, which come
+/// after the bottom codes) take disk.
 pub struct SafetensorsWriter<W: Write> {
     out: W,
-    metadata: BTreeMap<String, String>,
     entries: Vec<Entry>,
-    spools: Vec<(BufWriter<File>, u64)>,
+    /// The tensors in the file's order, as indices into `entries`.
+    order: Vec<usize>,
+    /// How far through `order` the output is: `order[current]` streams.
+    current: usize,
+    /// Bytes received per tensor (written out or spooled).
+    received: Vec<u64>,
+    /// The waiting bytes of tensors after the current one.
+    spools: Vec<Option<BufWriter<File>>>,
 }
 
 impl<W: Write> SafetensorsWriter<W> {
-    /// A writer of the tensors `entries` with `metadata` to `out`.
-    pub fn new(out: W, metadata: BTreeMap<String, String>, entries: Vec<Entry>) -> io::Result<Self> {
-        let spools = entries
-            .iter()
-            .map(|_| Ok((BufWriter::with_capacity(1 << 16, tempfile::tempfile()?), 0)))
-            .collect::<io::Result<_>>()?;
-        Ok(SafetensorsWriter { out, metadata, entries, spools })
+    /// A writer of the tensors `entries` with `metadata` to `out`; writes the header.
+    pub fn new(mut out: W, metadata: BTreeMap<String, String>, entries: Vec<Entry>) -> io::Result<Self> {
+        let (header, order) = encode_header(&metadata, &entries).map_err(io::Error::other)?;
+        out.write_all(&header)?;
+        let (received, spools) = (vec![0; entries.len()], (0..entries.len()).map(|_| None).collect());
+        let mut w = SafetensorsWriter { out, entries, order, current: 0, received, spools };
+        w.advance()?;
+        Ok(w)
     }
 
     /// Appends the next bytes of tensor `index` (of the entries given to [`new`](Self::new)).
     pub fn append(&mut self, index: usize, bytes: &[u8]) -> io::Result<()> {
-        let (file, written) = &mut self.spools[index];
         let entry = &self.entries[index];
-        if *written + bytes.len() as u64 > entry.bytes {
+        if self.received[index] + bytes.len() as u64 > entry.bytes {
             return Err(io::Error::other(format!("safetensors writer: too many bytes for tensor '{}'", entry.name)));
         }
-        file.write_all(bytes)?;
-        *written += bytes.len() as u64;
+        self.received[index] += bytes.len() as u64;
+        if self.order.get(self.current) == Some(&index) {
+            self.out.write_all(bytes)?;
+            return self.advance();
+        }
+        let spool = match &mut self.spools[index] {
+            Some(spool) => spool,
+            slot => slot.insert(BufWriter::with_capacity(1 << 16, tempfile::tempfile()?)),
+        };
+        spool.write_all(bytes)
+    }
+
+    /// Moves past every complete tensor in the file's order, copying out what waited for it,
+    /// until the current one still expects bytes.
+    fn advance(&mut self) -> io::Result<()> {
+        while let Some(&i) = self.order.get(self.current) {
+            if let Some(spool) = self.spools[i].take() {
+                let mut file = spool.into_inner().map_err(|e| e.into_error())?;
+                file.seek(SeekFrom::Start(0))?;
+                io::copy(&mut file, &mut self.out)?;
+            }
+            if self.received[i] < self.entries[i].bytes {
+                // What was spooled is out; the rest of this tensor streams.
+                return Ok(());
+            }
+            self.current += 1;
+        }
         Ok(())
     }
 
-    /// Writes the header and every tensor, which must be complete, and returns the sink.
-    pub fn finish(mut self) -> io::Result<W> {
-        if let Some((e, (_, written))) = self.entries.iter().zip(&self.spools).find(|(e, (_, w))| *w != e.bytes) {
+    /// Checks that every tensor is complete and returns the sink.
+    pub fn finish(self) -> io::Result<W> {
+        if let Some((e, written)) = self.entries.iter().zip(&self.received).find(|(e, w)| **w != e.bytes) {
             return Err(io::Error::other(format!(
                 "safetensors writer: tensor '{}' got {written} of its {} bytes",
                 e.name, e.bytes
             )));
-        }
-        let (header, order) = encode_header(&self.metadata, &self.entries).map_err(io::Error::other)?;
-        self.out.write_all(&header)?;
-        let mut files: Vec<Option<File>> = self
-            .spools
-            .into_iter()
-            .map(|(f, _)| f.into_inner().map_err(|e| e.into_error()).map(Some))
-            .collect::<io::Result<_>>()?;
-        for i in order {
-            let mut f = files[i].take().expect("each tensor once");
-            f.seek(SeekFrom::Start(0))?;
-            io::copy(&mut f, &mut self.out)?;
         }
         Ok(self.out)
     }
@@ -325,6 +347,25 @@ mod tests {
         short.append(0, &le(&[1.0])).unwrap();
         assert!(short.finish().unwrap_err().to_string().contains("tensor 'b' got 4 of its 16 bytes"));
         assert!(TensorMap::decode(&m.encode().unwrap(), "t", &d).is_ok());
+    }
+
+    /// The tensor whose turn it is goes out as it arrives; one further on waits until then.
+    #[test]
+    fn the_streaming_writer_sends_the_current_tensor_at_once() {
+        let le = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let entries = ["b", "a"].map(|n| Entry::new(n, safetensors::Dtype::F32, vec![2]));
+        let mut w = SafetensorsWriter::new(Vec::new(), BTreeMap::new(), entries.to_vec()).unwrap();
+        let header = w.out.len();
+        w.append(1, &le(&[5.0])).unwrap();
+        assert_eq!(w.out.len(), header + 4, "'a' comes first in the file and streams");
+        w.append(0, &le(&[1.0, 2.0])).unwrap();
+        assert_eq!(w.out.len(), header + 4, "'b' waits for the rest of 'a'");
+        w.append(1, &le(&[6.0])).unwrap();
+        assert_eq!(w.out.len(), header + 16, "the end of 'a' lets 'b' out");
+        let bytes = w.finish().unwrap();
+        let back = TensorMap::decode(&bytes, "t", &Device::Cpu).unwrap();
+        assert_eq!(back.get("a").unwrap().to_vec1::<f32>().unwrap(), [5.0, 6.0]);
+        assert_eq!(back.get("b").unwrap().to_vec1::<f32>().unwrap(), [1.0, 2.0]);
     }
 
     #[test]

@@ -109,7 +109,15 @@ impl PixelCnnConfig {
     /// One code map's activations: the two stacks' features at every position.
     pub fn demands(&self) -> Vec<Demand> {
         let bytes = bytes_of(&[self.height, self.width, self.channels, 2], 4);
-        vec![Demand { field: "height", value: self.height, what: "one code map's activations (height x width)", bytes }]
+        // Named by the largest of the three factors, the one most likely to be the mistake.
+        let sizes = [("height", self.height), ("width", self.width), ("channels", self.channels)];
+        let (field, value) = sizes.into_iter().max_by_key(|&(_, v)| v).unwrap_or(sizes[0]);
+        // Each gated layer holds about 21 C^2 weights (v_conv 12, h_conv 4, v_to_h 4, h_out 1).
+        let layer_bytes = bytes_of(&[self.layers, self.channels, self.channels, 21], 4);
+        vec![
+            Demand { field, value, what: "one code map's activations (height x width x channels)", bytes },
+            Demand { field: "layers", value: self.layers, what: "the gated layers' parameters", bytes: layer_bytes },
+        ]
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -41,6 +41,8 @@ pub fn prior_fit(r: &PriorFit) -> Result<()> {
     crate::tools::train::check_training_io(&inputs, &r.train)?;
     let codes = CodeSet::load(&r.input, r.level, &r.labels)?;
     let config = prior_config(&codes, &r.shape)?;
+    // The network's size follows the codes and --channels / --layers: checked before it is built.
+    ModelConfig::PixelCnn(config.clone()).check_fresh("--channels / --layers")?;
     let eval = match &r.eval {
         Some((path, labels)) => {
             let eval_labels = match (labels, &r.labels) {

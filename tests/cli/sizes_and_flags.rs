@@ -111,6 +111,20 @@ fn training_flags_for_a_network_beyond_the_machine_are_refused_naming_the_flag()
 }
 
 #[test]
+fn a_prior_wider_than_the_machine_is_refused_naming_its_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write_npy_u8(dir.path(), "codes.npy", &[4, 4, 4], &[3; 64]);
+    let cases =
+        [("--channels", "1000000000", "--channels 1000000000"), ("--layers", "100000000", "--layers 100000000")];
+    for (flag, value, named) in cases {
+        let mut cmd = capped("prior-fit");
+        cmd.args(["codes.npy", "--n-embed", "16", flag, value, "-o", "p.safetensors"]);
+        let line = refused_fast(&mut cmd, dir.path(), named);
+        assert!(line.contains("would need"), "{line}");
+    }
+}
+
+#[test]
 fn img_pack_refuses_sizes_beyond_the_machine() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 3] = [
