@@ -27,6 +27,16 @@ pub mod vq;
 use crate::data::stream::ImageStream;
 use crate::data::{DataSpec, Geometry, PixelRange, Split};
 use crate::error::Result;
+use crate::io::InputPath;
+
+/// The held-out data and labels files of a training request (`--eval-data`,
+/// `--eval-labels`), for the checks on its inputs.
+fn held_out_files(eval: &Option<(InputPath, Option<InputPath>)>) -> (Option<&InputPath>, Option<&InputPath>) {
+    match eval {
+        Some((path, labels)) => (Some(path), labels.as_ref()),
+        None => (None, None),
+    }
+}
 
 /// Images a tool maps to something: a file (or stdin), or the bundled set.
 #[derive(Debug, Clone)]

@@ -32,10 +32,7 @@ pub fn prior_fit(r: &PriorFit) -> Result<()> {
         LabelSource::Array(path) => Some(path),
         _ => None,
     };
-    let (eval, eval_labels) = match &r.eval {
-        Some((path, labels)) => (Some(path), labels.as_ref()),
-        None => (None, None),
-    };
+    let (eval, eval_labels) = crate::tools::held_out_files(&r.eval);
     let inputs =
         [("INPUT", Some(&r.input)), ("--labels", labels), ("--eval-data", eval), ("--eval-labels", eval_labels)];
     crate::tools::train::check_training_io(&inputs, &r.train)?;

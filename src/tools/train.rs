@@ -41,10 +41,7 @@ impl ImageTraining {
 
 /// The body of `vae-train` and `ddpm-train`: loads the data, then [`train_command`].
 pub fn train_on_images(tool: &str, r: &ImageTraining) -> Result<()> {
-    let (eval, eval_labels) = match &r.eval {
-        Some((path, labels)) => (Some(path), labels.as_ref()),
-        None => (None, None),
-    };
+    let (eval, eval_labels) = crate::tools::held_out_files(&r.eval);
     let inputs = [
         ("--data", r.data.file()),
         ("--labels", r.labels.as_ref()),

@@ -31,15 +31,18 @@ fn one_line_failure(out: &Output) -> String {
     stderr
 }
 
+/// vae-encode of `images.npy` with `m.safetensors` (see [`with_model`]) in `dir`, to `out`.
+fn encode_to(dir: &Path, out: &str) -> assert_cmd::Command {
+    let mut cmd = tool("vae-encode");
+    cmd.current_dir(dir).args(["images.npy", "--model", "m.safetensors", "-o", out]);
+    cmd
+}
+
 #[test]
 fn a_device_output_is_written_in_place_and_stays_a_device() {
     let dir = with_model();
     let d = dir.path();
-    let encode = |out: &str| {
-        let mut cmd = tool("vae-encode");
-        cmd.current_dir(d).args(["images.npy", "--model", "m.safetensors", "-o", out]);
-        cmd
-    };
+    let encode = |out: &str| encode_to(d, out);
     encode("/dev/null").assert().success();
     assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
     let line = assert_fails_naming(
@@ -55,11 +58,7 @@ fn a_device_output_is_written_in_place_and_stays_a_device() {
 fn a_fifo_output_is_written_in_place() {
     let dir = with_model();
     let d = dir.path();
-    let encode = |out: &str| {
-        let mut cmd = tool("vae-encode");
-        cmd.current_dir(d).args(["images.npy", "--model", "m.safetensors", "-o", out]);
-        cmd
-    };
+    let encode = |out: &str| encode_to(d, out);
     encode("codes.npy").assert().success();
     assert!(Command::new("mkfifo").arg(d.join("fifo")).status().unwrap().success());
     let fifo = d.join("fifo");
