@@ -82,10 +82,11 @@ impl Checkpoint {
     }
 
     /// The network the file holds, which must be of `N`'s family; every tensor of the file
-    /// must be one of the network's parameters and every parameter must be in the file.
+    /// must be one of the network's parameters and every parameter must be in the file. The
+    /// network is for inference ([`Params::frozen`]).
     pub fn into_network<N: Network>(self, device: &Device) -> Result<N> {
         let config = self.config_of::<N>()?;
-        let mut params = Params::load(self.tensors, &self.origin, device);
+        let mut params = Params::frozen(self.tensors, &self.origin, device);
         let network = N::init_with(config, &mut params)?;
         params.finish()?;
         Ok(network)

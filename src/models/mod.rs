@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Geometry;
 use crate::error::{Error, Result};
-use crate::nn::Params;
+use crate::nn::{ParamSet, Params};
 
 /// A model family: one network type and its configuration type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +254,16 @@ pub trait Network: Sized {
 
     /// The network of `config`, taking each parameter from `params` by its PyTorch name.
     fn init_with(config: Self::Config, params: &mut Params) -> Result<Self>;
+
+    /// An inference copy of a network being trained, over the current values of its
+    /// parameters `trained` (shared, not copied), that records no backward graph: what
+    /// held-out evaluation runs, so that it needs no more memory than inference does.
+    fn frozen_copy(config: Self::Config, trained: &ParamSet) -> Result<Self> {
+        let mut params = Params::frozen(trained.detached(), "the weights in training", &trained.device());
+        let network = Self::init_with(config, &mut params)?;
+        params.finish()?;
+        Ok(network)
+    }
 }
 
 /// One [`Network`] impl per family: the variant holding its config and its constructor.

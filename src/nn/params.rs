@@ -41,6 +41,9 @@ pub struct Params {
     vars: BTreeMap<String, Var>,
     buffers: BTreeSet<String>,
     problems: Vec<String>,
+    /// Plain tensors instead of variables: a network for inference, whose ops record no
+    /// graph, so each intermediate is freed as soon as the next op has read it.
+    frozen: bool,
 }
 
 impl Params {
@@ -52,6 +55,14 @@ impl Params {
     /// Parameters taken from `tensors`; `origin` names the file in errors.
     pub fn load(tensors: BTreeMap<String, Tensor>, origin: &str, device: &Device) -> Self {
         Self::new(Source::Load { tensors, origin: origin.to_string(), bytes: 0 }, device)
+    }
+
+    /// Parameters taken from `tensors` as [`Params::load`] takes them, for inference: the
+    /// network's tensors are not variables, so nothing it computes keeps a backward graph
+    /// (with variables, every intermediate of a forward pass lives until its output is
+    /// dropped: a held-out pass at 4x the training batch took 2.6 GB where training took 0.9).
+    pub fn frozen(tensors: BTreeMap<String, Tensor>, origin: &str, device: &Device) -> Self {
+        Params { frozen: true, ..Self::load(tensors, origin, device) }
     }
 
     /// A dry run that builds nothing: each tensor asked for is a zero-stride view of one
@@ -70,7 +81,14 @@ impl Params {
     }
 
     fn new(source: Source, device: &Device) -> Self {
-        Params { source, device: device.clone(), vars: BTreeMap::new(), buffers: BTreeSet::new(), problems: Vec::new() }
+        Params {
+            source,
+            device: device.clone(),
+            vars: BTreeMap::new(),
+            buffers: BTreeSet::new(),
+            problems: Vec::new(),
+            frozen: false,
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -108,6 +126,9 @@ impl Params {
                 }
             }
         };
+        if self.frozen {
+            return Ok(t);
+        }
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
         self.vars.insert(name.to_string(), var);
@@ -242,6 +263,12 @@ impl ParamSet {
 
     pub fn get(&self, name: &str) -> Option<&Var> {
         self.vars.get(name)
+    }
+
+    /// Every tensor (parameters and buffers), detached from the graph but sharing its storage
+    /// (no copy): what [`Params::frozen`] builds an inference copy of the network from.
+    pub fn detached(&self) -> BTreeMap<String, Tensor> {
+        self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
     }
 
     /// Every tensor (parameters and buffers) as a state dict.

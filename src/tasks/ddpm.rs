@@ -19,7 +19,7 @@ use crate::io::npy::Elements;
 use crate::io::safetensors::TensorMap;
 use crate::io::InputPath;
 use crate::models::ddpm::{DdpmConfig, UNet};
-use crate::models::ModelConfig;
+use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
 use crate::train::{Metrics, StepOutput, Task};
@@ -89,7 +89,9 @@ impl Task for DdpmTask {
         let d = self.ema_decay();
         for (name, var) in self.params.trainable() {
             let avg = self.ema.get_mut(name).ok_or_else(|| Error::config(format!("no average of '{name}'")))?;
-            *avg = ((&*avg * d)? + (var.as_tensor() * (1.0 - d))?)?;
+            // Detached: the average of a variable would record a graph that keeps every
+            // earlier average alive.
+            *avg = ((&*avg * d)? + (var.as_tensor().detach() * (1.0 - d))?)?;
         }
         self.ema_updates += 1;
         Ok(())
@@ -99,9 +101,9 @@ impl Task for DdpmTask {
     /// (`ema_mse`, the model file's).
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
         let device = self.params.device();
-        let ema = self.ema_model(&device)?;
+        let (raw, ema) = (UNet::frozen_copy(self.model.config.clone(), &self.params)?, self.ema_model(&device)?);
         Ok(vec![
-            ("mse".into(), eps_mse(&self.model, &self.schedule, data, &device)?),
+            ("mse".into(), eps_mse(&raw, &self.schedule, data, &device)?),
             ("ema_mse".into(), eps_mse(&ema, &self.schedule, data, &device)?),
         ])
     }
@@ -139,7 +141,7 @@ impl Task for DdpmTask {
 impl DdpmTask {
     /// A U-Net with the averaged weights.
     fn ema_model(&self, device: &Device) -> Result<UNet> {
-        let mut p = Params::load(self.ema.clone(), "the weight average", device);
+        let mut p = Params::frozen(self.ema.clone(), "the weight average", device);
         let net = UNet::new(self.model.config.clone(), &mut p)?;
         p.finish()?;
         Ok(net)

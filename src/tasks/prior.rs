@@ -9,7 +9,7 @@ use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::{InputPath, OutputPath};
 use crate::models::pixelcnn::{sample, PixelCnn, PixelCnnConfig, SampleOptions, TopCondition};
-use crate::models::ModelConfig;
+use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
 use crate::train::{Means, Metrics, StepOutput, Task};
@@ -139,12 +139,13 @@ impl Task for PriorTask {
 
     /// The held-out negative log-likelihood in bits per code.
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
+        let model = PixelCnn::frozen_copy(self.model.config.clone(), &self.params)?;
         let mut means = Means::default();
         let rows: Vec<usize> = (0..data.len()).collect();
         for chunk in rows.chunks(EVAL_BATCH) {
             let batch = data.batch(chunk, &self.params.device())?;
-            let (labels, top) = conditioning(&self.model.config, &batch)?;
-            let nats = self.model.loss(&batch.x, labels, top)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let (labels, top) = conditioning(&model.config, &batch)?;
+            let nats = model.loss(&batch.x, labels, top)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             means.add(chunk.len(), [("bits_per_code", nats * LOG2_E * chunk.len() as f64)]);
         }
         Ok(means.finish())

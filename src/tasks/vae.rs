@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyWriter};
 use crate::io::OutputPath;
 use crate::models::vae::{binarize, flatten, manifold_rows, Binarize, Vae, VaeConfig};
-use crate::models::ModelConfig;
+use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
 use crate::train::{Means, Metrics, StepOutput, Task};
@@ -58,7 +58,7 @@ impl Task for VaeTask {
     }
 
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
-        metrics(&self.vae, data, 0, EVAL_BATCH, 0, &self.params.device())
+        metrics(&Vae::frozen_copy(self.vae.config.clone(), &self.params)?, data, 0, EVAL_BATCH, 0, &self.params.device())
     }
 }
 

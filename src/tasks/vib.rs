@@ -7,7 +7,7 @@ use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::models::vae::flatten;
 use crate::models::vib::{label_entropy, Vib, VibConfig};
-use crate::models::ModelConfig;
+use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
 use crate::train::{Means, Metrics, StepOutput, Task};
@@ -46,7 +46,7 @@ impl Task for VibTask {
     }
 
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
-        metrics(&self.vib, data, EVAL_BATCH, 0, &self.params.device())
+        metrics(&Vib::frozen_copy(self.vib.config.clone(), &self.params)?, data, EVAL_BATCH, 0, &self.params.device())
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
 use crate::io::OutputPath;
 use crate::models::vqvae2::{Forward, VqVae2, VqVae2Config};
-use crate::models::ModelConfig;
+use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
 use crate::train::{Means, Metrics, StepOutput, Task};
@@ -85,7 +85,7 @@ impl Task for VqTask {
 
     /// Test MSE, and per level the codes in use and the perplexity over the whole set.
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
-        evaluate(&self.model, data, &self.params.device())
+        evaluate(&VqVae2::frozen_copy(self.model.config.clone(), &self.params)?, data, &self.params.device())
     }
 
     fn extra_state(&self) -> Result<BTreeMap<String, Tensor>> {
