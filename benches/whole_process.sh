@@ -19,9 +19,11 @@
 #                         prior-top prior-bottom vq-decode ddpm-train ddim); a checkpoint or
 #                         code file that a chosen stage needs is made by genimg, untimed
 #   BENCH_QUICK=1         every stage on a tiny budget (the 1,000 test digits, one epoch,
-#                         DDIM -n 8 --steps 5), to check the harness in a few minutes
+#                         ddpm-train on 256 of them, DDIM -n 8 --steps 5), to check the
+#                         harness in a few minutes
 #   BENCH_THREADS=N       PyTorch's threads (default: the number of CPUs)
 #   PYTHON=python3        the interpreter with torch and numpy
+#   BENCH_KEEP=1          keep the temporary folder (inputs, checkpoints, logs)
 # Budgets of the full run: vae-mlp and vib-mlp 10 epochs of the 9,000 train digits;
 # vqvae2-mnist 1 epoch; both priors 2 epochs; ddpm-train 1 epoch of the 1,000 TEST digits
 # (a full epoch of the U-Net on 9,000 digits takes several minutes per side).
@@ -117,7 +119,7 @@ stage_line() {
   ROWS+=("$stage|$g_sec|$(mib "$g_kib")|$t_sec|$t_wo|$t_mib|$ratio")
 }
 
-peer() { "$PYTHON" "$PEER" --threads "$THREADS" --seed 0 "$@"; }
+PEER_CMD=("$PYTHON" "$PEER" --threads "$THREADS" --seed 0)
 
 # Inputs, untimed: the bundled digits as .npy with labels.
 "$BIN/img-pack" mnist --split train -o train.npy --labels-out train-labels.npy
@@ -135,7 +137,7 @@ torch_stage() {
   local name=$1
   shift
   if [[ $HAVE_TORCH == 1 ]]; then
-    timed "$name" peer "$@"
+    timed "$name" "${PEER_CMD[@]}" "$@"
     echo "$name"
   fi
 }
@@ -183,7 +185,7 @@ if wants vq-encode; then
     -o torch-codes.safetensors)
   extra=""
   if [[ -n $t ]]; then
-    peer agree --genimg codes-train.safetensors --peer torch-codes.safetensors --first 100 > agree.json
+    "${PEER_CMD[@]}" agree --genimg codes-train.safetensors --peer torch-codes.safetensors --first 100 > agree.json
     echo "whole_process.sh: vq-encode: the peer's codes agree with genimg's on the first 100 images: $(cat agree.json)" >&2
     extra=", \"code_agreement\": $(cat agree.json)"
   fi
@@ -210,14 +212,22 @@ if wants vq-decode; then
   stage_line vq-decode g-decode "$t"
 fi
 
-# ddpm-unet-mnist: one epoch of the 1,000 test digits (see above); DDIM as pipelines/ddpm.mk.
+# ddpm-unet-mnist: one epoch of the 1,000 test digits (see above), with BENCH_QUICK of their
+# first 256 (when numpy is there to cut them); DDIM as pipelines/ddpm.mk.
+DDPM_DATA=(--data mnist --split test)
+DDPM_PEER_DATA=test.npy
+if [[ $QUICK == 1 && $HAVE_TORCH == 1 ]]; then
+  "$PYTHON" -c 'import numpy as np; np.save("digits-256.npy", np.load("test.npy")[:256])'
+  DDPM_DATA=(--data digits-256.npy)
+  DDPM_PEER_DATA=digits-256.npy
+fi
 if wants ddpm-train; then
-  timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist --data mnist --split test --epochs 1 \
+  timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \
     "${SEED[@]}" --metrics ddpm.jsonl -o ddpm.safetensors
-  t=$(torch_stage t-ddpm ddpm-train --data test.npy --epochs 1 -o torch-ddpm.safetensors)
+  t=$(torch_stage t-ddpm ddpm-train --data "$DDPM_PEER_DATA" --epochs 1 -o torch-ddpm.safetensors)
   stage_line ddpm-train g-ddpm "$t"
 elif wants ddim; then
-  timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist --data mnist --split test --epochs 1 \
+  timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \
     "${SEED[@]}" -o ddpm.safetensors
 fi
 if wants ddim; then
