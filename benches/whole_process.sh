@@ -19,8 +19,8 @@
 #                         prior-top prior-bottom vq-decode ddpm-train ddim); a checkpoint or
 #                         code file that a chosen stage needs is made by genimg, untimed
 #   BENCH_QUICK=1         every stage on a tiny budget (the 1,000 test digits, one epoch,
-#                         ddpm-train on 256 of them, DDIM -n 8 --steps 5), to check the
-#                         harness in a few minutes
+#                         priors of 2 layers of 16 channels, ddpm-train on 256 digits,
+#                         DDIM -n 8 --steps 5), to check the harness in a few minutes
 #   BENCH_THREADS=N       PyTorch's threads (default: the number of CPUs)
 #   PYTHON=python3        the interpreter with torch and numpy
 #   BENCH_KEEP=1          keep the temporary folder (inputs, checkpoints, logs)
@@ -74,8 +74,10 @@ cd "$WORK"
 SEED=(--seed 0 --device cpu)
 if [[ $QUICK == 1 ]]; then
   TRAIN_SPLIT=test MLP_EPOCHS=1 VQ_EPOCHS=1 PRIOR_EPOCHS=1 DDIM_N=8 DDIM_STEPS=5
+  PRIOR_NET=(--layers 2 --channels 16) # as pipelines/vqvae2.mk with SMOKE=1
 else
   TRAIN_SPLIT=train MLP_EPOCHS=10 VQ_EPOCHS=1 PRIOR_EPOCHS=2 DDIM_N=64 DDIM_STEPS=50
+  PRIOR_NET=()
 fi
 
 wants() { [[ ",$STAGES," == *",$1,"* ]]; }
@@ -197,10 +199,11 @@ fi
 for level in top bottom; do
   if wants "prior-$level"; then
     timed "g-prior-$level" "$BIN/prior-fit" codes-train.safetensors --level "$level" \
-      --eval-data codes-test.safetensors --epochs "$PRIOR_EPOCHS" "${SEED[@]}" \
+      --eval-data codes-test.safetensors --epochs "$PRIOR_EPOCHS" "${PRIOR_NET[@]}" "${SEED[@]}" \
       --metrics "prior-$level.jsonl" -o "prior-$level.safetensors"
     t=$(torch_stage "t-prior-$level" "prior-$level" --data codes-train.safetensors \
-      --eval-data codes-test.safetensors --epochs "$PRIOR_EPOCHS" -o "torch-prior-$level.safetensors")
+      --eval-data codes-test.safetensors --epochs "$PRIOR_EPOCHS" "${PRIOR_NET[@]}" \
+      -o "torch-prior-$level.safetensors")
     stage_line "prior-$level" "g-prior-$level" "$t"
   fi
 done

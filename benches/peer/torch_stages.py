@@ -627,7 +627,9 @@ def train_prior(args, level):
     codes, labels, top = load(args.data)
     eval_set = load(args.eval_data) if args.eval_data else None
     n_classes = int(labels.max()) + 1 if labels is not None else None
-    model = PixelCNN(n_classes=n_classes, n_embed_top=512 if level == "bottom" else None)
+    model = PixelCNN(
+        channels=args.channels, layers=args.layers, n_classes=n_classes, n_embed_top=512 if level == "bottom" else None
+    )
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     pick = lambda t, rows: None if t is None else t[rows]  # noqa: E731
     start = time.perf_counter()
@@ -877,6 +879,8 @@ def main():
     for name in ("prior-top", "prior-bottom"):
         s = stage(name, "--data", "--eval-data")
         s.add_argument("--epochs", type=int, default=1)
+        s.add_argument("--channels", type=int, default=64)
+        s.add_argument("--layers", type=int, default=12)
         s.add_argument("-o", "--output", default=f"torch-{name}.safetensors")
     stage("vq-encode", "--model", "--data", "--labels").add_argument("-o", "--output")
     stage("vq-decode", "--model", "--codes").add_argument("-o", "--output")
