@@ -101,7 +101,7 @@ timed() {
 field() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" "$2" | head -n 1; }
 
 ROWS=()
-# stage STAGE GENIMG_NAME [TORCH_NAME] [EXTRA_JSON]: one result line from the timings.
+# stage_line STAGE GENIMG_NAME [TORCH_NAME] [EXTRA_JSON]: one result line from the timings.
 stage_line() {
   local stage=$1 g=$2 t=${3:-} extra=${4:-}
   local g_sec g_kib t_sec=null t_wo=null t_mib=null ratio=null
