@@ -12,7 +12,7 @@ TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode vq-encode vq
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
 SOURCES := Cargo.toml $(shell find src bin data -type f)
 
-.PHONY: all build test bench lint clean
+.PHONY: all build test bench bench-stages lint clean
 all: build
 
 build: $(TOOL_PATHS)
@@ -34,11 +34,18 @@ lint:
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 
 # Median images/s of training, encoding and decoding, the samplers' seconds; GFLOP/s of the
-# fused convolutions.
+# fused convolutions; then the whole-process table (bench-stages).
 bench: build
 	$(CARGO) bench --locked --bench throughput
 	$(CARGO) bench --locked --bench conv
 	$(CARGO) bench --locked --bench vq
+	BIN=$(BIN) benches/whole_process.sh
+
+# Every main-job stage as a whole process (the tool as the pipelines run it) beside its
+# PyTorch peer (benches/peer/torch_stages.py): wall seconds and peak memory, JSON lines and a
+# table. BENCH_STAGES=a,b runs some stages, BENCH_QUICK=1 all on a tiny budget.
+bench-stages: build
+	BIN=$(BIN) benches/whole_process.sh
 
 clean:
 	$(CARGO) clean

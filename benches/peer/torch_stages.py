@@ -1,0 +1,922 @@
+"""PyTorch peer of genimg's main-job stages, for benches/whole_process.sh.
+
+Each subcommand runs, on the CPU, the same network and the same loop as one genimg command,
+on the same input files, and prints ONE JSON line on stdout:
+
+    {"stage": ..., "import_seconds": ..., "seconds": ..., "images": ...}
+
+`import_seconds` is the time from the process's start (read from /proc/self/stat) to torch
+imported (for the training stages with torch._dynamo, which torch.optim imports on first use); `seconds` the time of the work after the inputs and the model are loaded (training
+with its held-out evaluation and per-epoch checkpoint, encoding, decoding or sampling);
+`images` the images (or code maps) processed.
+
+The networks are those of docs/models.md, with genimg's parameter names, so genimg's
+checkpoints load into them with `load_state_dict(strict=True)` (vq-encode, vq-decode, ddim
+do exactly that):
+
+- vae-mlp: the pytorch/examples VAE (fc1, fc21, fc22, fc3, fc4). Loss as genimg computes
+  it (and as the PyTorch example does): BCE with logits summed over pixels plus the KL,
+  summed over the batch. Adam 1e-3, batch 128; held-out ELBO terms and the MSE of the mean
+  reconstruction after each epoch (batch 500).
+- vib-mlp: fc1, fc2, fc3, classifier; CE of one sampled z + 1e-3 KL, batch means; Adam 1e-4,
+  batch 100; held-out error with the softmax averaged over 12 samples (batch 500).
+- vqvae2-mnist: rosinality/vq-vae-2-pytorch's VQVAE and Quantize, on 28x28 digits zero-padded
+  to 32x32 and mapped to [-1, 1] (background -1); MSE + 0.25 commitment, EMA codebooks
+  (decay 0.99, eps 1e-5); Adam 3e-4, batch 128; held-out MSE and code usage (batch 250).
+  LEFT OUT: genimg's first-batch codebook initialisation and its restarts of codes unused for
+  100 updates (the peer keeps rosinality's randn codebook); their cost is tiny. The EMA
+  update runs inside the forward pass, as rosinality's does (genimg: after the optimizer
+  step, from the same forward pass's encoder outputs).
+- vq-encode / vq-decode: a genimg vqvae2 checkpoint, images or codes in batches of 500 (the
+  tools' --batch-size default), run through the network 250 at a time (genimg's compute
+  chunk), under torch.inference_mode().
+- prior-top / prior-bottom: the Gated PixelCNN of docs/models.md "pixelcnn-prior" (12
+  layers, C = 64), class-conditional on the code file's labels, the bottom prior conditioned
+  on the top codes (top_embed, top_upsample, top_proj); the vertical and horizontal causal
+  convolutions are nn.Conv2d on F.pad-ed NCHW maps, mask A a buffer multiplied into the first
+  layer's weights. Adam 3e-4, batch 128, held-out bits per code after each epoch (batch 500).
+- ddpm-train: the U-Net of docs/models.md "ddpm-unet-mnist" (src/models/ddpm.rs), T = 1000
+  linear betas, simple loss, dropout 0.1, Adam 2e-4, batch 128, EMA of the weights (0.9999
+  warmed up as min(0.9999, (1 + n) / (10 + n))) after each step. Attention uses
+  F.scaled_dot_product_attention (the same softmax(q^T k / sqrt(c)) v). The checkpoint
+  written after each epoch is the average, as genimg's.
+- ddim: a genimg ddpm checkpoint, N samples in batches of 64, DDIM with "trailing" steps
+  (999, 979, ..., 19), eta 0, x_0 clipped to [-1, 1] and the noise direction recomputed from
+  it, as src/diffusion/sampler.rs does; output an .npy in [0, 1] (genimg writes a PNG).
+
+Random draws (init, shuffles, noise) are PyTorch's own, seeded with --seed: the peer repeats
+genimg's work, not its numbers. Weight initialisation is PyTorch's default (genimg draws the
+same distributions from its own generator). Checkpoints are written as .safetensors by the
+small numpy writer below (no safetensors package needed); genimg also writes the Adam state
+beside each training checkpoint, the peer writes only the model.
+
+Only torch and numpy are needed.
+"""
+
+import os
+import time
+
+
+def _seconds_since_process_start():
+    """Seconds since this process started (from /proc), or None where /proc is absent."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of stat; fields[0] is field 3
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_T0 = time.perf_counter()
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+# Measured again in main(), after what the stage's first use of torch imports lazily.
+IMPORT_SECONDS = None
+
+
+def _measure_import_seconds():
+    global IMPORT_SECONDS
+    since_start = _seconds_since_process_start()
+    IMPORT_SECONDS = since_start if since_start is not None else time.perf_counter() - _T0
+
+
+# ---------------------------------------------------------------------------------------
+# .safetensors and .npy
+# ---------------------------------------------------------------------------------------
+
+_ST_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U64": np.uint64,
+    "U32": np.uint32,
+    "U16": np.uint16,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_ST_NAMES = {np.dtype(v).str: k for k, v in _ST_DTYPES.items()}
+
+
+def read_safetensors(path):
+    """{name: numpy array} and the metadata of a .safetensors file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    metadata = header.pop("__metadata__", {}) or {}
+    base = 8 + n
+    tensors = {}
+    for name, info in header.items():
+        dtype = np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")
+        start, end = info["data_offsets"]
+        count = (end - start) // dtype.itemsize
+        a = np.frombuffer(data, dtype=dtype, count=count, offset=base + start)
+        tensors[name] = a.reshape(info["shape"]).astype(dtype.newbyteorder("="), copy=True)
+    return tensors, metadata
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Writes {name: numpy array or torch tensor} as .safetensors (names sorted), atomically."""
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous().numpy()
+        a = np.ascontiguousarray(t).astype(np.dtype(t.dtype).newbyteorder("<"), copy=False)
+        raw = a.tobytes()
+        header[name] = {
+            "dtype": _ST_NAMES[np.dtype(t.dtype).newbyteorder("<").str],
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata:
+        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+    os.replace(tmp, path)
+
+
+def load_images(path):
+    """An image .npy ([N, H, W], [N, 1, H, W] or [N, H*W]; u8 or float in [0,1]) as f32
+    [N, 1, H, W] in [0, 1]."""
+    a = np.load(path)
+    if a.dtype == np.uint8:
+        x = torch.from_numpy(a.astype(np.float32) / 255.0)
+    else:
+        x = torch.from_numpy(a.astype(np.float32))
+    if x.dim() == 2:
+        side = int(round(math.sqrt(x.shape[1])))
+        x = x.reshape(-1, side, side)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    return x
+
+
+def pad_to(x, size):
+    """Zero-pads [N, C, H, W] images, centred, to size x size (genimg pads before mapping to
+    [-1, 1], so the padding is background)."""
+    dh, dw = size - x.shape[2], size - x.shape[3]
+    if dh == 0 and dw == 0:
+        return x
+    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+
+
+def load_labels(path):
+    return torch.from_numpy(np.load(path).astype(np.int64))
+
+
+def batches(n, size, shuffle):
+    """Row indices of each batch of an epoch."""
+    order = torch.randperm(n) if shuffle else torch.arange(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def report(stage, seconds, images, **extra):
+    line = {"stage": stage, "import_seconds": round(IMPORT_SECONDS, 3), "seconds": round(seconds, 3), "images": images}
+    line.update(extra)
+    print(json.dumps(line), flush=True)
+
+
+def log(msg):
+    print(f"torch_stages: {msg}", file=sys.stderr, flush=True)
+
+
+def state_dict_from(path):
+    tensors, _ = read_safetensors(path)
+    return {k: torch.from_numpy(v) for k, v in tensors.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# vae-mlp and vib-mlp
+# ---------------------------------------------------------------------------------------
+
+
+class VAE(nn.Module):
+    """pytorch/examples vae/main.py: 784 -> 400 -> (20, 20); 20 -> 400 -> 784."""
+
+    def __init__(self, input=784, hidden=400, latent=20):
+        super().__init__()
+        self.fc1 = nn.Linear(input, hidden)
+        self.fc21 = nn.Linear(hidden, latent)
+        self.fc22 = nn.Linear(hidden, latent)
+        self.fc3 = nn.Linear(latent, hidden)
+        self.fc4 = nn.Linear(hidden, input)
+
+    def encode(self, x):
+        h = F.relu(self.fc1(x))
+        return self.fc21(h), self.fc22(h)
+
+    def decode_logits(self, z):
+        return self.fc4(F.relu(self.fc3(z)))
+
+    def terms(self, x):
+        """-log p(x|z) summed over pixels and the KL, per image, with one z sample."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        nll = F.binary_cross_entropy_with_logits(self.decode_logits(z), x, reduction="none").sum(1)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+        return nll, kl, mu
+
+
+class VIB(nn.Module):
+    """Deep VIB (Alemi et al. 2017): 784 -> 1024 -> 1024 -> 512 (mu 256, softplus(s - 5)); 256 -> 10."""
+
+    def __init__(self, input=784, hidden=1024, latent=256, classes=10):
+        super().__init__()
+        self.latent = latent
+        self.fc1 = nn.Linear(input, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, 2 * latent)
+        self.classifier = nn.Linear(latent, classes)
+
+    def encode(self, x):
+        s = self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+        mu, sigma = s[:, : self.latent], F.softplus(s[:, self.latent :] - 5.0)
+        kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 1).sum(1) - sigma.log().sum(1)
+        return mu, sigma, kl
+
+    def sample_logits(self, mu, sigma):
+        return self.classifier(mu + sigma * torch.randn_like(mu))
+
+
+def train_mlp(args, stage):
+    x = load_images(args.data).flatten(1)
+    eval_x = load_images(args.eval_data).flatten(1) if args.eval_data else None
+    if stage == "vae-mlp":
+        model, lr, batch = VAE(), 1e-3, 128
+    else:
+        model, lr, batch = VIB(), 1e-4, 100
+        y = load_labels(args.labels)
+        eval_y = load_labels(args.eval_labels) if args.eval_data else None
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        for rows in batches(len(x), batch, shuffle=True):
+            xb = x[rows]
+            if stage == "vae-mlp":
+                nll, kl, _ = model.terms(xb)
+                loss = nll.sum() + kl.sum()  # genimg's (and the PyTorch example's) sum over the batch
+            else:
+                mu, sigma, kl = model.encode(xb)
+                ce = F.cross_entropy(model.sample_logits(mu, sigma), y[rows])
+                loss = ce + 1e-3 * kl.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        metrics = {}
+        if eval_x is not None:
+            model.eval()
+            with torch.no_grad():
+                if stage == "vae-mlp":
+                    sums = torch.zeros(4, dtype=torch.float64)
+                    for rows in batches(len(eval_x), 500, shuffle=False):
+                        xb = eval_x[rows]
+                        nll, kl, mu = model.terms(xb)
+                        mse = (torch.sigmoid(model.decode_logits(mu)) - xb).pow(2).mean(1)
+                        sums += torch.stack([-(nll + kl).sum(), nll.sum(), kl.sum(), mse.sum()]).double()
+                    metrics = dict(zip(["elbo", "recon_nll", "kl", "recon_mse"], (sums / len(eval_x)).tolist()))
+                else:
+                    wrong, ce_sum = 0, 0.0
+                    for rows in batches(len(eval_x), 500, shuffle=False):
+                        mu, sigma, kl = model.encode(eval_x[rows])
+                        probs, ce = 0, 0
+                        for _ in range(12):
+                            logits = model.sample_logits(mu, sigma)
+                            probs = probs + F.softmax(logits, 1)
+                            ce = ce + F.cross_entropy(logits, eval_y[rows], reduction="none")
+                        wrong += (probs.argmax(1) != eval_y[rows]).sum().item()
+                        ce_sum += (ce / 12).sum().item()
+                    metrics = {"error": wrong / len(eval_x), "ce": ce_sum / len(eval_x)}
+        write_safetensors(args.output, model.state_dict())
+        log(f"{stage} epoch {epoch + 1}: {json.dumps(metrics)}")
+    report(stage, time.perf_counter() - start, args.epochs * len(x))
+
+
+# ---------------------------------------------------------------------------------------
+# vqvae2-mnist (rosinality/vq-vae-2-pytorch's layout)
+# ---------------------------------------------------------------------------------------
+
+
+class Quantize(nn.Module):
+    def __init__(self, dim, n_embed, decay=0.99, eps=1e-5):
+        super().__init__()
+        self.dim, self.n_embed, self.decay, self.eps = dim, n_embed, decay, eps
+        self.register_buffer("embed", torch.randn(dim, n_embed))
+        self.register_buffer("cluster_size", torch.zeros(n_embed))
+        self.register_buffer("embed_avg", self.embed.clone())
+
+    def forward(self, input):
+        flatten = input.reshape(-1, self.dim)
+        dist = flatten.pow(2).sum(1, keepdim=True) - 2 * flatten @ self.embed + self.embed.pow(2).sum(0, keepdim=True)
+        embed_ind = dist.argmin(1)
+        quantize = self.embed_code(embed_ind.view(*input.shape[:-1]))
+        if self.training:
+            with torch.no_grad():
+                onehot = F.one_hot(embed_ind, self.n_embed).type(flatten.dtype)
+                self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+                self.embed_avg.mul_(self.decay).add_(flatten.detach().t() @ onehot, alpha=1 - self.decay)
+                n = self.cluster_size.sum()
+                cluster_size = (self.cluster_size + self.eps) / (n + self.n_embed * self.eps) * n
+                self.embed.copy_(self.embed_avg / cluster_size.unsqueeze(0))
+        diff = (quantize.detach() - input).pow(2).mean()
+        quantize = input + (quantize - input).detach()
+        return quantize, diff, embed_ind.view(*input.shape[:-1])
+
+    def embed_code(self, embed_id):
+        return F.embedding(embed_id, self.embed.transpose(0, 1))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channel, channel):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(in_channel, channel, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channel, in_channel, 1),
+        )
+
+    def forward(self, input):
+        return self.conv(input) + input
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channel, channel, n_res_block, n_res_channel, stride):
+        super().__init__()
+        if stride == 4:
+            blocks = [
+                nn.Conv2d(in_channel, channel // 2, 4, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channel // 2, channel, 4, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channel, channel, 3, padding=1),
+            ]
+        else:
+            blocks = [
+                nn.Conv2d(in_channel, channel // 2, 4, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channel // 2, channel, 3, padding=1),
+            ]
+        blocks += [ResBlock(channel, n_res_channel) for _ in range(n_res_block)]
+        blocks.append(nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, input):
+        return self.blocks(input)
+
+
+class Decoder(nn.Module):
+    def __init__(self, in_channel, out_channel, channel, n_res_block, n_res_channel, stride):
+        super().__init__()
+        blocks = [nn.Conv2d(in_channel, channel, 3, padding=1)]
+        blocks += [ResBlock(channel, n_res_channel) for _ in range(n_res_block)]
+        blocks.append(nn.ReLU(inplace=True))
+        if stride == 4:
+            blocks += [
+                nn.ConvTranspose2d(channel, channel // 2, 4, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(channel // 2, out_channel, 4, stride=2, padding=1),
+            ]
+        else:
+            blocks.append(nn.ConvTranspose2d(channel, out_channel, 4, stride=2, padding=1))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, input):
+        return self.blocks(input)
+
+
+class VQVAE(nn.Module):
+    def __init__(self, in_channel=1, channel=128, n_res_block=2, n_res_channel=32, embed_dim=64, n_embed=512):
+        super().__init__()
+        self.enc_b = Encoder(in_channel, channel, n_res_block, n_res_channel, stride=4)
+        self.enc_t = Encoder(channel, channel, n_res_block, n_res_channel, stride=2)
+        self.quantize_conv_t = nn.Conv2d(channel, embed_dim, 1)
+        self.quantize_t = Quantize(embed_dim, n_embed)
+        self.dec_t = Decoder(embed_dim, embed_dim, channel, n_res_block, n_res_channel, stride=2)
+        self.quantize_conv_b = nn.Conv2d(embed_dim + channel, embed_dim, 1)
+        self.quantize_b = Quantize(embed_dim, n_embed)
+        self.upsample_t = nn.ConvTranspose2d(embed_dim, embed_dim, 4, stride=2, padding=1)
+        self.dec = Decoder(embed_dim + embed_dim, in_channel, channel, n_res_block, n_res_channel, stride=4)
+
+    def forward(self, input):
+        quant_t, quant_b, diff, _, _ = self.encode(input)
+        return self.decode(quant_t, quant_b), diff
+
+    def encode(self, input):
+        enc_b = self.enc_b(input)
+        enc_t = self.enc_t(enc_b)
+        quant_t = self.quantize_conv_t(enc_t).permute(0, 2, 3, 1)
+        quant_t, diff_t, id_t = self.quantize_t(quant_t)
+        quant_t = quant_t.permute(0, 3, 1, 2)
+        dec_t = self.dec_t(quant_t)
+        enc_b = torch.cat([dec_t, enc_b], 1)
+        quant_b = self.quantize_conv_b(enc_b).permute(0, 2, 3, 1)
+        quant_b, diff_b, id_b = self.quantize_b(quant_b)
+        quant_b = quant_b.permute(0, 3, 1, 2)
+        return quant_t, quant_b, diff_t + diff_b, id_t, id_b
+
+    def decode(self, quant_t, quant_b):
+        return self.dec(torch.cat([self.upsample_t(quant_t), quant_b], 1))
+
+    def decode_code(self, code_t, code_b):
+        quant_t = self.quantize_t.embed_code(code_t).permute(0, 3, 1, 2)
+        quant_b = self.quantize_b.embed_code(code_b).permute(0, 3, 1, 2)
+        return self.decode(quant_t, quant_b)
+
+
+def vq_images(path):
+    """An image file as vqvae2-mnist sees it: padded to 32x32 with background, in [-1, 1]."""
+    return pad_to(load_images(path), 32) * 2 - 1
+
+
+def usage(codes, n_embed):
+    counts = torch.bincount(codes.flatten(), minlength=n_embed).double()
+    p = counts[counts > 0] / counts.sum()
+    return int((counts > 0).sum()), float(torch.exp(-(p * p.log()).sum()))
+
+
+def train_vqvae2(args):
+    x = vq_images(args.data)
+    eval_x = vq_images(args.eval_data) if args.eval_data else None
+    model = VQVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        for rows in batches(len(x), 128, shuffle=True):
+            xb = x[rows]
+            recon, diff = model(xb)
+            loss = F.mse_loss(recon, xb) + 0.25 * diff
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        metrics = {}
+        if eval_x is not None:
+            model.eval()
+            with torch.no_grad():
+                mse, tops, bottoms = 0.0, [], []
+                for rows in batches(len(eval_x), 250, shuffle=False):
+                    xb = eval_x[rows]
+                    quant_t, quant_b, _, id_t, id_b = model.encode(xb)
+                    mse += F.mse_loss(model.decode(quant_t, quant_b), xb).item() * len(rows)
+                    tops.append(id_t)
+                    bottoms.append(id_b)
+                metrics["mse"] = mse / len(eval_x)
+                metrics["codes_used_t"], metrics["perplexity_t"] = usage(torch.cat(tops), 512)
+                metrics["codes_used_b"], metrics["perplexity_b"] = usage(torch.cat(bottoms), 512)
+        write_safetensors(args.output, model.state_dict())
+        log(f"vqvae2-mnist epoch {epoch + 1}: {json.dumps(metrics)}")
+    report("vqvae2-mnist", time.perf_counter() - start, args.epochs * len(x))
+
+
+def load_vqvae2(path):
+    model = VQVAE()
+    model.load_state_dict(state_dict_from(path), strict=True)
+    return model.eval()
+
+
+def vq_encode(args):
+    model = load_vqvae2(args.model)
+    x = vq_images(args.data)
+    labels = load_labels(args.labels) if args.labels else None
+    start = time.perf_counter()
+    tops, bottoms = [], []
+    with torch.inference_mode():
+        for rows in batches(len(x), 500, shuffle=False):  # the file's batches (--batch-size 500)
+            for chunk in rows.split(250):  # genimg's compute chunk
+                _, _, _, id_t, id_b = model.encode(x[chunk])
+                tops.append(id_t)
+                bottoms.append(id_b)
+    top, bottom = torch.cat(tops), torch.cat(bottoms)
+    seconds = time.perf_counter() - start
+    if args.output:
+        out = {"top": top.numpy().astype(np.int64), "bottom": bottom.numpy().astype(np.int64)}
+        if labels is not None:
+            out["labels"] = labels.numpy()
+        write_safetensors(args.output, out)
+    report("vq-encode", seconds, len(x))
+
+
+def vq_decode(args):
+    model = load_vqvae2(args.model)
+    codes, _ = read_safetensors(args.codes)
+    top = torch.from_numpy(codes["top"].astype(np.int64))
+    bottom = torch.from_numpy(codes["bottom"].astype(np.int64))
+    n = len(bottom)
+    start = time.perf_counter()
+    out = np.lib.format.open_memmap(args.output, mode="w+", dtype=np.float32, shape=(n, 1, 32, 32)) if args.output else None
+    with torch.inference_mode():
+        for rows in batches(n, 500, shuffle=False):
+            for chunk in rows.split(250):
+                images = (model.decode_code(top[chunk], bottom[chunk]) * 0.5 + 0.5).clamp(0, 1)
+                if out is not None:
+                    out[int(chunk[0]) : int(chunk[-1]) + 1] = images.numpy()
+    if out is not None:
+        out.flush()
+        del out
+    report("vq-decode", time.perf_counter() - start, n)
+
+
+# ---------------------------------------------------------------------------------------
+# pixelcnn-prior: the Gated PixelCNN of docs/models.md
+# ---------------------------------------------------------------------------------------
+
+
+def gate(a):
+    f, g = a.chunk(2, 1)
+    return torch.tanh(f) * torch.sigmoid(g)
+
+
+class GatedLayer(nn.Module):
+    def __init__(self, c, first, n_classes, top):
+        super().__init__()
+        self.first = first
+        self.v_conv = nn.Conv2d(c, 2 * c, (2, 3))  # rows i-1..i: F.pad top 1, left 1, right 1
+        self.h_conv = nn.Conv2d(c, 2 * c, (1, 2))  # columns j-1..j: F.pad left 1
+        self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
+        self.h_out = nn.Conv2d(c, c, 1)
+        if n_classes:
+            self.class_embed = nn.Embedding(n_classes, 2 * c)
+        if top:
+            self.top_proj = nn.Conv2d(c, 2 * c, 1)
+        if first:
+            # Mask A: the current row of the vertical kernel, the current column of the
+            # horizontal one. Not in the state dict (genimg stores the plain weights).
+            v_mask = torch.ones(2 * c, c, 2, 3)
+            v_mask[:, :, 1, :] = 0
+            h_mask = torch.ones(2 * c, c, 1, 2)
+            h_mask[:, :, :, 1] = 0
+            self.register_buffer("v_mask", v_mask, persistent=False)
+            self.register_buffer("h_mask", h_mask, persistent=False)
+
+    def forward(self, v, h, labels, top_features):
+        v_w, h_w = self.v_conv.weight, self.h_conv.weight
+        if self.first:
+            v_w, h_w = v_w * self.v_mask, h_w * self.h_mask
+        v_pre = F.conv2d(F.pad(v, (1, 1, 1, 0)), v_w, self.v_conv.bias)
+        h_pre = F.conv2d(F.pad(h, (1, 0, 0, 0)), h_w, self.h_conv.bias) + self.v_to_h(v_pre)
+        cond = 0
+        if top_features is not None:
+            cond = cond + self.top_proj(top_features)
+        if labels is not None:
+            cond = cond + self.class_embed(labels)[:, :, None, None]
+        v_out = gate(v_pre + cond)
+        h_out = self.h_out(gate(h_pre + cond))
+        if not self.first:
+            h_out = h_out + h
+        return v_out, h_out
+
+
+class PixelCNN(nn.Module):
+    def __init__(self, n_embed=512, channels=64, layers=12, n_classes=None, n_embed_top=None):
+        super().__init__()
+        c = channels
+        self.embed = nn.Embedding(n_embed, c)
+        self.layers = nn.ModuleList(GatedLayer(c, i == 0, n_classes, n_embed_top) for i in range(layers))
+        if n_embed_top:
+            self.top_embed = nn.Embedding(n_embed_top, c)
+            self.top_upsample = nn.ConvTranspose2d(c, c, 4, stride=2, padding=1)
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(c, c, 1), nn.ReLU(), nn.Conv2d(c, n_embed, 1))
+
+    def forward(self, codes, labels=None, top=None):
+        x = self.embed(codes).permute(0, 3, 1, 2)
+        top_features = None
+        if top is not None:
+            top_features = self.top_upsample(self.top_embed(top).permute(0, 3, 1, 2))
+        v, h = x, x
+        for layer in self.layers:
+            v, h = layer(v, h, labels, top_features)
+        return self.head(h)  # logits [N, n_embed, H, W]
+
+
+def train_prior(args, level):
+    def load(path):
+        t, _ = read_safetensors(path)
+        codes = torch.from_numpy(t[level].astype(np.int64))
+        labels = torch.from_numpy(t["labels"].astype(np.int64)) if "labels" in t else None
+        top = torch.from_numpy(t["top"].astype(np.int64)) if level == "bottom" else None
+        return codes, labels, top
+
+    codes, labels, top = load(args.data)
+    eval_set = load(args.eval_data) if args.eval_data else None
+    n_classes = int(labels.max()) + 1 if labels is not None else None
+    model = PixelCNN(
+        channels=args.channels, layers=args.layers, n_classes=n_classes, n_embed_top=512 if level == "bottom" else None
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    pick = lambda t, rows: None if t is None else t[rows]  # noqa: E731
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        for rows in batches(len(codes), 128, shuffle=True):
+            logits = model(codes[rows], pick(labels, rows), pick(top, rows))
+            loss = F.cross_entropy(logits, codes[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        metrics = {}
+        if eval_set is not None:
+            model.eval()
+            e_codes, e_labels, e_top = eval_set
+            with torch.no_grad():
+                nats = 0.0
+                for rows in batches(len(e_codes), 500, shuffle=False):
+                    logits = model(e_codes[rows], pick(e_labels, rows), pick(e_top, rows))
+                    nats += F.cross_entropy(logits, e_codes[rows]).item() * len(rows)
+            metrics["bits_per_code"] = nats / len(e_codes) / math.log(2)
+        write_safetensors(args.output, model.state_dict())
+        log(f"prior-{level} epoch {epoch + 1}: {json.dumps(metrics)}")
+    report(f"prior-{level}", time.perf_counter() - start, args.epochs * len(codes))
+
+
+# ---------------------------------------------------------------------------------------
+# ddpm-unet-mnist (src/models/ddpm.rs)
+# ---------------------------------------------------------------------------------------
+
+
+class UResBlock(nn.Module):
+    def __init__(self, cin, cout, temb_dim, groups, dropout):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.temb = nn.Linear(temb_dim, cout)
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        if cin != cout:
+            self.skip = nn.Conv2d(cin, cout, 1)
+        else:
+            self.skip = None
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb(temb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return (x if self.skip is None else self.skip(x)) + h
+
+
+class UAttention(nn.Module):
+    def __init__(self, c, groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, c)
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.proj = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(2, 3).unbind(1)  # each [b, hw, c]
+        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(c)) v
+        return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))
+
+
+class ULevel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.res = nn.ModuleList()
+        self.attn = nn.ModuleList()
+
+
+class UNet(nn.Module):
+    def __init__(self, image_size=32, in_channels=1, base=32, mult=(1, 2, 2), num_res_blocks=2,
+                 attn_resolutions=(8,), groups=8, dropout=0.1):
+        super().__init__()
+        self.base = base
+        temb_dim = 4 * base
+        self.time_embed = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+        self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
+        skips, ch, res = [base], base, image_size
+        self.down = nn.ModuleList()
+        for level, m in enumerate(mult):
+            out, lv = base * m, ULevel()
+            for _ in range(num_res_blocks):
+                lv.res.append(UResBlock(ch, out, temb_dim, groups, dropout))
+                ch = out
+                if res in attn_resolutions:
+                    lv.attn.append(UAttention(ch, groups))
+                skips.append(ch)
+            if level + 1 < len(mult):
+                lv.downsample = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+                skips.append(ch)
+                res //= 2
+            self.down.append(lv)
+        self.mid = ULevel()
+        self.mid.res.append(UResBlock(ch, ch, temb_dim, groups, dropout))
+        self.mid.attn.append(UAttention(ch, groups))
+        self.mid.res.append(UResBlock(ch, ch, temb_dim, groups, dropout))
+        ups = {}
+        for level in reversed(range(len(mult))):
+            out, lv = base * mult[level], ULevel()
+            for _ in range(num_res_blocks + 1):
+                lv.res.append(UResBlock(ch + skips.pop(), out, temb_dim, groups, dropout))
+                ch = out
+                if res in attn_resolutions:
+                    lv.attn.append(UAttention(ch, groups))
+            if level > 0:
+                lv.upsample = nn.Conv2d(ch, ch, 3, padding=1)
+                res *= 2
+            ups[level] = lv
+        self.up = nn.ModuleList(ups[level] for level in range(len(mult)))  # named by level
+        self.norm_out = nn.GroupNorm(groups, ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+
+    def timestep_embedding(self, t):
+        half = self.base // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / (half - 1))
+        angles = t.double()[:, None] * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], 1).float()
+
+    def forward(self, x, t):
+        temb = F.silu(self.time_embed(self.timestep_embedding(t)))
+        h = self.conv_in(x)
+        skips = [h]
+        for lv in self.down:
+            for i, block in enumerate(lv.res):
+                h = block(h, temb)
+                if i < len(lv.attn):
+                    h = lv.attn[i](h)
+                skips.append(h)
+            if hasattr(lv, "downsample"):
+                h = lv.downsample(h)
+                skips.append(h)
+        h = self.mid.res[0](h, temb)
+        h = self.mid.attn[0](h)
+        h = self.mid.res[1](h, temb)
+        for lv in reversed(self.up):
+            for i, block in enumerate(lv.res):
+                h = block(torch.cat([h, skips.pop()], 1), temb)
+                if i < len(lv.attn):
+                    h = lv.attn[i](h)
+            if hasattr(lv, "upsample"):
+                h = lv.upsample(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def linear_abar(T=1000):
+    betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0)
+
+
+def train_ddpm(args):
+    x = vq_images(args.data)  # padded to 32x32, in [-1, 1]
+    model = UNet()
+    ema = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    abar = linear_abar().float()
+    updates = 0
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        for rows in batches(len(x), 128, shuffle=True):
+            x0 = x[rows]
+            t = torch.randint(0, len(abar), (len(rows),))
+            eps = torch.randn_like(x0)
+            a = abar[t][:, None, None, None]
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+            loss = F.mse_loss(model(x_t, t), eps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            d = min(0.9999, (1 + updates) / (10 + updates))
+            with torch.no_grad():
+                for e, p in zip(ema, model.parameters()):
+                    e.mul_(d).add_(p, alpha=1 - d)
+            updates += 1
+        names = [name for name, _ in model.named_parameters()]
+        write_safetensors(args.output, dict(zip(names, ema)))
+        log(f"ddpm-train epoch {epoch + 1}: last loss {loss.item():.4f}")
+    report("ddpm-train", time.perf_counter() - start, args.epochs * len(x))
+
+
+def ddim(args):
+    model = UNet()
+    model.load_state_dict(state_dict_from(args.model), strict=True)
+    model.eval()
+    abar = linear_abar()
+    span = len(abar)
+    ts = [round(span * (args.steps - i) / args.steps) - 1 for i in range(args.steps)]
+    ts = list(dict.fromkeys(ts))
+    out = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, args.n, 64):  # ddpm-denoise's --batch-size 64
+            x = torch.randn(min(64, args.n - first), 1, 32, 32)
+            for i, t in enumerate(ts):
+                a = float(abar[t])
+                a_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+                eps = model(x, torch.full((len(x),), t, dtype=torch.long))
+                x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
+                eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # eta 0: sigma 0
+                x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
+            out.append(((x + 1) * 0.5).clamp(0, 1))
+    seconds = time.perf_counter() - start
+    if args.output:
+        np.save(args.output, torch.cat(out).numpy())
+    report("ddim", seconds, args.n)
+
+
+# ---------------------------------------------------------------------------------------
+# The driver's check: do the peer's codes equal genimg's?
+# ---------------------------------------------------------------------------------------
+
+
+def agree(args):
+    a, _ = read_safetensors(args.genimg)
+    b, _ = read_safetensors(args.peer)
+    n = min(args.first, len(a["bottom"]), len(b["bottom"]))
+    result = {"images": n}
+    for level in ("top", "bottom"):
+        x, y = a[level][:n].astype(np.int64), b[level][:n].astype(np.int64)
+        result[level] = float((x == y).mean()) if n else None
+    print(json.dumps(result))
+
+
+TRAINING_STAGES = ("vae-mlp", "vib-mlp", "vqvae2-mnist", "prior-top", "prior-bottom", "ddpm-train")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    sub = p.add_subparsers(dest="stage", required=True)
+
+    def stage(name, *flags):
+        s = sub.add_parser(name)
+        for flag in flags:
+            s.add_argument(flag, required=flag in ("--data", "--model", "--codes", "--genimg", "--peer"))
+        return s
+
+    for name in ("vae-mlp", "vib-mlp", "vqvae2-mnist", "ddpm-train"):
+        s = stage(name, "--data", "--labels", "--eval-data", "--eval-labels")
+        s.add_argument("--epochs", type=int, default=1)
+        s.add_argument("-o", "--output", default=f"torch-{name}.safetensors")
+    for name in ("prior-top", "prior-bottom"):
+        s = stage(name, "--data", "--eval-data")
+        s.add_argument("--epochs", type=int, default=1)
+        s.add_argument("--channels", type=int, default=64)
+        s.add_argument("--layers", type=int, default=12)
+        s.add_argument("-o", "--output", default=f"torch-{name}.safetensors")
+    stage("vq-encode", "--model", "--data", "--labels").add_argument("-o", "--output")
+    stage("vq-decode", "--model", "--codes").add_argument("-o", "--output")
+    s = stage("ddim", "--model")
+    s.add_argument("-n", type=int, default=64)
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("-o", "--output")
+    s = stage("agree", "--genimg", "--peer")
+    s.add_argument("--first", type=int, default=100)
+    args = p.parse_args()
+
+    if args.stage in TRAINING_STAGES:
+        # torch.optim imports torch._dynamo on an optimizer's first use (about 3 s here):
+        # counted as part of torch's import, which the driver's ratio leaves out.
+        importlib.import_module("torch._dynamo")
+    _measure_import_seconds()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.stage == "vib-mlp" and not args.labels:
+        p.error("vib-mlp needs --labels")
+    if args.stage == "vib-mlp" and args.eval_data and not args.eval_labels:
+        p.error("vib-mlp needs --eval-labels with --eval-data")
+    run = {
+        "vae-mlp": lambda: train_mlp(args, "vae-mlp"),
+        "vib-mlp": lambda: train_mlp(args, "vib-mlp"),
+        "vqvae2-mnist": lambda: train_vqvae2(args),
+        "vq-encode": lambda: vq_encode(args),
+        "vq-decode": lambda: vq_decode(args),
+        "prior-top": lambda: train_prior(args, "top"),
+        "prior-bottom": lambda: train_prior(args, "bottom"),
+        "ddpm-train": lambda: train_ddpm(args),
+        "ddim": lambda: ddim(args),
+        "agree": lambda: agree(args),
+    }
+    run[args.stage]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Whole-process benchmark of every main-job stage: each genimg tool run as the pipelines
+# run it (pipelines/*.mk: the same flags and data, --seed 0), then its PyTorch peer
+# (benches/peer/torch_stages.py: the same network and loop, on the same input files), each
+# under /usr/bin/time (wall seconds, peak RSS). Prints one JSON line per stage, then a
+# Markdown table of the same:
+#
+#   {"stage", "genimg_seconds", "genimg_peak_rss_mib", "torch_seconds",
+#    "torch_seconds_without_import", "torch_peak_rss_mib", "ratio"}
+#
+# ratio = torch_seconds_without_import / genimg_seconds: genimg's whole process, startup
+# included, against PyTorch's without its import (the conservative figure). vq-encode's line
+# also carries "code_agreement": the fraction of the first 100 images' top and bottom codes
+# on which the peer, loading genimg's checkpoint, agrees with genimg.
+#
+# Builds nothing (the Makefile builds first); binaries come from ${BIN:-target/release}.
+# Environment:
+#   BENCH_STAGES=a,b,...  only these stages (vae-mlp vib-mlp vqvae2-mnist vq-encode
+#                         prior-top prior-bottom vq-decode ddpm-train ddim); a checkpoint or
+#                         code file that a chosen stage needs is made by genimg, untimed
+#   BENCH_QUICK=1         every stage on a tiny budget (the 1,000 test digits, one epoch,
+#                         priors of 2 layers of 16 channels, ddpm-train on 256 digits,
+#                         DDIM -n 8 --steps 5), to check the harness in a few minutes
+#   BENCH_THREADS=N       PyTorch's threads (default: the number of CPUs)
+#   PYTHON=python3        the interpreter with torch and numpy
+#   BENCH_KEEP=1          keep the temporary folder (inputs, checkpoints, logs)
+# Budgets of the full run: vae-mlp and vib-mlp 10 epochs of the 9,000 train digits;
+# vqvae2-mnist 1 epoch; both priors 2 epochs; ddpm-train 1 epoch of the 1,000 TEST digits
+# (a full epoch of the U-Net on 9,000 digits takes several minutes per side).
+# Without torch the torch columns are null, and the script still exits 0.
+set -euo pipefail
+
+BIN=${BIN:-target/release}
+PYTHON=${PYTHON:-python3}
+QUICK=${BENCH_QUICK:-0}
+THREADS=${BENCH_THREADS:-$(nproc)}
+ALL_STAGES="vae-mlp,vib-mlp,vqvae2-mnist,vq-encode,prior-top,prior-bottom,vq-decode,ddpm-train,ddim"
+STAGES=${BENCH_STAGES:-$ALL_STAGES}
+PEER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/peer/torch_stages.py"
+
+for tool in img-pack vae-train vq-encode vq-decode prior-fit ddpm-train ddpm-denoise; do
+  if [[ ! -x "$BIN/$tool" ]]; then
+    echo "whole_process.sh: $BIN/$tool is missing: build first (make build)" >&2
+    exit 1
+  fi
+done
+if [[ ! -x /usr/bin/time ]]; then
+  echo "whole_process.sh: /usr/bin/time is needed (apt-get install time)" >&2
+  exit 1
+fi
+for s in ${STAGES//,/ }; do
+  if [[ ",$ALL_STAGES," != *",$s,"* ]]; then
+    echo "whole_process.sh: BENCH_STAGES: unknown stage '$s' (stages: $ALL_STAGES)" >&2
+    exit 2
+  fi
+done
+
+HAVE_TORCH=1
+if ! "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then
+  HAVE_TORCH=0
+  echo "whole_process.sh: PyTorch is not installed, so the torch columns are null;" \
+    "install it with: pip install torch --index-url https://download.pytorch.org/whl/cpu" >&2
+fi
+
+BIN=$(cd "$BIN" && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/genimg-bench.XXXXXX")
+if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+  echo "whole_process.sh: keeping $WORK" >&2
+else
+  trap 'rm -rf "$WORK"' EXIT
+fi
+cd "$WORK"
+
+SEED=(--seed 0 --device cpu)
+if [[ $QUICK == 1 ]]; then
+  TRAIN_SPLIT=test MLP_EPOCHS=1 VQ_EPOCHS=1 PRIOR_EPOCHS=1 DDIM_N=8 DDIM_STEPS=5
+  PRIOR_NET=(--layers 2 --channels 16) # as pipelines/vqvae2.mk with SMOKE=1
+else
+  TRAIN_SPLIT=train MLP_EPOCHS=10 VQ_EPOCHS=1 PRIOR_EPOCHS=2 DDIM_N=64 DDIM_STEPS=50
+  PRIOR_NET=()
+fi
+
+wants() { [[ ",$STAGES," == *",$1,"* ]]; }
+
+# $(mib KIB): KiB to MiB, one decimal.
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# timed NAME COMMAND...: runs COMMAND under /usr/bin/time, its stdout to NAME.out and stderr
+# to NAME.err; leaves "seconds peak_kib" in NAME.time. A failure shows the log and stops.
+timed() {
+  local name=$1
+  shift
+  if ! /usr/bin/time -f '%e %M' -o "$name.time" "$@" > "$name.out" 2> "$name.err"; then
+    echo "whole_process.sh: $name failed: $*" >&2
+    tail -n 20 "$name.err" >&2
+    exit 1
+  fi
+}
+
+# A JSON field's value from a one-line object (numbers only).
+field() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" "$2" | head -n 1; }
+
+ROWS=()
+# stage_line STAGE GENIMG_NAME [TORCH_NAME] [EXTRA_JSON]: one result line from the timings.
+stage_line() {
+  local stage=$1 g=$2 t=${3:-} extra=${4:-}
+  local g_sec g_kib t_sec=null t_wo=null t_mib=null ratio=null
+  read -r g_sec g_kib < "$g.time"
+  if [[ -n $t ]]; then
+    local t_kib import
+    read -r t_sec t_kib < "$t.time"
+    import=$(field import_seconds "$t.out")
+    t_wo=$(awk -v a="$t_sec" -v b="$import" 'BEGIN { printf "%.2f", a - b }')
+    t_mib=$(mib "$t_kib")
+    ratio=$(awk -v a="$t_wo" -v b="$g_sec" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  fi
+  local line
+  line=$(printf '{"stage": "%s", "genimg_seconds": %s, "genimg_peak_rss_mib": %s, "torch_seconds": %s, "torch_seconds_without_import": %s, "torch_peak_rss_mib": %s, "ratio": %s%s}' \
+    "$stage" "$g_sec" "$(mib "$g_kib")" "$t_sec" "$t_wo" "$t_mib" "$ratio" "$extra")
+  echo "$line"
+  ROWS+=("$stage|$g_sec|$(mib "$g_kib")|$t_sec|$t_wo|$t_mib|$ratio")
+}
+
+PEER_CMD=("$PYTHON" "$PEER" --threads "$THREADS" --seed 0)
+
+# Inputs, untimed: the bundled digits as .npy with labels.
+"$BIN/img-pack" mnist --split train -o train.npy --labels-out train-labels.npy
+"$BIN/img-pack" mnist --split test -o test.npy --labels-out test-labels.npy
+DATA=$TRAIN_SPLIT.npy
+LABELS=$TRAIN_SPLIT-labels.npy
+# Held-out data as genimg takes it: with the bundled train split, its test split.
+EVAL=()
+if [[ $TRAIN_SPLIT == train ]]; then
+  EVAL=(--eval-data test.npy)
+fi
+
+# torch_stage NAME ARGS...: the peer, timed, when torch is there.
+torch_stage() {
+  local name=$1
+  shift
+  if [[ $HAVE_TORCH == 1 ]]; then
+    timed "$name" "${PEER_CMD[@]}" "$@"
+    echo "$name"
+  fi
+}
+
+# vae-mlp and vib-mlp, as pipelines/vae.mk trains them.
+for preset in vae-mlp vib-mlp; do
+  if wants "$preset"; then
+    timed "g-$preset" "$BIN/vae-train" --preset "$preset" --data mnist --split "$TRAIN_SPLIT" \
+      --epochs "$MLP_EPOCHS" "${SEED[@]}" --metrics "$preset.jsonl" -o "$preset.safetensors"
+    peer_eval=("${EVAL[@]}")
+    if [[ $preset == vib-mlp && ${#EVAL[@]} -gt 0 ]]; then
+      peer_eval+=(--eval-labels test-labels.npy)
+    fi
+    t=$(torch_stage "t-$preset" "$preset" --data "$DATA" --labels "$LABELS" "${peer_eval[@]}" \
+      --epochs "$MLP_EPOCHS" -o "torch-$preset.safetensors")
+    stage_line "$preset" "g-$preset" "$t"
+  fi
+done
+
+# vqvae2-mnist, as pipelines/vqvae2.mk trains it; made untimed when a later stage needs it.
+if wants vqvae2-mnist; then
+  timed g-vqvae2 "$BIN/vae-train" --preset vqvae2-mnist --data mnist --split "$TRAIN_SPLIT" \
+    --epochs "$VQ_EPOCHS" "${SEED[@]}" --metrics vqvae2.jsonl -o vq.safetensors
+  t=$(torch_stage t-vqvae2 vqvae2-mnist --data "$DATA" "${EVAL[@]}" --epochs "$VQ_EPOCHS" \
+    -o torch-vq.safetensors)
+  stage_line vqvae2-mnist g-vqvae2 "$t"
+elif wants vq-encode || wants prior-top || wants prior-bottom || wants vq-decode; then
+  timed g-vqvae2 "$BIN/vae-train" --preset vqvae2-mnist --data mnist --split "$TRAIN_SPLIT" \
+    --epochs "$VQ_EPOCHS" "${SEED[@]}" -o vq.safetensors
+fi
+
+# vq-encode of the training split (timed) and of the test split (untimed, the priors'
+# held-out codes); the peer loads genimg's checkpoint and its codes are compared.
+if wants vq-encode || wants prior-top || wants prior-bottom || wants vq-decode; then
+  timed g-encode "$BIN/vq-encode" --model vq.safetensors --data mnist --split "$TRAIN_SPLIT" \
+    --device cpu -o codes-train.safetensors
+  if [[ $TRAIN_SPLIT == train ]]; then
+    "$BIN/vq-encode" --model vq.safetensors --data mnist --split test --device cpu -o codes-test.safetensors
+  else
+    cp codes-train.safetensors codes-test.safetensors
+  fi
+fi
+if wants vq-encode; then
+  t=$(torch_stage t-encode vq-encode --model vq.safetensors --data "$DATA" --labels "$LABELS" \
+    -o torch-codes.safetensors)
+  extra=""
+  if [[ -n $t ]]; then
+    "${PEER_CMD[@]}" agree --genimg codes-train.safetensors --peer torch-codes.safetensors --first 100 > agree.json
+    echo "whole_process.sh: vq-encode: the peer's codes agree with genimg's on the first 100 images: $(cat agree.json)" >&2
+    extra=", \"code_agreement\": $(cat agree.json)"
+  fi
+  stage_line vq-encode g-encode "$t" "$extra"
+fi
+
+# Both priors, as pipelines/vqvae2.mk fits them (class-conditional; the bottom one on the
+# top codes), with held-out bits per code after each epoch.
+for level in top bottom; do
+  if wants "prior-$level"; then
+    timed "g-prior-$level" "$BIN/prior-fit" codes-train.safetensors --level "$level" \
+      --eval-data codes-test.safetensors --epochs "$PRIOR_EPOCHS" "${PRIOR_NET[@]}" "${SEED[@]}" \
+      --metrics "prior-$level.jsonl" -o "prior-$level.safetensors"
+    t=$(torch_stage "t-prior-$level" "prior-$level" --data codes-train.safetensors \
+      --eval-data codes-test.safetensors --epochs "$PRIOR_EPOCHS" "${PRIOR_NET[@]}" \
+      -o "torch-prior-$level.safetensors")
+    stage_line "prior-$level" "g-prior-$level" "$t"
+  fi
+done
+
+if wants vq-decode; then
+  timed g-decode "$BIN/vq-decode" --model vq.safetensors codes-train.safetensors --device cpu -o decoded.npy
+  t=$(torch_stage t-decode vq-decode --model vq.safetensors --codes codes-train.safetensors \
+    -o torch-decoded.npy)
+  stage_line vq-decode g-decode "$t"
+fi
+
+# ddpm-unet-mnist: one epoch of the 1,000 test digits (see above), with BENCH_QUICK of their
+# first 256 (when numpy is there to cut them); DDIM as pipelines/ddpm.mk.
+DDPM_DATA=(--data mnist --split test)
+DDPM_PEER_DATA=test.npy
+if [[ $QUICK == 1 && $HAVE_TORCH == 1 ]]; then
+  "$PYTHON" -c 'import numpy as np; np.save("digits-256.npy", np.load("test.npy")[:256])'
+  DDPM_DATA=(--data digits-256.npy)
+  DDPM_PEER_DATA=digits-256.npy
+fi
+if wants ddpm-train; then
+  timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \
+    "${SEED[@]}" --metrics ddpm.jsonl -o ddpm.safetensors
+  t=$(torch_stage t-ddpm ddpm-train --data "$DDPM_PEER_DATA" --epochs 1 -o torch-ddpm.safetensors)
+  stage_line ddpm-train g-ddpm "$t"
+elif wants ddim; then
+  timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \
+    "${SEED[@]}" -o ddpm.safetensors
+fi
+if wants ddim; then
+  timed g-ddim "$BIN/ddpm-denoise" --model ddpm.safetensors -n "$DDIM_N" --sampler ddim \
+    --steps "$DDIM_STEPS" --clip "${SEED[@]}" --png ddim.png
+  t=$(torch_stage t-ddim ddim --model ddpm.safetensors -n "$DDIM_N" --steps "$DDIM_STEPS" -o torch-ddim.npy)
+  stage_line ddim g-ddim "$t"
+fi
+
+echo
+echo "| stage | genimg s | genimg MiB | PyTorch s | PyTorch s without import | PyTorch MiB | ratio |"
+echo "|---|---|---|---|---|---|---|"
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r s gs gm ts tw tm r <<< "$row"
+  echo "| $s | $gs | $gm | $ts | $tw | $tm | $r |"
+done
