@@ -145,7 +145,7 @@ pub fn train(
     if opts.resume {
         step = resume(task, &mut adam, &run_info, &state_file, &opts.device)?;
     }
-    let mut metrics_out = MetricsSink::open(opts.metrics.as_ref(), opts.resume)?;
+    let mut writer = Writer::new(MetricsSink::open(opts.metrics.as_ref(), opts.resume)?);
     let progress = std::io::stderr().is_terminal();
     let mut last = None;
     let total_steps = steps_per_epoch * opts.epochs as u64;
@@ -161,6 +161,8 @@ pub fn train(
             let out = task.train_step(&batch, &mut rng)?;
             let loss = out.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             if !loss.is_finite() {
+                // The last good checkpoint may still be on its way to disk.
+                writer.finish()?;
                 return Err(diverged(loss, epoch, step, &opts.output));
             }
             adam.step(task.params(), &out.loss.backward()?)?;
@@ -173,7 +175,8 @@ pub fn train(
                 show_progress(epoch, opts.epochs, b + 1, steps_per_epoch, loss, seen, start);
             }
             if INTERRUPTED.load(Ordering::SeqCst) {
-                save(task, &adam, &run_info, step, &opts.output)?;
+                writer.finish()?;
+                Snapshot::take(task, &adam, &run_info, step)?.write(&opts.output)?;
                 if progress {
                     eprintln!();
                 }
@@ -199,11 +202,64 @@ pub fn train(
                 line.insert(format!("{prefix}_{k}"), json!(v));
             }
         }
-        save(task, &adam, &run_info, step, &opts.output)?;
-        metrics_out.write(&line)?;
+        let snapshot = Snapshot::take(task, &adam, &run_info, step)?;
+        writer.start(snapshot, opts.output.clone(), line.clone())?;
         last = Some(line);
     }
+    writer.finish()?;
     Ok(last)
+}
+
+/// Writes each epoch's checkpoint and then its metrics line on a thread of its own, so that
+/// the next epoch trains while the files go to disk (a synced write of a large model and
+/// its optimizer state takes a noticeable part of an epoch). One write at a time, in epoch
+/// order: a new one first waits for the last, so the files never run ahead of the metrics
+/// or of each other, and an error of the write surfaces at the next epoch's end at the latest.
+struct Writer {
+    /// The metrics file while no write is under way; the write holds it otherwise.
+    idle: Option<MetricsSink>,
+    writing: Option<std::thread::JoinHandle<Result<MetricsSink>>>,
+}
+
+impl Writer {
+    fn new(sink: MetricsSink) -> Self {
+        Writer { idle: Some(sink), writing: None }
+    }
+
+    /// Waits for the write under way, if any.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(handle) = self.writing.take() {
+            let sink = handle.join().map_err(|_| Error::config("the checkpoint writer panicked"))??;
+            self.idle = Some(sink);
+        }
+        Ok(())
+    }
+
+    /// Writes `snapshot` to `output` and then `line` to the metrics, in the background.
+    fn start(&mut self, snapshot: Snapshot, output: PathBuf, line: Map<String, Value>) -> Result<()> {
+        self.finish()?;
+        let mut sink = self.idle.take().ok_or_else(|| Error::config("an earlier checkpoint write failed"))?;
+        // A line for the terminal goes now, before the next epoch's progress bar.
+        let line = match sink {
+            MetricsSink::Stderr => sink.write(&line).map(|_| None)?,
+            MetricsSink::File { .. } => Some(line),
+        };
+        self.writing = Some(std::thread::spawn(move || {
+            snapshot.write(&output)?;
+            if let Some(line) = line {
+                sink.write(&line)?;
+            }
+            Ok(sink)
+        }));
+        Ok(())
+    }
+}
+
+/// An early return leaves no write half done (and no temporary file behind).
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 fn diverged(loss: f64, epoch: u64, step: u64, output: &std::path::Path) -> Error {
@@ -261,31 +317,44 @@ impl RunInfo {
     }
 }
 
-/// Writes the model file, then the training state beside it, each atomically.
-///
-/// The order keeps the pair consistent across a crash between the two writes: the state is
-/// then an epoch behind the model, so `--resume` repeats that epoch (which, being seeded,
-/// draws exactly what it drew before) and rewrites both. The other order would leave a
-/// state ahead of its model, and a resume that sees nothing left to train would never
-/// rewrite the stale model.
-fn save(task: &dyn Task, adam: &Adam, info: &RunInfo, step: u64, output: &std::path::Path) -> Result<()> {
-    let config = task.config();
-    let meta = info.metadata(step);
-    save_model(&OutputPath::File(output.to_path_buf()), &config, task.model_tensors()?, &meta)?;
-    #[cfg(test)]
-    tests::crash_point()?;
-    let mut state = TensorMap::new();
-    // Every tensor, buffers (running statistics such as codebooks) included.
-    for (k, v) in task.params().to_tensor_map()?.tensors {
-        state.insert(format!("param.{k}"), v);
+/// Copies of what a checkpoint holds at one step: the model file's tensors and the training
+/// state's, with the metadata of both.
+struct Snapshot {
+    config: ModelConfig,
+    meta: Vec<(&'static str, String)>,
+    model: TensorMap,
+    state: TensorMap,
+}
+
+impl Snapshot {
+    fn take(task: &dyn Task, adam: &Adam, info: &RunInfo, step: u64) -> Result<Self> {
+        let mut state = TensorMap::new();
+        // Every tensor, buffers (running statistics such as codebooks) included.
+        for (k, v) in task.params().to_tensor_map()?.tensors {
+            state.insert(format!("param.{k}"), v);
+        }
+        for (k, v) in adam.state_tensors(task.params())? {
+            state.insert(k, v);
+        }
+        for (k, v) in task.extra_state()? {
+            state.insert(format!("extra.{k}"), v);
+        }
+        Ok(Snapshot { config: task.config(), meta: info.metadata(step), model: task.model_tensors()?, state })
     }
-    for (k, v) in adam.state_tensors(task.params())? {
-        state.insert(k, v);
+
+    /// Writes the model file, then the training state beside it, each atomically.
+    ///
+    /// The order keeps the pair consistent across a crash between the two writes: the state is
+    /// then an epoch behind the model, so `--resume` repeats that epoch (which, being seeded,
+    /// draws exactly what it drew before) and rewrites both. The other order would leave a
+    /// state ahead of its model, and a resume that sees nothing left to train would never
+    /// rewrite the stale model.
+    fn write(self, output: &std::path::Path) -> Result<()> {
+        save_model(&OutputPath::File(output.to_path_buf()), &self.config, self.model, &self.meta)?;
+        #[cfg(test)]
+        tests::crash_point(output)?;
+        save_model(&OutputPath::File(state_path(output)), &self.config, self.state, &self.meta)
     }
-    for (k, v) in task.extra_state()? {
-        state.insert(format!("extra.{k}"), v);
-    }
-    save_model(&OutputPath::File(state_path(output)), &config, state, &meta)
 }
 
 /// Restores parameters, optimizer and task state; returns the step to continue from.
@@ -378,19 +447,23 @@ mod tests {
     //! step's stream), so that every run is fast and can be compared bit for bit.
 
     use super::*;
-    use std::cell::Cell;
 
     use crate::checkpoint::CONFIG_KEY;
     use crate::nn::params::{Init, Params};
 
-    thread_local! {
-        /// Makes this thread's next checkpoint stop between its two files, as a crash would.
-        static CRASH_BETWEEN_FILES: Cell<bool> = const { Cell::new(false) };
+    /// Model files whose next checkpoint stops between its two files, as a crash would (by
+    /// path: checkpoints are written on a thread of their own, and tests run side by side).
+    static CRASH_BETWEEN_FILES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+    fn crash_next_save(output: PathBuf) {
+        CRASH_BETWEEN_FILES.lock().unwrap().push(output);
     }
 
-    /// Called by [`save`] between the model file and the state file.
-    pub(super) fn crash_point() -> Result<()> {
-        if CRASH_BETWEEN_FILES.replace(false) {
+    /// Called by [`Snapshot::write`] between the model file and the state file.
+    pub(super) fn crash_point(output: &std::path::Path) -> Result<()> {
+        let mut armed = CRASH_BETWEEN_FILES.lock().unwrap();
+        if let Some(i) = armed.iter().position(|p| p == output) {
+            armed.remove(i);
             return Err(Error::config("simulated crash between the model file and the state file"));
         }
         Ok(())
@@ -579,7 +652,7 @@ mod tests {
         let data = rows("train");
         train(&mut line(), &data, None, &options(a.path(), 2, false)).unwrap();
         train(&mut line(), &data, None, &options(b.path(), 1, false)).unwrap();
-        CRASH_BETWEEN_FILES.set(true);
+        crash_next_save(b.path().join("line.safetensors"));
         assert!(train(&mut line(), &data, None, &options(b.path(), 2, true)).is_err());
         let step = |dir: &std::path::Path, file: &str| read(dir.join(file)).metadata[STEP_KEY].clone();
         assert_eq!(
