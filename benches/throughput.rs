@@ -70,7 +70,7 @@ fn main() {
     let z_out = genimg::io::OutputPath::File(z_path.clone());
     let encode = rate(1000, || {
         let mut images = genimg::data::stream::ImageStream::open(
-            &genimg::data::DataSpec::Mnist,
+            &genimg::data::DataSpec::Bundled(genimg::data::Bundled::Mnist),
             Some(Split::Test),
             Default::default(),
             Geometry::MNIST,

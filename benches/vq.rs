@@ -63,7 +63,7 @@ fn main() {
     let codes_path = d.join("codes.safetensors");
     let t = seconds(repeats(REPEATS), || {
         let mut images = ImageStream::open(
-            &genimg::data::DataSpec::Mnist,
+            &genimg::data::DataSpec::Bundled(genimg::data::Bundled::Mnist),
             Some(Split::Test),
             Default::default(),
             model.config.geometry(),

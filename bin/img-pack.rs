@@ -24,11 +24,11 @@ are taken in path order; subfolders named by integers (0/, 1/, ...) are class la
 #[derive(Parser)]
 #[command(name = "img-pack", version, after_help = EXAMPLES)]
 struct Args {
-    /// `mnist` for the bundled digits, a folder of PNG/JPEG files, or an IDX images file
-    /// (gzipped or not; `-` is stdin). A folder named mnist is `./mnist`.
-    #[arg(value_name = "mnist|DIR|FILE")]
+    /// A bundled set (`mnist` digits, `emoji` colour emoji), a folder of PNG/JPEG files, or an
+    /// IDX images file (gzipped or not; `-` is stdin). A folder named mnist is `./mnist`.
+    #[arg(value_name = "mnist|emoji|DIR|FILE")]
     input: DataSpec,
-    /// With mnist: train (9,000), test (1,000) or all.
+    /// With a bundled set: train, test or all (mnist 9,000 / 1,000; emoji 3,411 / 370).
     #[arg(long, value_name = "SPLIT")]
     split: Option<Split>,
     /// The IDX labels file that goes with an IDX images INPUT.

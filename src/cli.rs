@@ -186,10 +186,11 @@ impl ModelArgs {
 /// Images to train or evaluate on.
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// `mnist` for the bundled digits, or an image array (.npy: u8 [N,H,W] / [N,C,H,W], or float).
-    #[arg(long, default_value = "mnist", value_name = "mnist|FILE")]
+    /// A bundled set (`mnist`: 1x28x28 digits; `emoji`: 3x64x64 colour emoji in 9 categories),
+    /// or an image array (.npy: u8 [N,H,W] / [N,C,H,W], or float).
+    #[arg(long, default_value = "mnist", value_name = "mnist|emoji|FILE")]
     pub data: DataSpec,
-    /// Which part of the bundled digits: train (9,000), test (1,000) or all.
+    /// Which part of a bundled set: train, test or all (mnist 9,000 / 1,000; emoji 3,411 / 370).
     #[arg(long, value_name = "SPLIT")]
     pub split: Option<Split>,
     /// Class labels for an array file (.npy of integers [N]).
@@ -237,10 +238,10 @@ pub struct ImageInputArgs {
     /// Images (.npy: u8 [N,H,W] or [N,C,H,W], or float); `-` is stdin.
     #[arg(default_value = "-", value_name = "INPUT")]
     pub input: InputPath,
-    /// Read the bundled digits (`mnist`) or another array file instead of INPUT.
-    #[arg(long, value_name = "mnist|FILE")]
+    /// Read a bundled set (`mnist`, `emoji`) or another array file instead of INPUT.
+    #[arg(long, value_name = "mnist|emoji|FILE")]
     pub data: Option<DataSpec>,
-    /// With --data mnist: train, test (default) or all.
+    /// With a bundled --data (mnist, emoji): train, test (default) or all.
     #[arg(long, value_name = "SPLIT")]
     pub split: Option<Split>,
     /// Range of float pixels: 01 for [0,1], 11 for [-1,1] (u8 is always 0..255).

@@ -62,7 +62,7 @@ pub fn train_rate(config: &ModelConfig, data: &dyn Dataset, dir: &Path, runs: us
 /// The first `n` bundled train digits, unlabelled, fitted to `geometry` (all 9,000 with
 /// `None`).
 pub fn train_digits(geometry: Geometry, n: Option<usize>) -> ImageSet {
-    let all = ImageSet::mnist(Split::Train, geometry).expect("bundled data");
+    let all = ImageSet::bundled(genimg::data::Bundled::Mnist, Split::Train, geometry).expect("bundled data");
     match n {
         None => all,
         Some(n) => ImageSet {

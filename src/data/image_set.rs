@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 
 use super::convert::{to_unit_f32, Geometry, PixelRange};
 use super::dataset::{Batch, Dataset};
-use super::mnist;
+use super::{emoji, mnist};
 use crate::error::{Error, Result};
 use crate::io::npy::{Array, Elements};
 use crate::io::{read_tensor_file, InputPath, TensorFile};
@@ -20,15 +20,6 @@ pub enum Split {
 }
 
 impl Split {
-    /// The rows of the bundled digits that make up this split.
-    pub fn mnist_rows(self) -> std::ops::Range<usize> {
-        match self {
-            Split::Train => 0..mnist::TRAIN_COUNT,
-            Split::Test => mnist::TRAIN_COUNT..mnist::COUNT,
-            Split::All => 0..mnist::COUNT,
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -38,18 +29,60 @@ impl Split {
     }
 }
 
-/// Where images come from: `mnist` for the bundled digits, else an image array file.
+/// A labelled image set compiled into the library, with a fixed train/test split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bundled {
+    /// 10,000 MNIST digits, 1x28x28, 10 classes (data/mnist).
+    Mnist,
+    /// 3,781 Noto Emoji, 3x64x64 on white, 9 categories (data/emoji).
+    Emoji,
+}
+
+impl Bundled {
+    /// The name `--data` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bundled::Mnist => "mnist",
+            Bundled::Emoji => "emoji",
+        }
+    }
+
+    /// One split of the set: u8 images ([N, 28, 28] or [N, 3, 64, 64]) and their labels.
+    pub fn load(self, split: Split) -> Result<(Array, Vec<u32>)> {
+        let (images, labels, dims, train) = match self {
+            Bundled::Mnist => {
+                let (images, labels) = mnist::load_all()?;
+                (images, labels, vec![mnist::SIDE, mnist::SIDE], mnist::TRAIN_COUNT)
+            }
+            Bundled::Emoji => {
+                let set = emoji::load_all()?;
+                (set.images, set.labels, vec![emoji::CHANNELS, emoji::SIDE, emoji::SIDE], set.train_count)
+            }
+        };
+        let rows = match split {
+            Split::Train => 0..train,
+            Split::Test => train..labels.len(),
+            Split::All => 0..labels.len(),
+        };
+        let per: usize = dims.iter().product();
+        let shape = [vec![rows.len()], dims].concat();
+        let data = Elements::U8(images[rows.start * per..rows.end * per].to_vec());
+        Ok((Array { shape, data }, labels[rows].iter().map(|&l| l as u32).collect()))
+    }
+}
+
+/// Where images come from: a bundled set by name (`mnist`, `emoji`), else an image array file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSpec {
-    Mnist,
+    Bundled(Bundled),
     File(InputPath),
 }
 
 impl DataSpec {
-    /// The file images are read from; `None` for the bundled set.
+    /// The file images are read from; `None` for a bundled set.
     pub fn file(&self) -> Option<&InputPath> {
         match self {
-            DataSpec::Mnist => None,
+            DataSpec::Bundled(_) => None,
             DataSpec::File(path) => Some(path),
         }
     }
@@ -58,7 +91,11 @@ impl DataSpec {
 impl FromStr for DataSpec {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        Ok(if s == "mnist" { DataSpec::Mnist } else { DataSpec::File(s.parse()?) })
+        Ok(match s {
+            "mnist" => DataSpec::Bundled(Bundled::Mnist),
+            "emoji" => DataSpec::Bundled(Bundled::Emoji),
+            _ => DataSpec::File(s.parse()?),
+        })
     }
 }
 
@@ -71,7 +108,7 @@ pub struct ImageSet {
     pub geometry: Geometry,
     pub pixels: Vec<f32>,
     pub labels: Option<Vec<u32>>,
-    /// The split of the bundled digits these images are, or `None` for an array file.
+    /// The split of the bundled set these images are, or `None` for an array file.
     pub bundled: Option<Split>,
 }
 
@@ -86,15 +123,15 @@ impl ImageSet {
         geometry: Geometry,
     ) -> Result<Self> {
         match spec {
-            DataSpec::Mnist => {
+            DataSpec::Bundled(set) => {
                 if labels.is_some() {
                     return Err(Error::config("--labels is for array files; the bundled set has its own labels"));
                 }
-                Self::mnist(split.unwrap_or(Split::Train), geometry)
+                Self::bundled(*set, split.unwrap_or(Split::Train), geometry)
             }
             DataSpec::File(path) => {
                 if split.is_some() {
-                    return Err(Error::config("--split applies to --data mnist; an array file is used whole"));
+                    return Err(Error::config("--split applies to the bundled sets (mnist, emoji); an array file is used whole"));
                 }
                 let array = read_array(path)?;
                 let pixels = to_unit_f32(&array, range, geometry, &path.to_string())?;
@@ -105,19 +142,12 @@ impl ImageSet {
         }
     }
 
-    /// The bundled digits of one split, fitted to `geometry`.
-    pub fn mnist(split: Split, geometry: Geometry) -> Result<Self> {
-        let (images, labels) = mnist::load_all()?;
-        let rows = split.mnist_rows();
-        let px = mnist::SIDE * mnist::SIDE;
-        let array = Array {
-            shape: vec![rows.len(), mnist::SIDE, mnist::SIDE],
-            data: Elements::U8(images[rows.start * px..rows.end * px].to_vec()),
-        };
-        let name = format!("mnist:{}", split.name());
+    /// One split of a bundled set, fitted to `geometry`.
+    pub fn bundled(set: Bundled, split: Split, geometry: Geometry) -> Result<Self> {
+        let (array, labels) = set.load(split)?;
+        let name = format!("{}:{}", set.name(), split.name());
         let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &name)?;
-        let labels = Some(labels[rows].iter().map(|&l| l as u32).collect());
-        Ok(ImageSet { name, geometry, pixels, labels, bundled: Some(split) })
+        Ok(ImageSet { name, geometry, pixels, labels: Some(labels), bundled: Some(split) })
     }
 
     pub fn len(&self) -> usize {
@@ -242,8 +272,8 @@ mod tests {
     #[test]
     fn metric_prefix_names_the_bundled_split_else_eval() {
         let g = Geometry::MNIST;
-        assert_eq!(ImageSet::mnist(Split::Test, g).unwrap().metric_prefix(), "test");
-        assert_eq!(ImageSet::mnist(Split::Train, g).unwrap().metric_prefix(), "train");
+        assert_eq!(ImageSet::bundled(Bundled::Mnist, Split::Test, g).unwrap().metric_prefix(), "test");
+        assert_eq!(ImageSet::bundled(Bundled::Mnist, Split::Train, g).unwrap().metric_prefix(), "train");
         let dir = tempfile::tempdir().unwrap();
         // A file whose name looks like a bundled split is still a file.
         let path = dir.path().join("mnist:test");

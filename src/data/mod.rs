@@ -5,6 +5,7 @@ pub mod code_set;
 pub mod codes;
 pub mod convert;
 pub mod dataset;
+pub mod emoji;
 pub mod grid;
 pub mod idx;
 pub mod image_set;
@@ -14,4 +15,4 @@ pub mod stream;
 
 pub use convert::{Geometry, PixelRange};
 pub use dataset::{Batch, Dataset};
-pub use image_set::{DataSpec, ImageSet, Split};
+pub use image_set::{Bundled, DataSpec, ImageSet, Split};

@@ -12,7 +12,8 @@ use rayon::prelude::*;
 use super::convert::PixelRange;
 use super::idx::{Idx, Kind};
 use super::image_set::{DataSpec, Split};
-use super::mnist;
+use super::image_set::Bundled;
+use crate::io::npy::Elements;
 use crate::error::{Error, Result};
 use crate::io::npy::{DType, NpyWriter};
 use crate::io::{InputPath, Output, OutputPath};
@@ -26,8 +27,8 @@ const ROWS_PER_WRITE: usize = 256;
 /// Where `img-pack` takes its images from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// The bundled digits.
-    Mnist(Split),
+    /// A bundled set.
+    Bundled(Bundled, Split),
     /// An IDX images file (or stdin), with an optional IDX labels file.
     Idx { images: InputPath, labels: Option<InputPath> },
     /// A folder of PNG/JPEG files, or of class subfolders named by integers.
@@ -39,18 +40,16 @@ impl Source {
     /// `labels_from` suit it.
     pub fn new(input: &DataSpec, split: Option<Split>, labels_from: Option<InputPath>) -> Result<Self> {
         let path = match input {
-            DataSpec::Mnist => {
+            DataSpec::Bundled(set) => {
                 if labels_from.is_some() {
-                    return Err(Error::config(
-                        "--labels-from is for IDX files; the bundled digits have their own labels",
-                    ));
+                    return Err(Error::config("--labels-from is for IDX files; the bundled sets have their own labels"));
                 }
-                return Ok(Source::Mnist(split.unwrap_or(Split::All)));
+                return Ok(Source::Bundled(*set, split.unwrap_or(Split::All)));
             }
             DataSpec::File(path) => path,
         };
         if split.is_some() {
-            return Err(Error::config("--split applies to the bundled digits (INPUT mnist)"));
+            return Err(Error::config("--split applies to the bundled sets (INPUT mnist or emoji)"));
         }
         match path {
             InputPath::File(dir) if dir.is_dir() => {
@@ -183,14 +182,16 @@ struct Picture {
 pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
     opts.check(1)?;
     let (pictures, labels, name, no_labels) = match source {
-        Source::Mnist(split) => {
-            let (images, labels) = mnist::load_all()?;
-            let rows = split.mnist_rows();
-            let px = mnist::SIDE * mnist::SIDE;
-            let shape = [rows.len(), mnist::SIDE, mnist::SIDE];
-            let name = format!("mnist:{}", split.name());
-            let pictures = gray_pictures(&images[rows.start * px..rows.end * px], shape, &name);
-            let labels = Some(Labels::U8(labels[rows].to_vec()));
+        Source::Bundled(set, split) => {
+            let (array, labels) = set.load(*split)?;
+            let name = format!("{}:{}", set.name(), split.name());
+            let Elements::U8(pixels) = &array.data else { unreachable!("the bundled sets are u8") };
+            let pictures = match array.shape[..] {
+                [n, h, w] => gray_pictures(pixels, [n, h, w], &name),
+                [n, _, h, w] => rgb_pictures(pixels, [n, h, w], &name),
+                _ => unreachable!("the bundled sets are [N, H, W] or [N, 3, H, W]"),
+            };
+            let labels = Some(Labels::U8(labels.into_iter().map(|l| l as u8).collect()));
             (pictures, labels, name, "")
         }
         Source::Idx { images, labels } => {
@@ -240,6 +241,23 @@ fn gray_pictures(pixels: &[u8], [n, h, w]: [usize; 3], name: &str) -> Vec<Pictur
             name: name.to_string(),
             image: DynamicImage::ImageLuma8(GrayImage::from_fn(width, height, |x, y| {
                 Luma([p[y as usize * w + x as usize]])
+            })),
+        })
+        .collect()
+}
+
+/// Splits u8 [N, 3, H, W] (channels first) into RGB pictures.
+fn rgb_pictures(pixels: &[u8], [n, h, w]: [usize; 3], name: &str) -> Vec<Picture> {
+    // The bundled sets store sizes below 2^32, so the casts are exact.
+    let (width, height, plane) = (w as u32, h as u32, h * w);
+    pixels
+        .chunks_exact(3 * plane)
+        .take(n)
+        .map(|p| Picture {
+            name: name.to_string(),
+            image: DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| {
+                let i = y as usize * w + x as usize;
+                image::Rgb([p[i], p[plane + i], p[2 * plane + i]])
             })),
         })
         .collect()

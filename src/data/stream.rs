@@ -39,14 +39,14 @@ impl ImageStream {
         batch_size: usize,
     ) -> Result<Self> {
         let (source, name) = match spec {
-            DataSpec::Mnist => {
-                let set = ImageSet::mnist(split.unwrap_or(Split::Test), geometry)?;
+            DataSpec::Bundled(bundled) => {
+                let set = ImageSet::bundled(*bundled, split.unwrap_or(Split::Test), geometry)?;
                 let name = set.name.clone();
                 (Source::Memory(set, 0), name)
             }
             DataSpec::File(path) => {
                 if split.is_some() {
-                    return Err(Error::config("--split applies to --data mnist"));
+                    return Err(Error::config("--split applies to the bundled sets (mnist, emoji)"));
                 }
                 let reader = open_npy(path)?;
                 if reader.header().shape.is_empty() {

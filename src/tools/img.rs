@@ -22,7 +22,7 @@ pub struct ImgPack {
 pub fn img_pack(r: &ImgPack) -> Result<()> {
     let (images, labels) = match &r.source {
         Source::Idx { images, labels } => (Some(images), labels.as_ref()),
-        Source::Mnist(_) | Source::Dir(_) => (None, None),
+        Source::Bundled(..) | Source::Dir(_) => (None, None),
     };
     check_io(
         &[("INPUT", images), ("--labels-from", labels)],

@@ -30,8 +30,8 @@ impl ImageTraining {
             (Some((path, labels)), _) => {
                 Some(ImageSet::load(&DataSpec::File(path.clone()), None, labels.as_ref(), self.range, geometry)?)
             }
-            (None, DataSpec::Mnist) if self.split.unwrap_or(Split::Train) == Split::Train => {
-                Some(ImageSet::mnist(Split::Test, geometry)?)
+            (None, DataSpec::Bundled(set)) if self.split.unwrap_or(Split::Train) == Split::Train => {
+                Some(ImageSet::bundled(*set, Split::Test, geometry)?)
             }
             (None, _) => None,
         };

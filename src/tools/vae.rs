@@ -41,7 +41,7 @@ pub fn vae_eval(r: &VaeEval) -> Result<()> {
     if !matches!(family, Family::VaeMlp | Family::VibMlp) {
         return Err(Error::bad_input(&ckpt.origin, format!("is a {family} checkpoint, expected vae-mlp or vib-mlp")));
     }
-    let split = Some(r.split.unwrap_or(Split::Test)).filter(|_| r.data == DataSpec::Mnist);
+    let split = Some(r.split.unwrap_or(Split::Test)).filter(|_| matches!(r.data, DataSpec::Bundled(_)));
     let data = ImageSet::load(&r.data, split, r.labels.as_ref(), r.range, ckpt.config.geometry()?)?;
     let report = if family == Family::VibMlp {
         let vib: Vib = ckpt.into_network(&r.device)?;
