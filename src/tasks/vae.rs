@@ -58,7 +58,14 @@ impl Task for VaeTask {
     }
 
     fn evaluate(&self, data: &dyn Dataset) -> Result<Metrics> {
-        metrics(&Vae::frozen_copy(self.vae.config.clone(), &self.params)?, data, 0, EVAL_BATCH, 0, &self.params.device())
+        metrics(
+            &Vae::frozen_copy(self.vae.config.clone(), &self.params)?,
+            data,
+            0,
+            EVAL_BATCH,
+            0,
+            &self.params.device(),
+        )
     }
 }
 

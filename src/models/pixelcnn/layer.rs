@@ -197,8 +197,12 @@ fn column_sums(data: &[f32], rows: usize, rs: usize, out: &mut [f32]) {
     }
 }
 
+/// A kernel's taps, as (row, column) offsets.
+type Taps = &'static [(isize, isize)];
+
 impl LayerOp {
-    fn taps(&self) -> (&'static [(isize, isize)], &'static [(isize, isize)]) {
+    /// The taps of the vertical and the horizontal convolution that this layer reads.
+    fn taps(&self) -> (Taps, Taps) {
         if self.first {
             (&V_TAPS[..V_UNMASKED], &H_TAPS[..H_UNMASKED])
         } else {
@@ -219,7 +223,12 @@ impl LayerOp {
         let (rows, c2) = state.shape().dims2()?;
         let (hw, c) = (self.hw(), self.c);
         if c == 0 || c2 != 2 * c || hw == 0 || rows % hw != 0 {
-            candle_core::bail!("{NAME}: state {:?} is not rows of {}x{} maps of 2C", state.dims(), self.height, self.width)
+            candle_core::bail!(
+                "{NAME}: state {:?} is not rows of {}x{} maps of 2C",
+                state.dims(),
+                self.height,
+                self.width
+            )
         }
         if let Some(k) = cond {
             if k.dims() != [rows, c2] {

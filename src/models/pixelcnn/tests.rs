@@ -422,20 +422,20 @@ fn the_layer_op_matches_the_composed_layer() {
             let (v_out, h_out) = layer.forward(OpPath::Composed, &v, &h, size, &conds).unwrap();
             let composed = Tensor::cat(&[&v_out, &h_out], 1).unwrap();
             let state = Tensor::cat(&[v.as_tensor(), h.as_tensor()], 1).unwrap();
-            let fused =
-                layer.forward_fused(&state, size, with_top.then_some(k.as_tensor()), Some(&label_vec)).unwrap();
+            let fused = layer.forward_fused(&state, size, with_top.then_some(k.as_tensor()), Some(&label_vec)).unwrap();
             let err = (&fused - &composed).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(err < 1e-5, "layer {i}, top {with_top}: outputs differ by {err}");
             let grads = |out: &Tensor| (out * &probe).unwrap().sum_all().unwrap().backward().unwrap();
             let (g1, g2) = (grads(&fused), grads(&composed));
             let prefix = format!("layers.{i}.");
-            let mut checked: Vec<(String, &Tensor)> =
-                vec![("v".into(), v.as_tensor()), ("h".into(), h.as_tensor())];
+            let mut checked: Vec<(String, &Tensor)> = vec![("v".into(), v.as_tensor()), ("h".into(), h.as_tensor())];
             if with_top {
                 checked.push(("top".into(), k.as_tensor()));
             }
             checked.extend(
-                set.trainable().filter(|(name, _)| name.starts_with(&prefix)).map(|(n, v)| (n.to_string(), v.as_tensor())),
+                set.trainable()
+                    .filter(|(name, _)| name.starts_with(&prefix))
+                    .map(|(n, v)| (n.to_string(), v.as_tensor())),
             );
             assert_eq!(checked.len(), 2 + usize::from(with_top) + 9);
             for (name, t) in checked {
