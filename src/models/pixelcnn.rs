@@ -46,10 +46,12 @@
 //! The network runs channels-last ([N H W, C], one pixel a row): each convolution is an
 //! unfold of its taps ([`ops::OpPath::causal_unfold`]) and one matrix product, the 1x1
 //! convolutions are plain products, and the gate takes its conditioning in one op
-//! ([`ops::OpPath::gate`]). On the CPU the unfold, the gate, the products and the
+//! ([`ops::OpPath::gate`]). On the CPU each whole gated layer is one fused op with its own
+//! backward pass, on the two stacks side by side ([`layer`]), and the head's products and the
 //! cross-entropy are fused kernels; elsewhere they are candle's ops (the device rules of
-//! [`ops`], [`Linear`] and [`mean_cross_entropy`]).
+//! [`ops`], [`layer`], [`Linear`] and [`mean_cross_entropy`]).
 
+mod layer;
 mod ops;
 mod sample;
 
@@ -247,6 +249,29 @@ impl GatedLayer {
         let h_out = if self.mask.is_some() { h_out } else { (h_out + h)? };
         Ok((v_out, h_out))
     }
+
+    /// [`GatedLayer::forward`] as one fused CPU op ([`layer`]) on the two stacks side by side,
+    /// `state` [N H W, 2C] (v, then h), with the projected top codes `top` [N H W, 2C] and the
+    /// images' class labels, those the model has.
+    fn forward_fused(
+        &self,
+        state: &Tensor,
+        size: (usize, usize),
+        top: Option<&Tensor>,
+        labels: Option<&[u32]>,
+    ) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(9);
+        for l in [&self.v_conv, &self.h_conv, &self.v_to_h, &self.h_out] {
+            parts.extend([l.weight(), l.bias()]);
+        }
+        let mut classes = None;
+        if let (Some(e), Some(y)) = (&self.class_embed, labels) {
+            parts.push(e.embeddings());
+            classes = Some((y.to_vec(), e.embeddings().dim(0)?));
+        }
+        let weights = layer::flat_weights(&parts)?;
+        Ok(layer::apply(state, top, &weights, size, self.mask.is_some(), classes)?)
+    }
 }
 
 /// The top codes' path: embedding and upsampling, shared by all layers.
@@ -335,13 +360,33 @@ impl PixelCnn {
         top: Option<&Tensor>,
     ) -> Result<Tensor> {
         let n = self.check(codes, labels, top)?;
-        let conds = self.conditions(n, labels, top)?;
         let x = self.embed.forward(&codes.flatten_all()?)?;
-        let (mut v, mut h) = (x.clone(), x);
         let size = (self.config.height, self.config.width);
-        for (layer, cond) in self.layers.iter().zip(&conds) {
-            (v, h) = layer.forward(ops, &v, &h, size, &cond.iter().collect::<Vec<_>>())?;
-        }
+        let h = match ops {
+            OpPath::Fused => {
+                // The stacks side by side, one layer one op.
+                let labels = labels.map(|y| y.to_vec1::<u32>()).transpose()?;
+                let features = self.top_features(top)?;
+                let mut state = Tensor::cat(&[&x, &x], 1)?;
+                for layer in &self.layers {
+                    let cond = match (&layer.top_proj, &features) {
+                        (Some(proj), Some(f)) => Some(proj.forward(f)?),
+                        _ => None,
+                    };
+                    state = layer.forward_fused(&state, size, cond.as_ref(), labels.as_deref())?;
+                }
+                let c = self.config.channels;
+                state.narrow(1, c, c)?
+            }
+            OpPath::Composed => {
+                let conds = self.conditions(n, labels, top)?;
+                let (mut v, mut h) = (x.clone(), x);
+                for (layer, cond) in self.layers.iter().zip(&conds) {
+                    (v, h) = layer.forward(ops, &v, &h, size, &cond.iter().collect::<Vec<_>>())?;
+                }
+                h
+            }
+        };
         let x = self.head1.forward(&h.relu()?)?.relu()?;
         Ok(self.head3.forward(&x)?)
     }
@@ -350,10 +395,7 @@ impl PixelCnn {
     /// embedding [N, 1, 2C], those the model has, in that order.
     fn conditions(&self, n: usize, labels: Option<&Tensor>, top: Option<&Tensor>) -> Result<Vec<Vec<Tensor>>> {
         let c2 = 2 * self.config.channels;
-        let features = match (&self.top, top) {
-            (Some(path), Some(codes)) => Some(path.features(codes)?.reshape(((), self.config.channels))?),
-            _ => None,
-        };
+        let features = self.top_features(top)?;
         self.layers
             .iter()
             .map(|layer| {
@@ -367,6 +409,14 @@ impl PixelCnn {
                 Ok(cond)
             })
             .collect()
+    }
+
+    /// The upsampled top codes, one pixel a row [N H W, C], when the model takes them.
+    fn top_features(&self, top: Option<&Tensor>) -> Result<Option<Tensor>> {
+        Ok(match (&self.top, top) {
+            (Some(path), Some(codes)) => Some(path.features(codes)?.reshape(((), self.config.channels))?),
+            _ => None,
+        })
     }
 
     /// Checks the inputs against the configuration; returns the batch size.

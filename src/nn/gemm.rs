@@ -51,9 +51,17 @@ pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
 /// synchronisation there. Either way every entry is the same sum in the same order: the
 /// kernel splits the output's rows and columns over threads, never the inner dimension.
 pub fn product(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallel: bool) {
+    product_strided(dst, b.cols, a, b, accumulate, parallel)
+}
+
+/// [`product`] into a destination whose rows lie `dst_rs` elements apart (at least its
+/// columns): the columns of a wider row-major matrix, as when a product fills one half of
+/// each row.
+pub fn product_strided(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
-    assert!(dst.len() >= m * n && a.fits(a.data.len()) && b.fits(b.data.len()), "gemm: view out of bounds");
+    let dst_fits = m == 0 || n == 0 || (dst_rs >= n && dst.len() >= (m - 1) * dst_rs + n);
+    assert!(dst_fits && a.fits(a.data.len()) && b.fits(b.data.len()), "gemm: view out of bounds");
     if m == 0 || n == 0 {
         return;
     }
@@ -72,7 +80,7 @@ pub fn product(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallel: bool
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

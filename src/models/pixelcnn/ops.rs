@@ -134,7 +134,7 @@ struct Unfold {
 }
 
 /// The pixel at `(i, j) + tap` of an `h` x `w` map, when inside it.
-fn shifted(i: usize, j: usize, (di, dj): (isize, isize), h: usize, w: usize) -> Option<usize> {
+pub(super) fn shifted(i: usize, j: usize, (di, dj): (isize, isize), h: usize, w: usize) -> Option<usize> {
     let (y, x) = (i.checked_add_signed(di)?, j.checked_add_signed(dj)?);
     (y < h && x < w).then_some(y * w + x)
 }
@@ -236,13 +236,13 @@ pub fn gate_rows(a: &[f32], out: &mut [f32], c: usize) {
 
 /// out = tanh(f) * sigmoid(g).
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn gate_row(out: &mut [f32], f: &[f32], g: &[f32]) {
+pub(super) fn gate_row(out: &mut [f32], f: &[f32], g: &[f32]) {
     out.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g));
 }
 
 /// The gate's input gradient in place of its input (f, g), from the output gradient `dy`.
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn gate_grad_row(f: &mut [f32], g: &mut [f32], dy: &[f32]) {
+pub(super) fn gate_grad_row(f: &mut [f32], g: &mut [f32], dy: &[f32]) {
     for ((f, g), &dy) in f.iter_mut().zip(g.iter_mut()).zip(dy) {
         let (t, s) = (tanh(*f), sigmoid(*g));
         *f = dy * (1.0 - t * t) * s;

@@ -364,3 +364,86 @@ fn adam_updates_reach_the_network() {
     let logits = |m: &PixelCnn| flat(&m.forward(&codes, labels.as_ref(), top.as_ref()).unwrap());
     assert_eq!(logits(&model), logits(&loaded));
 }
+
+/// The fused path (one op per gated layer) gives the same bits on 1 and 2 threads: logits
+/// and the gradient of every parameter. 5 maps of 6x6 are 180 rows: two whole chunks of
+/// [`layer::ROWS_PER_TASK`] rows and a part, and products large enough to be split.
+#[test]
+fn the_fused_path_does_not_depend_on_the_thread_count() {
+    for (classes, top) in [(false, false), (true, true)] {
+        let cfg = PixelCnnConfig { channels: 8, ..config(6, 6, 3, classes, top) };
+        let (model, set) = build(&cfg, 17);
+        let (codes, labels, top) = inputs(&cfg, 5, 18);
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let logits = model.logits_rows_by(OpPath::Fused, &codes, labels.as_ref(), top.as_ref()).unwrap();
+                let loss = mean_cross_entropy(&logits, &codes.flatten_all().unwrap()).unwrap();
+                let grads = loss.backward().unwrap();
+                let g: Vec<(String, Vec<f32>)> = set
+                    .trainable()
+                    .map(|(name, var)| (name.to_string(), flat(grads.get(var.as_tensor()).unwrap())))
+                    .collect();
+                (flat(&logits), g)
+            })
+        };
+        let (one, two) = (on(1), on(2));
+        assert!(one.0 == two.0, "classes {classes}: logits differ between 1 and 2 threads");
+        for ((name, a), (_, b)) in one.1.iter().zip(&two.1) {
+            assert!(a == b, "classes {classes}: {name}'s gradient differs between 1 and 2 threads");
+        }
+    }
+}
+
+/// The layer op against the composed layer, in the first layer (mask A, no residual) and a
+/// later one, with classes and with and without a top-code conditioning, for 3 maps of 5x7:
+/// 105 rows, one whole chunk of [`layer::ROWS_PER_TASK`] rows and a part. Compares the output
+/// and the gradients of both stacks, of the conditioning and of every parameter of the layer.
+#[test]
+fn the_layer_op_matches_the_composed_layer() {
+    // The first layer reads the taps mask A leaves: a prefix of each kernel's.
+    assert_eq!(V_MASKED, (layer::V_UNMASKED..ops::V_TAPS.len()).collect::<Vec<_>>());
+    assert_eq!(H_MASKED, (layer::H_UNMASKED..ops::H_TAPS.len()).collect::<Vec<_>>());
+    let cfg = config(5, 7, 2, true, false);
+    let (model, set) = build(&cfg, 19);
+    let (n, c, size) = (3, cfg.channels, (cfg.height, cfg.width));
+    let (rows, d) = (n * size.0 * size.1, &Device::Cpu);
+    let mut r = Rng::new(20, Stream::Eval, 0);
+    let var = |r: &mut Rng, cols| candle_core::Var::from_tensor(&r.normal(&[rows, cols], d).unwrap()).unwrap();
+    let labels = ids(&mut r, &[n], 3);
+    let label_vec = labels.to_vec1::<u32>().unwrap();
+    for (i, layer) in model.layers.iter().enumerate() {
+        for with_top in [true, false] {
+            let (v, h, k) = (var(&mut r, c), var(&mut r, c), var(&mut r, 2 * c));
+            let probe = r.normal(&[rows, 2 * c], d).unwrap();
+            let class = layer.class_embed.as_ref().unwrap().forward(&labels).unwrap().unsqueeze(1).unwrap();
+            let top = k.as_tensor().reshape((n, (), 2 * c)).unwrap();
+            let conds: Vec<&Tensor> = if with_top { vec![&top, &class] } else { vec![&class] };
+            let (v_out, h_out) = layer.forward(OpPath::Composed, &v, &h, size, &conds).unwrap();
+            let composed = Tensor::cat(&[&v_out, &h_out], 1).unwrap();
+            let state = Tensor::cat(&[v.as_tensor(), h.as_tensor()], 1).unwrap();
+            let fused = layer.forward_fused(&state, size, with_top.then_some(k.as_tensor()), Some(&label_vec)).unwrap();
+            let err = (&fused - &composed).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(err < 1e-5, "layer {i}, top {with_top}: outputs differ by {err}");
+            let grads = |out: &Tensor| (out * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let (g1, g2) = (grads(&fused), grads(&composed));
+            let prefix = format!("layers.{i}.");
+            let mut checked: Vec<(String, &Tensor)> = vec![("v".into(), v.as_tensor()), ("h".into(), h.as_tensor())];
+            if with_top {
+                checked.push(("top".into(), k.as_tensor()));
+            }
+            checked.extend(
+                set.trainable()
+                    .filter(|(name, _)| name.starts_with(&prefix))
+                    .map(|(n, v)| (n.to_string(), v.as_tensor())),
+            );
+            assert_eq!(checked.len(), 2 + usize::from(with_top) + 9);
+            for (name, t) in checked {
+                let (a, b) = (flat(g1.get(t).unwrap()), flat(g2.get(t).unwrap()));
+                let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                let err = a.iter().zip(&b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+                assert!(err < 1e-5, "layer {i}, top {with_top}, {name}: relative error {err}");
+            }
+        }
+    }
+}
