@@ -59,6 +59,7 @@ pub fn split_files(dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
 }
 
 /// Images u8 [N, 3, 32, 32] and labels [N] of CIFAR-10 files, concatenated in order.
+#[derive(Debug)]
 pub struct Cifar {
     pub count: usize,
     pub pixels: Vec<u8>,

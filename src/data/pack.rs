@@ -545,7 +545,8 @@ mod tests {
             name: "c".into(),
             image: DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([255, 255, 255]))),
         };
-        let im = assemble(vec![rgb], &PackOptions { gray: true, ..Default::default() }).unwrap();
+        let opts = PackOptions { gray: true, ..Default::default() };
+        let im = assemble(prepare_all(vec![rgb], &opts), &opts).unwrap();
         assert_eq!((im.shape(), im.pixels), (vec![1, 1, 1], vec![255]));
     }
 
@@ -555,8 +556,8 @@ mod tests {
             || vec![gray("a.png", 4, 4, |_, _| 200), gray("b.png", 4, 4, |_, _| 200), gray("c.png", 6, 4, |_, _| 200)];
         let e = assemble(p(), &PackOptions::default()).unwrap_err().to_string();
         assert!(e.starts_with("c.png: is 6x4, but a.png is 4x4") && e.contains("--size"), "{e}");
-        let opts = PackOptions { size: Some("2x3".parse().unwrap()), ..Default::default() };
-        let im = assemble(p(), &opts).unwrap();
+        let opts = PackOptions { size: Some("2x3".parse().unwrap()), fit: Fit::Stretch, ..Default::default() };
+        let im = assemble(prepare_all(p(), &opts), &opts).unwrap();
         assert_eq!(im.shape(), vec![3, 3, 2]);
         assert!(im.pixels.iter().all(|&v| v == 200), "{:?}", im.pixels);
     }
@@ -578,8 +579,9 @@ mod tests {
     #[test]
     fn parses_sizes() {
         assert_eq!("32x16".parse::<Size>(), Ok(Size { width: 32, height: 16 }));
-        for bad in ["32", "0x4", "ax4", "4x", "-1x4"] {
-            assert!(bad.parse::<Size>().unwrap_err().contains("WIDTHxHEIGHT"), "{bad}");
+        assert_eq!("64".parse::<Size>(), Ok(Size { width: 64, height: 64 }));
+        for bad in ["0", "0x4", "ax4", "4x", "-1x4", "x"] {
+            assert!(bad.parse::<Size>().unwrap_err().contains("N or WIDTHxHEIGHT"), "{bad}");
         }
     }
 
