@@ -248,6 +248,7 @@ pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
             let px = mnist::SIDE * mnist::SIDE;
             let shape = [rows.len(), mnist::SIDE, mnist::SIDE];
             let name = format!("mnist:{}", split.name());
+            opts.check(rows.len())?;
             let pictures = gray_pictures(&images[rows.start * px..rows.end * px], shape, &name);
             let labels = Some(Labels::U8(labels[rows].to_vec()));
             (prepare_all(pictures, opts), labels, name, "")
