@@ -86,14 +86,21 @@ where
         Fit::Stretch => imageops::resize(image, size.width, size.height, FILTER),
         Fit::Crop => {
             // The largest centred region with the target's aspect ratio.
-            let (cw, ch) = if wider { (clamp(round_div(h * tw, th), w), h as u32) } else { (w as u32, clamp(round_div(w * th, tw), h)) };
+            let (cw, ch) = if wider {
+                (clamp(round_div(h * tw, th), w), h as u32)
+            } else {
+                (w as u32, clamp(round_div(w * th, tw), h))
+            };
             let (x, y) = ((w as u32 - cw) / 2, (h as u32 - ch) / 2);
             let region = imageops::crop_imm(image, x, y, cw, ch);
             imageops::resize(&*region, size.width, size.height, FILTER)
         }
         Fit::Pad => {
-            let (nw, nh) =
-                if wider { (size.width, clamp(round_div(h * tw, w), th)) } else { (clamp(round_div(w * th, h), tw), size.height) };
+            let (nw, nh) = if wider {
+                (size.width, clamp(round_div(h * tw, w), th))
+            } else {
+                (clamp(round_div(w * th, h), tw), size.height)
+            };
             imageops::resize(image, nw, nh, FILTER)
         }
     }
@@ -111,7 +118,8 @@ mod tests {
 
     #[test]
     fn composites_alpha_on_white() {
-        let rgba = RgbaImage::from_fn(3, 1, |x, _| Rgba([[200, 0, 0, 255], [200, 0, 0, 0], [0, 100, 200, 128]][x as usize]));
+        let rgba =
+            RgbaImage::from_fn(3, 1, |x, _| Rgba([[200, 0, 0, 255], [200, 0, 0, 0], [0, 100, 200, 128]][x as usize]));
         let rgb = to_mode(DynamicImage::ImageRgba8(rgba), false).into_rgb8();
         assert_eq!(rgb.as_raw(), &[200, 0, 0, 255, 255, 255, 127, 177, 227]);
         let la = image::GrayAlphaImage::from_fn(2, 1, |x, _| image::LumaA([[0, 0], [0, 255]][x as usize]));

@@ -60,7 +60,8 @@ pub fn list(dir: &Path) -> Result<Listing> {
     let mut classes: Vec<(String, Vec<PathBuf>)> = Vec::new();
     for path in entries(dir)? {
         if path.is_dir() {
-            let images: Vec<PathBuf> = entries(&path)?.into_iter().filter(|p| p.is_file() && is_image_file(p)).collect();
+            let images: Vec<PathBuf> =
+                entries(&path)?.into_iter().filter(|p| p.is_file() && is_image_file(p)).collect();
             if images.is_empty() {
                 continue;
             }
@@ -123,6 +124,13 @@ pub fn list(dir: &Path) -> Result<Listing> {
     Ok(Listing { files, labels: Some(file_labels), classes: names })
 }
 
+/// The images of a folder that decoded, and the files left out.
+pub struct Decoded<T> {
+    /// Each image with its index in the file list, in file order.
+    pub kept: Vec<(usize, T)>,
+    pub skipped: Vec<Skipped>,
+}
+
 /// What is wrong with one file, or its image.
 fn decode_one(path: &Path) -> std::result::Result<DynamicImage, (String, Error)> {
     let name = path.display().to_string();
@@ -147,7 +155,7 @@ pub fn decode_all<T: Send>(
     files: &[PathBuf],
     skip_bad: bool,
     prepare: impl Fn(DynamicImage) -> T + Sync,
-) -> Result<(Vec<(usize, T)>, Vec<Skipped>)> {
+) -> Result<Decoded<T>> {
     let progress = Progress::new(files.len());
     let decoded: Vec<std::result::Result<T, (String, Error)>> = files
         .par_iter()
@@ -167,7 +175,7 @@ pub fn decode_all<T: Send>(
             Err((_, e)) => return Err(with_hint(e)),
         }
     }
-    Ok((images, skipped))
+    Ok(Decoded { kept: images, skipped })
 }
 
 /// Adds the `--skip-bad` hint to a bad file's message.
@@ -203,7 +211,12 @@ impl Progress {
             *last = Instant::now();
             let width = 30;
             let filled = done * width / self.total.max(1);
-            eprint!("\r\x1b[2Kdecoding [{}{}] {done}/{} images", "#".repeat(filled), " ".repeat(width - filled), self.total);
+            eprint!(
+                "\r\x1b[2Kdecoding [{}{}] {done}/{} images",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                self.total
+            );
             let _ = std::io::stderr().flush();
         }
     }

@@ -287,12 +287,16 @@ pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
         Source::Dir(dir) => {
             let listing = folder::list(dir)?;
             opts.check(listing.files.len())?;
-            let (decoded, bad) = folder::decode_all(&listing.files, opts.skip_bad, |image| opts.prepare(image))?;
+            let folder::Decoded { kept: decoded, skipped: bad } =
+                folder::decode_all(&listing.files, opts.skip_bad, |image| opts.prepare(image))?;
             let name = dir.display().to_string();
             if decoded.is_empty() {
                 return Err(Error::bad_input(
                     &name,
-                    format!("holds no image that decodes ({} bad files skipped), expected PNG or JPEG images", bad.len()),
+                    format!(
+                        "holds no image that decodes ({} bad files skipped), expected PNG or JPEG images",
+                        bad.len()
+                    ),
                 ));
             }
             let labels = listing.labels.map(|l| Labels::from_i64(decoded.iter().map(|&(i, _)| l[i]).collect()));

@@ -281,8 +281,7 @@ fn the_valid_files_read_and_a_cut_one_does_not() {
     assert!(Idx::decode(&valid_idx()[..], Some(valid_idx().len() as u64), "x").is_ok());
     for image in [valid_png(), valid_jpeg()] {
         std::fs::write(dir.path().join("a.png"), &image).unwrap();
-        assert!(pack(&Source::Dir(dir.path().to_path_buf()), &PackOptions::default())
-            .is_ok());
+        assert!(pack(&Source::Dir(dir.path().to_path_buf()), &PackOptions::default()).is_ok());
     }
     let checkpoint = file(dir.path(), "m.safetensors", &valid_checkpoint(dir.path()));
     assert!(Checkpoint::load(&checkpoint, None, &Device::Cpu).unwrap().into_network::<Vae>(&Device::Cpu).is_ok());

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::data::grid::{grid_png, read_images, write_tiles, GridOptions};
 use crate::data::folder::Skipped;
+use crate::data::grid::{grid_png, read_images, write_tiles, GridOptions};
 use crate::data::pack::{classes_path, pack, write, PackOptions, Source};
 use crate::data::PixelRange;
 use crate::error::Result;
@@ -55,12 +55,7 @@ fn skipped_note(skipped: &[Skipped]) -> Option<String> {
         n => format!(" and {n} more"),
     };
     let files = if skipped.len() == 1 { "file" } else { "files" };
-    Some(format!(
-        "skipped {} bad {files}: {}{more} (the first: {})",
-        skipped.len(),
-        names.join(", "),
-        first.problem
-    ))
+    Some(format!("skipped {} bad {files}: {}{more} (the first: {})", skipped.len(), names.join(", "), first.problem))
 }
 
 /// Where `img-grid` draws.

@@ -457,7 +457,8 @@ fn packs_cifar_records_files_and_folders() {
     );
     assert!(line.contains("3000 bytes, not a positive multiple of 3073"), "{line}");
     std::fs::write(p.join("cifar100.bin"), cifar_record(42, 0)).unwrap();
-    let line = assert_fails_naming(tool("img-pack").current_dir(p).args(["cifar100.bin", "-o", "z.npy"]), p, "cifar100.bin");
+    let line =
+        assert_fails_naming(tool("img-pack").current_dir(p).args(["cifar100.bin", "-o", "z.npy"]), p, "cifar100.bin");
     assert!(line.contains("label 42, expected 0..9"), "{line}");
     std::fs::remove_file(batches.join("data_batch_3.bin")).unwrap();
     let line = assert_fails_naming(
@@ -466,7 +467,8 @@ fn packs_cifar_records_files_and_folders() {
         "data_batch_3.bin",
     );
     assert!(line.contains("--split"), "{line}");
-    let line = assert_fails_naming(tool("img-pack").current_dir(p).args(["one.bin", "mnist", "-o", "z.npy"]), p, "mnist");
+    let line =
+        assert_fails_naming(tool("img-pack").current_dir(p).args(["one.bin", "mnist", "-o", "z.npy"]), p, "mnist");
     assert!(line.contains("several INPUTs"), "{line}");
 }
 
