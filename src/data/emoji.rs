@@ -42,7 +42,10 @@ pub fn class_names() -> Result<Vec<String>> {
     let names: Vec<String> = serde_json::from_str(CLASSES_JSON)
         .map_err(|e| Error::bad_input("bundled emoji", format!("classes.json: {e}")))?;
     if names.len() != CLASSES {
-        return Err(Error::bad_input("bundled emoji", format!("classes.json names {} classes, expected {CLASSES}", names.len())));
+        return Err(Error::bad_input(
+            "bundled emoji",
+            format!("classes.json names {} classes, expected {CLASSES}", names.len()),
+        ));
     }
     Ok(names)
 }

@@ -131,7 +131,9 @@ impl ImageSet {
             }
             DataSpec::File(path) => {
                 if split.is_some() {
-                    return Err(Error::config("--split applies to the bundled sets (mnist, emoji); an array file is used whole"));
+                    return Err(Error::config(
+                        "--split applies to the bundled sets (mnist, emoji); an array file is used whole",
+                    ));
                 }
                 let array = read_array(path)?;
                 let pixels = to_unit_f32(&array, range, geometry, &path.to_string())?;

@@ -1,11 +1,14 @@
-//! Image data: the bundled MNIST digits, image arrays from `.npy` files, image folders and
-//! IDX files, and the conversions between pixel ranges and model input geometry.
+//! Image data: the bundled MNIST digits, image arrays from `.npy` files, image folders,
+//! IDX and CIFAR-10 files, and the conversions between pixel ranges and model input geometry.
 
+pub mod cifar;
 pub mod code_set;
 pub mod codes;
 pub mod convert;
 pub mod dataset;
 pub mod emoji;
+pub mod fit;
+pub mod folder;
 pub mod grid;
 pub mod idx;
 pub mod image_set;

@@ -2,25 +2,23 @@
 //! files become u8 [N,H,W] / [N,C,H,W] (or f32 in a chosen range), optionally resized,
 //! converted to grey or zero-padded, with class labels when the source has them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, Luma};
+use image::{DynamicImage, GrayImage, Luma, RgbImage};
 use rayon::prelude::*;
 
+use super::cifar;
 use super::convert::PixelRange;
+use super::fit::{self, Fit};
+use super::folder::{self, Skipped};
 use super::idx::{Idx, Kind};
-use super::image_set::{DataSpec, Split};
-use super::image_set::Bundled;
-use crate::io::npy::Elements;
+use super::image_set::{Bundled, DataSpec, Split};
 use crate::error::{Error, Result};
-use crate::io::npy::{DType, NpyWriter};
+use crate::io::npy::{DType, Elements, NpyWriter};
 use crate::io::{InputPath, Output, OutputPath};
 use crate::memory::{bytes_of, ensure_fits};
 
-/// Lanczos3 keeps strokes sharp when resizing; its overshoot is clipped to 0..255.
-const FILTER: FilterType = FilterType::Lanczos3;
 /// Images converted to f32 per write, so a float output needs no second full-size buffer.
 const ROWS_PER_WRITE: usize = 256;
 
@@ -31,41 +29,80 @@ pub enum Source {
     Bundled(Bundled, Split),
     /// An IDX images file (or stdin), with an optional IDX labels file.
     Idx { images: InputPath, labels: Option<InputPath> },
-    /// A folder of PNG/JPEG files, or of class subfolders named by integers.
+    /// A folder of PNG/JPEG files, or of class subfolders named by integers or by words.
     Dir(PathBuf),
+    /// CIFAR-10 binary files, concatenated in this order.
+    Cifar(Vec<PathBuf>),
 }
 
 impl Source {
-    /// Resolves INPUT (`mnist`, a folder, or an IDX file / `-`) and checks that `split` and
-    /// `labels_from` suit it.
-    pub fn new(input: &DataSpec, split: Option<Split>, labels_from: Option<InputPath>) -> Result<Self> {
-        let path = match input {
-            DataSpec::Bundled(set) => {
-                if labels_from.is_some() {
-                    return Err(Error::config("--labels-from is for IDX files; the bundled sets have their own labels"));
+    /// Resolves the INPUTs (`mnist`, a folder of images, a CIFAR-10 folder, CIFAR-10 `.bin`
+    /// files, or an IDX file / `-`) and checks that `split` and `labels_from` suit them.
+    pub fn new(inputs: &[DataSpec], split: Option<Split>, labels_from: Option<InputPath>) -> Result<Self> {
+        let no_split = |what: &str| match split {
+            Some(_) => Err(Error::config(format!(
+                "--split applies to the bundled sets (INPUT mnist or emoji) and to a CIFAR-10 folder, not to {what}"
+            ))),
+            None => Ok(()),
+        };
+        let no_labels_from = |why: &str| match labels_from {
+            Some(_) => Err(Error::config(format!("--labels-from is for IDX files; {why}"))),
+            None => Ok(()),
+        };
+        if inputs.len() > 1 {
+            let mut files = Vec::new();
+            for input in inputs {
+                match input {
+                    DataSpec::File(InputPath::File(p)) if cifar::is_cifar_file(p) && !p.is_dir() => {
+                        files.push(p.clone())
+                    }
+                    other => {
+                        let name = match other {
+                            DataSpec::Bundled(set) => set.name().to_string(),
+                            DataSpec::File(p) => p.to_string(),
+                        };
+                        return Err(Error::config(format!(
+                            "several INPUTs are taken only as CIFAR-10 .bin files to concatenate; {name} is not one"
+                        )));
+                    }
                 }
+            }
+            no_split("several CIFAR-10 files (pass their folder to pick a split)")?;
+            no_labels_from("CIFAR-10 records hold their labels")?;
+            return Ok(Source::Cifar(files));
+        }
+        let path = match inputs.first() {
+            None => return Err(Error::config("no INPUT given")),
+            Some(DataSpec::Bundled(set)) => {
+                no_labels_from("the bundled sets have their own labels")?;
                 return Ok(Source::Bundled(*set, split.unwrap_or(Split::All)));
             }
-            DataSpec::File(path) => path,
+            Some(DataSpec::File(path)) => path,
         };
-        if split.is_some() {
-            return Err(Error::config("--split applies to the bundled sets (INPUT mnist or emoji)"));
-        }
         match path {
+            InputPath::File(dir) if dir.is_dir() && cifar::is_cifar_folder(dir) => {
+                no_labels_from("CIFAR-10 records hold their labels")?;
+                Ok(Source::Cifar(cifar::split_files(dir, split.unwrap_or(Split::All))?))
+            }
             InputPath::File(dir) if dir.is_dir() => {
-                if labels_from.is_some() {
-                    return Err(Error::config(
-                        "--labels-from is for IDX files; a folder's labels are its class subfolders",
-                    ));
-                }
+                no_split("a folder of images")?;
+                no_labels_from("a folder's labels are its class subfolders")?;
                 Ok(Source::Dir(dir.clone()))
             }
-            _ => Ok(Source::Idx { images: path.clone(), labels: labels_from }),
+            InputPath::File(file) if cifar::is_cifar_file(file) => {
+                no_split("a CIFAR-10 file (pass its folder to pick a split)")?;
+                no_labels_from("CIFAR-10 records hold their labels")?;
+                Ok(Source::Cifar(vec![file.clone()]))
+            }
+            _ => {
+                no_split("an IDX file")?;
+                Ok(Source::Idx { images: path.clone(), labels: labels_from })
+            }
         }
     }
 }
 
-/// `--size WxH`.
+/// `--size N` (square) or `--size WxH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size {
     pub width: u32,
@@ -75,8 +112,8 @@ pub struct Size {
 impl FromStr for Size {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("invalid size '{s}' (expected WIDTHxHEIGHT, e.g. 32x32)");
-        let (w, h) = s.split_once('x').ok_or_else(bad)?;
+        let bad = || format!("invalid size '{s}' (expected N or WIDTHxHEIGHT, e.g. 64 or 32x32)");
+        let (w, h) = s.split_once('x').unwrap_or((s, s));
         let (width, height) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
         if width == 0 || height == 0 {
             return Err(bad());
@@ -85,15 +122,20 @@ impl FromStr for Size {
     }
 }
 
-/// How images are changed on the way in, applied in this order.
+/// How images are changed on the way in, applied in this order: alpha composited on white
+/// and the colour mode set, resized to `size` by `fit`, zero-padded to `pad_to`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PackOptions {
     /// Convert colour images to one channel.
     pub gray: bool,
     /// Resize every image to this size.
     pub size: Option<Size>,
+    /// How `size` is met when the aspect ratio differs.
+    pub fit: Fit,
     /// Zero-pad every image, centred, to N x N.
     pub pad_to: Option<u32>,
+    /// Skip files of a folder that do not decode (and count them) instead of failing.
+    pub skip_bad: bool,
 }
 
 impl PackOptions {
@@ -110,6 +152,17 @@ impl PackOptions {
             ensure_fits(format!("--pad-to {n}: {images}"), bytes).map_err(Error::config)?;
         }
         Ok(())
+    }
+
+    /// One image in its set's mode (grey unless it has colour and `gray` is off, alpha on
+    /// white) and fitted to `size`.
+    fn prepare(&self, image: DynamicImage) -> DynamicImage {
+        let gray = self.gray || !image.color().has_color();
+        let image = fit::to_mode(image, gray);
+        match self.size {
+            Some(s) if (s.width, s.height) != (image.width(), image.height()) => fit::fit(image, s, self.fit),
+            _ => image,
+        }
     }
 }
 
@@ -167,6 +220,10 @@ impl Labels {
 pub struct Packed {
     pub images: Images,
     pub labels: Option<Labels>,
+    /// The class names in label order, for class folders named by words.
+    pub classes: Option<Vec<String>>,
+    /// The files `--skip-bad` left out, in file order.
+    pub skipped: Vec<Skipped>,
     /// The source's name and why it has no labels, for the error when labels are asked for.
     source: String,
     no_labels: &'static str,
@@ -181,10 +238,13 @@ struct Picture {
 /// Reads `source` and applies `opts`.
 pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
     opts.check(1)?;
+    let mut classes = None;
+    let mut skipped = Vec::new();
     let (pictures, labels, name, no_labels) = match source {
         Source::Bundled(set, split) => {
             let (array, labels) = set.load(*split)?;
             let name = format!("{}:{}", set.name(), split.name());
+            opts.check(labels.len())?;
             let Elements::U8(pixels) = &array.data else { unreachable!("the bundled sets are u8") };
             let pictures = match array.shape[..] {
                 [n, h, w] => gray_pictures(pixels, [n, h, w], &name),
@@ -192,7 +252,7 @@ pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
                 _ => unreachable!("the bundled sets are [N, H, W] or [N, 3, H, W]"),
             };
             let labels = Some(Labels::U8(labels.into_iter().map(|l| l as u8).collect()));
-            (pictures, labels, name, "")
+            (prepare_all(pictures, opts), labels, name, "")
         }
         Source::Idx { images, labels } => {
             let idx = Idx::read(images, Kind::Images)?;
@@ -213,21 +273,52 @@ pub fn pack(source: &Source, opts: &PackOptions) -> Result<Packed> {
                 }
                 None => None,
             };
+            opts.check(n)?;
             let pictures = gray_pictures(&idx.data, [n, idx.shape[1], idx.shape[2]], &images.to_string());
             let no_labels = "an IDX file's labels come from --labels-from FILE";
-            (pictures, labels, images.to_string(), no_labels)
+            (prepare_all(pictures, opts), labels, images.to_string(), no_labels)
+        }
+        Source::Cifar(files) => {
+            let c = cifar::read(files)?;
+            opts.check(c.count)?;
+            let name = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+            let pictures = rgb_pictures(&c.pixels, [c.count, cifar::SIDE, cifar::SIDE], &name);
+            (prepare_all(pictures, opts), Some(Labels::U8(c.labels)), name, "")
         }
         Source::Dir(dir) => {
-            let (files, labels) = list_dir(dir)?;
-            let pictures = decode_all(&files)?;
-            let no_labels =
-                "a folder has labels only when all its images are in subfolders named by integer class (0/, 1/, ...)";
+            let listing = folder::list(dir)?;
+            opts.check(listing.files.len())?;
+            let folder::Decoded { kept: decoded, skipped: bad } =
+                folder::decode_all(&listing.files, opts.skip_bad, |image| opts.prepare(image))?;
             let name = dir.display().to_string();
-            (pictures, labels.map(Labels::from_i64), name, no_labels)
+            if decoded.is_empty() {
+                return Err(Error::bad_input(
+                    &name,
+                    format!(
+                        "holds no image that decodes ({} bad files skipped), expected PNG or JPEG images",
+                        bad.len()
+                    ),
+                ));
+            }
+            let labels = listing.labels.map(|l| Labels::from_i64(decoded.iter().map(|&(i, _)| l[i]).collect()));
+            let pictures = decoded
+                .into_iter()
+                .map(|(i, image)| Picture { name: listing.files[i].display().to_string(), image })
+                .collect();
+            classes = listing.classes;
+            skipped = bad;
+            let no_labels = "a folder has labels only when all its images are in class subfolders (0/, 1/, ... or \
+                             cats/, dogs/, ...)";
+            (pictures, labels, name, no_labels)
         }
     };
     let images = assemble(pictures, opts)?;
-    Ok(Packed { images, labels, source: name, no_labels })
+    Ok(Packed { images, labels, classes, skipped, source: name, no_labels })
+}
+
+/// [`PackOptions::prepare`] on every picture, in parallel.
+fn prepare_all(pictures: Vec<Picture>, opts: &PackOptions) -> Vec<Picture> {
+    pictures.into_par_iter().map(|Picture { name, image }| Picture { name, image: opts.prepare(image) }).collect()
 }
 
 /// Splits u8 [N, H, W] into one-channel pictures.
@@ -246,16 +337,17 @@ fn gray_pictures(pixels: &[u8], [n, h, w]: [usize; 3], name: &str) -> Vec<Pictur
         .collect()
 }
 
-/// Splits u8 [N, 3, H, W] (channels first) into RGB pictures.
+/// Splits planar u8 [N, 3, H, W] (channels first: the bundled emoji, CIFAR-10) into RGB
+/// pictures.
 fn rgb_pictures(pixels: &[u8], [n, h, w]: [usize; 3], name: &str) -> Vec<Picture> {
-    // The bundled sets store sizes below 2^32, so the casts are exact.
+    // The sources store sizes below 2^32, so the casts are exact.
     let (width, height, plane) = (w as u32, h as u32, h * w);
     pixels
-        .chunks_exact(3 * plane)
+        .par_chunks_exact(3 * plane)
         .take(n)
         .map(|p| Picture {
             name: name.to_string(),
-            image: DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| {
+            image: DynamicImage::ImageRgb8(RgbImage::from_fn(width, height, |x, y| {
                 let i = y as usize * w + x as usize;
                 image::Rgb([p[i], p[plane + i], p[2 * plane + i]])
             })),
@@ -263,105 +355,35 @@ fn rgb_pictures(pixels: &[u8], [n, h, w]: [usize; 3], name: &str) -> Vec<Picture
         .collect()
 }
 
-/// True for names the image crate decodes here (the format itself is read from the bytes).
-fn is_image_file(path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
-}
-
-/// The image files of `dir`, sorted by path, and their labels when every image lies in a
-/// subfolder named by an integer. Files with other extensions and hidden entries are skipped.
-fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<Vec<i64>>)> {
-    let entries = |d: &Path| -> Result<Vec<PathBuf>> {
-        let mut v = Vec::new();
-        for entry in std::fs::read_dir(d).map_err(|e| Error::io(d.display(), e))? {
-            let path = entry.map_err(|e| Error::io(d.display(), e))?.path();
-            if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                v.push(path);
-            }
-        }
-        Ok(v)
-    };
-    let mut files: Vec<(PathBuf, Option<i64>)> = Vec::new();
-    let mut all_labelled = true;
-    for path in entries(dir)? {
-        if path.is_dir() {
-            let class = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i64>().ok());
-            all_labelled &= class.is_some();
-            files.extend(entries(&path)?.into_iter().filter(|p| p.is_file() && is_image_file(p)).map(|p| (p, class)));
-        } else if is_image_file(&path) {
-            all_labelled = false;
-            files.push((path, None));
-        }
-    }
-    if files.is_empty() {
-        return Err(Error::bad_input(
-            dir.display(),
-            "holds no PNG or JPEG images (expected *.png, *.jpg or *.jpeg, directly or in subfolders)",
-        ));
-    }
-    files.sort();
-    let labels = all_labelled.then(|| files.iter().filter_map(|(_, l)| *l).collect());
-    Ok((files.into_iter().map(|(p, _)| p).collect(), labels))
-}
-
-/// Decodes every file (in parallel); the first failure in path order is the one reported.
-fn decode_all(files: &[PathBuf]) -> Result<Vec<Picture>> {
-    let decoded: Vec<Result<Picture>> = files
-        .par_iter()
-        .map(|path| {
-            let name = path.display().to_string();
-            let bad =
-                |e: String| Error::bad_input(&name, format!("cannot decode image ({e}); expected a PNG or JPEG file"));
-            let reader = image::ImageReader::open(path).map_err(|e| Error::io(&name, e))?;
-            let image = reader
-                .with_guessed_format()
-                .map_err(|e| Error::io(&name, e))?
-                .decode()
-                .map_err(|e| bad(e.to_string()))?;
-            Ok(Picture { name, image })
-        })
-        .collect();
-    decoded.into_iter().collect()
-}
-
-/// Converts, resizes, checks sizes and pads the pictures into one array. Colour survives
-/// unless `opts.gray`; when some pictures are grey and some colour, grey ones are repeated
-/// over three channels.
+/// Checks sizes and places the prepared pictures into one array. Colour survives unless
+/// `opts.gray`; when some pictures are grey and some colour, grey ones are repeated over
+/// three channels. With `--size` every picture is centred on a canvas of that size (filled
+/// white for a colour set and 0 for a grey one, which only `--fit pad` leaves visible),
+/// then zero-padded to `--pad-to`.
 fn assemble(pictures: Vec<Picture>, opts: &PackOptions) -> Result<Images> {
     opts.check(pictures.len())?;
-    let pictures: Vec<Picture> = pictures
-        .into_par_iter()
-        .map(|Picture { name, image }| {
-            let image = if opts.gray || !image.color().has_color() {
-                DynamicImage::ImageLuma8(image.into_luma8())
-            } else {
-                DynamicImage::ImageRgb8(image.into_rgb8())
-            };
-            let image = match opts.size {
-                Some(s) if (s.width, s.height) != (image.width(), image.height()) => {
-                    image.resize_exact(s.width, s.height, FILTER)
-                }
-                _ => image,
-            };
-            Picture { name, image }
-        })
-        .collect();
     let Some(first) = pictures.first() else {
         return Err(Error::config("no images to pack"));
     };
-    let (w, h) = (first.image.width() as usize, first.image.height() as usize);
-    if let Some(odd) = pictures.iter().find(|p| (p.image.width() as usize, p.image.height() as usize) != (w, h)) {
-        return Err(Error::bad_input(
-            &odd.name,
-            format!(
-                "is {}x{}, but {} is {w}x{h} (all images must have one size; pass --size WxH to resize them)",
-                odd.image.width(),
-                odd.image.height(),
-                first.name
-            ),
-        ));
-    }
+    let dims = |p: &Picture| (p.image.width() as usize, p.image.height() as usize);
+    let (w, h) = match opts.size {
+        Some(s) => (s.width as usize, s.height as usize),
+        None => {
+            let (w, h) = dims(first);
+            if let Some(odd) = pictures.iter().find(|p| dims(p) != (w, h)) {
+                return Err(Error::bad_input(
+                    &odd.name,
+                    format!(
+                        "is {}x{}, but {} is {w}x{h} (all images must have one size; pass --size WxH to resize them)",
+                        odd.image.width(),
+                        odd.image.height(),
+                        first.name
+                    ),
+                ));
+            }
+            (w, h)
+        }
+    };
     let (out_h, out_w) = match opts.pad_to {
         None => (h, w),
         Some(n) if h <= n as usize && w <= n as usize => (n as usize, n as usize),
@@ -373,27 +395,47 @@ fn assemble(pictures: Vec<Picture>, opts: &PackOptions) -> Result<Images> {
         }
     };
     let channels = pictures.iter().map(|p| p.image.color().channel_count() as usize).max().unwrap_or(1);
+    let fill = if channels == 3 { 255 } else { 0 };
     let (top, left) = ((out_h - h) / 2, (out_w - w) / 2);
     let mut pixels = vec![0u8; pictures.len() * channels * out_h * out_w];
-    for (p, dst) in pictures.iter().zip(pixels.chunks_exact_mut(channels * out_h * out_w)) {
+    pixels.par_chunks_exact_mut(channels * out_h * out_w).zip(&pictures).for_each(|(dst, p)| {
         // Interleaved (H, W, c) -> planar (C, H, W), a grey picture repeated over C.
         let c = p.image.color().channel_count() as usize;
+        let (pw, ph) = dims(p);
         let src = p.image.as_bytes();
+        let (y0, x0) = (top + (h - ph) / 2, left + (w - pw) / 2);
         for (ch, plane) in dst.chunks_exact_mut(out_h * out_w).enumerate() {
+            if (pw, ph) != (w, h) && fill != 0 {
+                for y in 0..h {
+                    plane[(top + y) * out_w + left..][..w].fill(fill);
+                }
+            }
             let from = ch.min(c - 1);
-            for y in 0..h {
-                let row = &mut plane[(top + y) * out_w + left..][..w];
+            for y in 0..ph {
+                let row = &mut plane[(y0 + y) * out_w + x0..][..pw];
                 for (x, px) in row.iter_mut().enumerate() {
-                    *px = src[(y * w + x) * c + from];
+                    *px = src[(y * pw + x) * c + from];
                 }
             }
         }
-    }
+    });
     Ok(Images { count: pictures.len(), channels, height: out_h, width: out_w, pixels })
 }
 
-/// Writes the images (u8, or f32 in `range`) to `out` and the labels to `labels_out`. Both
-/// files appear only when both are complete.
+/// Where the class table of `--labels-out` goes: `y.npy` -> `y.classes.json`. `None` for
+/// stdout and for a device or FIFO (`/dev/null`), which have no "beside".
+pub fn classes_path(labels_out: &OutputPath) -> Option<PathBuf> {
+    match labels_out {
+        OutputPath::File(p) if !std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()) => {
+            Some(p.with_extension("classes.json"))
+        }
+        _ => None,
+    }
+}
+
+/// Writes the images (u8, or f32 in `range`) to `out`, the labels to `labels_out` and, for
+/// class folders named by words, the class names (a JSON array in label order) beside the
+/// labels ([`classes_path`]). The files appear only when all are complete.
 pub fn write(
     packed: &Packed,
     range: Option<PixelRange>,
@@ -415,6 +457,19 @@ pub fn write(
             ))
         }
     };
+    // The class table of word-named class folders goes beside the labels file.
+    let table = match (labels, &packed.classes) {
+        (Some((path, _)), Some(classes)) => {
+            if path.is_stdout() {
+                return Err(Error::config(format!(
+                    "--labels-out -: the class folders of {} are named by words, and their table (NAME.classes.json)                      is written beside a labels file; give --labels-out a file",
+                    packed.source
+                )));
+            }
+            classes_path(path).map(|p| (OutputPath::File(p), classes))
+        }
+        _ => None,
+    };
     let images = write_images(&packed.images, range, out)?;
     let labels = match labels {
         Some((path, labels)) => {
@@ -424,8 +479,19 @@ pub fn write(
         }
         None => None,
     };
+    let table = match table {
+        Some((path, classes)) => {
+            let mut json = serde_json::to_string(classes).map_err(|e| Error::config(e.to_string()))?;
+            json.push('\n');
+            let mut o = path.create()?;
+            std::io::Write::write_all(&mut o, json.as_bytes()).map_err(|e| Error::io(&path, e))?;
+            Some(o)
+        }
+        None => None,
+    };
     images.finish()?;
     labels.map(Output::finish).transpose()?;
+    table.map(Output::finish).transpose()?;
     Ok(())
 }
 
@@ -487,7 +553,8 @@ mod tests {
             name: "c".into(),
             image: DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([255, 255, 255]))),
         };
-        let im = assemble(vec![rgb], &PackOptions { gray: true, ..Default::default() }).unwrap();
+        let opts = PackOptions { gray: true, ..Default::default() };
+        let im = assemble(prepare_all(vec![rgb], &opts), &opts).unwrap();
         assert_eq!((im.shape(), im.pixels), (vec![1, 1, 1], vec![255]));
     }
 
@@ -497,8 +564,8 @@ mod tests {
             || vec![gray("a.png", 4, 4, |_, _| 200), gray("b.png", 4, 4, |_, _| 200), gray("c.png", 6, 4, |_, _| 200)];
         let e = assemble(p(), &PackOptions::default()).unwrap_err().to_string();
         assert!(e.starts_with("c.png: is 6x4, but a.png is 4x4") && e.contains("--size"), "{e}");
-        let opts = PackOptions { size: Some("2x3".parse().unwrap()), ..Default::default() };
-        let im = assemble(p(), &opts).unwrap();
+        let opts = PackOptions { size: Some("2x3".parse().unwrap()), fit: Fit::Stretch, ..Default::default() };
+        let im = assemble(prepare_all(p(), &opts), &opts).unwrap();
         assert_eq!(im.shape(), vec![3, 3, 2]);
         assert!(im.pixels.iter().all(|&v| v == 200), "{:?}", im.pixels);
     }
@@ -520,8 +587,9 @@ mod tests {
     #[test]
     fn parses_sizes() {
         assert_eq!("32x16".parse::<Size>(), Ok(Size { width: 32, height: 16 }));
-        for bad in ["32", "0x4", "ax4", "4x", "-1x4"] {
-            assert!(bad.parse::<Size>().unwrap_err().contains("WIDTHxHEIGHT"), "{bad}");
+        assert_eq!("64".parse::<Size>(), Ok(Size { width: 64, height: 64 }));
+        for bad in ["0", "0x4", "ax4", "4x", "-1x4", "x"] {
+            assert!(bad.parse::<Size>().unwrap_err().contains("N or WIDTHxHEIGHT"), "{bad}");
         }
     }
 

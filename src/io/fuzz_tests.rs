@@ -256,7 +256,7 @@ proptest! {
     fn image_folders_never_panic(bytes in prop_oneof![hostile(valid_png()), hostile(valid_jpeg())]) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.png"), &bytes).unwrap();
-        let opts = PackOptions { gray: false, size: None, pad_to: None };
+        let opts = PackOptions::default();
         let _ = pack(&Source::Dir(dir.path().to_path_buf()), &opts);
     }
 
@@ -281,8 +281,7 @@ fn the_valid_files_read_and_a_cut_one_does_not() {
     assert!(Idx::decode(&valid_idx()[..], Some(valid_idx().len() as u64), "x").is_ok());
     for image in [valid_png(), valid_jpeg()] {
         std::fs::write(dir.path().join("a.png"), &image).unwrap();
-        assert!(pack(&Source::Dir(dir.path().to_path_buf()), &PackOptions { gray: false, size: None, pad_to: None })
-            .is_ok());
+        assert!(pack(&Source::Dir(dir.path().to_path_buf()), &PackOptions::default()).is_ok());
     }
     let checkpoint = file(dir.path(), "m.safetensors", &valid_checkpoint(dir.path()));
     assert!(Checkpoint::load(&checkpoint, None, &Device::Cpu).unwrap().into_network::<Vae>(&Device::Cpu).is_ok());

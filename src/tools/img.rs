@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::data::folder::Skipped;
 use crate::data::grid::{grid_png, read_images, write_tiles, GridOptions};
-use crate::data::pack::{pack, write, PackOptions, Source};
+use crate::data::pack::{classes_path, pack, write, PackOptions, Source};
 use crate::data::PixelRange;
 use crate::error::Result;
 use crate::io::{check_io, InputPath, OutputPath};
@@ -22,14 +23,39 @@ pub struct ImgPack {
 pub fn img_pack(r: &ImgPack) -> Result<()> {
     let (images, labels) = match &r.source {
         Source::Idx { images, labels } => (Some(images), labels.as_ref()),
-        Source::Bundled(..) | Source::Dir(_) => (None, None),
+        Source::Bundled(..) | Source::Dir(_) | Source::Cifar(_) => (None, None),
     };
     check_io(
         &[("INPUT", images), ("--labels-from", labels)],
         &[("-o", Some(&r.output)), ("--labels-out", r.labels_out.as_ref())],
     )?;
+    if let (Source::Dir(_), Some(labels)) = (&r.source, &r.labels_out) {
+        // A folder of word-named classes writes its class table beside the labels.
+        if let Some(table) = classes_path(labels) {
+            OutputPath::File(table).check_writable()?;
+        }
+    }
     let packed = pack(&r.source, &r.options)?;
-    write(&packed, r.range, &r.output, r.labels_out.as_ref())
+    write(&packed, r.range, &r.output, r.labels_out.as_ref())?;
+    if let Some(note) = skipped_note(&packed.skipped) {
+        eprintln!("img-pack: {note}");
+    }
+    Ok(())
+}
+
+/// The names shown of the files `--skip-bad` left out.
+const SKIPPED_SHOWN: usize = 3;
+
+/// One line for the files `--skip-bad` left out: the count and the first few names.
+fn skipped_note(skipped: &[Skipped]) -> Option<String> {
+    let first = skipped.first()?;
+    let names: Vec<&str> = skipped.iter().take(SKIPPED_SHOWN).map(|s| s.name.as_str()).collect();
+    let more = match skipped.len().saturating_sub(SKIPPED_SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let files = if skipped.len() == 1 { "file" } else { "files" };
+    Some(format!("skipped {} bad {files}: {}{more} (the first: {})", skipped.len(), names.join(", "), first.problem))
 }
 
 /// Where `img-grid` draws.
