@@ -44,9 +44,9 @@
 //! zero gradient and keep their initial values.
 //!
 //! The network runs channels-last ([N H W, C], one pixel a row): each convolution is an
-//! unfold of its taps ([`ops::OpPath::causal_unfold`]) and one matrix product, the 1x1
-//! convolutions are plain products, and the gate takes its conditioning in one op
-//! ([`ops::OpPath::gate`]). On the CPU each whole gated layer is one fused op with its own
+//! unfold of its taps ([`ops::causal_unfold`]) and one matrix product, the 1x1
+//! convolutions are plain products, and the gate takes its conditioning
+//! ([`ops::gate`]). On the CPU each whole gated layer is one fused op with its own
 //! backward pass, on the two stacks side by side ([`layer`]), and the head's products and the
 //! cross-entropy are fused kernels; elsewhere they are candle's ops (the device rules of
 //! [`ops`], [`layer`], [`Linear`] and [`mean_cross_entropy`]).
@@ -171,7 +171,7 @@ fn tap_mask(c: usize, taps: usize, masked: &[usize], device: &candle_core::Devic
 }
 
 /// A convolution's weight matrix [out, C T] (PyTorch's order, channels major) with its
-/// columns in the taps-major order of [`ops::OpPath::causal_unfold`], [out, T C], times
+/// columns in the taps-major order of [`ops::causal_unfold`], [out, T C], times
 /// `mask` if any. Rebuilt on every forward pass, as a copy would not follow in-place updates
 /// of the parameter.
 fn tap_major(layer: &Linear, taps: usize, mask: Option<&Tensor>) -> Result<Linear> {
@@ -231,21 +231,14 @@ impl GatedLayer {
     }
 
     /// One layer on channels-last maps of `size` (height, width) pixels, `v`, `h` [N H W, C],
-    /// with conditioning `cond` (each [N, 1 or H W, 2C]), its unfolds and gates run by `ops`.
-    fn forward(
-        &self,
-        ops: OpPath,
-        v: &Tensor,
-        h: &Tensor,
-        size: (usize, usize),
-        cond: &[&Tensor],
-    ) -> Result<(Tensor, Tensor)> {
+    /// with conditioning `cond` (each [N, 1 or H W, 2C]), as candle ops: the composed path.
+    fn forward(&self, v: &Tensor, h: &Tensor, size: (usize, usize), cond: &[&Tensor]) -> Result<(Tensor, Tensor)> {
         let (v_conv, h_conv) = self.convs()?;
-        let v_pre = v_conv.forward(&ops.causal_unfold(v, ops::V_TAPS, size)?)?;
-        let h_pre = h_conv.forward(&ops.causal_unfold(h, ops::H_TAPS, size)?)?;
+        let v_pre = v_conv.forward(&ops::causal_unfold(v, ops::V_TAPS, size)?)?;
+        let h_pre = h_conv.forward(&ops::causal_unfold(h, ops::H_TAPS, size)?)?;
         let h_pre = (self.v_to_h.forward(&v_pre)? + h_pre)?;
-        let v_out = ops.gate(&v_pre, cond)?;
-        let h_out = self.h_out.forward(&ops.gate(&h_pre, cond)?)?;
+        let v_out = ops::gate(&v_pre, cond)?;
+        let h_out = self.h_out.forward(&ops::gate(&h_pre, cond)?)?;
         let h_out = if self.mask.is_some() { h_out } else { (h_out + h)? };
         Ok((v_out, h_out))
     }
@@ -382,7 +375,7 @@ impl PixelCnn {
                 let conds = self.conditions(n, labels, top)?;
                 let (mut v, mut h) = (x.clone(), x);
                 for (layer, cond) in self.layers.iter().zip(&conds) {
-                    (v, h) = layer.forward(ops, &v, &h, size, &cond.iter().collect::<Vec<_>>())?;
+                    (v, h) = layer.forward(&v, &h, size, &cond.iter().collect::<Vec<_>>())?;
                 }
                 h
             }

@@ -55,6 +55,26 @@ fn packs_the_bundled_test_split_with_labels() {
     assert!(labels.iter().all(|&l| l <= 9) && labels.contains(&9));
 }
 
+/// The bundled colour set: RGB planes on white, its nine categories, and `--size 32` giving
+/// the 32x32 version.
+#[test]
+fn packs_the_bundled_emoji_in_colour_and_at_32() {
+    let dir = tempfile::tempdir().unwrap();
+    tool("img-pack")
+        .current_dir(dir.path())
+        .args(["emoji", "--split", "test", "-o", "x.npy", "--labels-out", "y.npy"])
+        .assert()
+        .success();
+    let (shape, pixels) = u8s(&dir.path().join("x.npy"));
+    assert_eq!(shape, vec![370, 3, 64, 64]);
+    // The top-left pixel of every image is the white background.
+    assert!(pixels.chunks_exact(64 * 64).all(|plane| plane[0] == 255));
+    let (_, labels) = u8s(&dir.path().join("y.npy"));
+    assert!(labels.iter().all(|&l| l <= 8) && labels.contains(&8) && labels.contains(&0));
+    tool("img-pack").current_dir(dir.path()).args(["emoji", "--size", "32", "-o", "s.npy"]).assert().success();
+    assert_eq!(u8s(&dir.path().join("s.npy")).0, vec![3_781, 3, 32, 32]);
+}
+
 #[test]
 fn pads_to_32_in_minus_one_one() {
     let dir = tempfile::tempdir().unwrap();

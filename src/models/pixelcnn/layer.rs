@@ -17,8 +17,9 @@
 //! masked taps' gradient is exactly zero.
 //!
 //! Why: as separate candle ops a layer is about ten activation-sized edges (unfolds, products,
-//! adds, gates), and candle's backward pass allocates a zero-filled gradient for every input
-//! of every op and adds into it; this op has three inputs, writes its gradients once, and
+//! adds, gates), each with its own buffers and gradient bookkeeping in candle's backward pass
+//! (a zero-filled gradient and an addition per input, before the patch of vendor/README.md);
+//! this op has three inputs, writes its gradients once, and
 //! keeps only what its backward pass needs (the gates' inputs, v_pre, gate(a_h)); the unfolds
 //! are recomputed there rather than stored.
 //!

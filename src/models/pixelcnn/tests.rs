@@ -106,7 +106,7 @@ fn composed_path_matches_the_fused_one_in_logits_and_every_gradient() {
     }
 }
 
-/// Each layer's unfold and tap-major product, on either path, is the PyTorch convolution
+/// Each layer's unfold and tap-major product (the composed path) is the PyTorch convolution
 /// of the stored weights (mask A applied in the first layer) on zero-padded NCHW maps:
 /// candle's conv2d, read from the parameters by name.
 #[test]
@@ -131,11 +131,9 @@ fn unfolded_products_are_the_padded_convolutions_of_the_stored_weights() {
             let padded = nchw(&x).pad_with_zeros(2, top, 0).unwrap().pad_with_zeros(3, left, right).unwrap();
             let want = padded.conv2d(&weight, 0, 1, 1, 1).unwrap();
             let want = want.broadcast_add(&get("bias").reshape((1, (), 1, 1)).unwrap()).unwrap();
-            for ops in [OpPath::Fused, OpPath::Composed] {
-                let got = nchw(&product.forward(&ops.causal_unfold(&x, taps, (h, w)).unwrap()).unwrap());
-                let err = (&got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(err < 1e-5, "layer {i} {name} {ops:?}: differs by {err}");
-            }
+            let got = nchw(&product.forward(&ops::causal_unfold(&x, taps, (h, w)).unwrap()).unwrap());
+            let err = (&got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(err < 1e-5, "layer {i} {name}: differs by {err}");
         }
     }
 }
@@ -419,7 +417,7 @@ fn the_layer_op_matches_the_composed_layer() {
             let class = layer.class_embed.as_ref().unwrap().forward(&labels).unwrap().unsqueeze(1).unwrap();
             let top = k.as_tensor().reshape((n, (), 2 * c)).unwrap();
             let conds: Vec<&Tensor> = if with_top { vec![&top, &class] } else { vec![&class] };
-            let (v_out, h_out) = layer.forward(OpPath::Composed, &v, &h, size, &conds).unwrap();
+            let (v_out, h_out) = layer.forward(&v, &h, size, &conds).unwrap();
             let composed = Tensor::cat(&[&v_out, &h_out], 1).unwrap();
             let state = Tensor::cat(&[v.as_tensor(), h.as_tensor()], 1).unwrap();
             let fused = layer.forward_fused(&state, size, with_top.then_some(k.as_tensor()), Some(&label_vec)).unwrap();
