@@ -10,7 +10,7 @@ BIN := target/release
 TOOLS := img-pack img-grid vae-train vae-eval vae-encode vae-decode vq-encode vq-decode prior-fit prior-sample \
   ddpm-train ddpm-noise ddpm-denoise
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
-SOURCES := Cargo.toml $(shell find src bin data -type f)
+SOURCES := Cargo.toml $(shell find src bin data vendor -type f)
 
 .PHONY: all build test bench bench-stages lint clean
 all: build
