@@ -7,6 +7,7 @@
 //! variants; the rows hold the train images first, then the test images (`split.npy` marks
 //! each row, and [`load_all`] checks that order).
 
+use super::sheet;
 use crate::error::{Error, Result};
 
 static SHEET_PNG: &[u8] = include_bytes!("../../data/emoji/emoji.png");
@@ -20,6 +21,7 @@ pub const COUNT: usize = 3_781;
 pub const CLASSES: usize = 9;
 /// Images per row of the sheet.
 const GRID: usize = 64;
+const NAME: &str = "bundled emoji";
 
 /// The set: u8 [COUNT, 3, 64, 64] (channels first, row-major), the labels, and the number of
 /// train images (the rows before it are the train split, the rest the test split).
@@ -27,14 +29,6 @@ pub struct Emoji {
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
     pub train_count: usize,
-}
-
-/// The u8 data of a bundled `.npy` of `COUNT` u8 values.
-fn npy_u8(bytes: &'static [u8], what: &str) -> Result<&'static [u8]> {
-    if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < COUNT {
-        return Err(Error::bad_input("bundled emoji", format!("{what} is not a .npy of {COUNT} u8 values")));
-    }
-    Ok(&bytes[bytes.len() - COUNT..])
 }
 
 /// The category names, in label order.
@@ -52,42 +46,15 @@ pub fn class_names() -> Result<Vec<String>> {
 
 /// Decodes the whole set.
 pub fn load_all() -> Result<Emoji> {
-    let bad = |e: String| Error::bad_input("bundled emoji", e);
-    let sheet = image::load_from_memory_with_format(SHEET_PNG, image::ImageFormat::Png)
-        .map_err(|e| bad(e.to_string()))?
-        .into_rgb8();
-    let rows = COUNT.div_ceil(GRID);
-    if sheet.width() as usize != GRID * SIDE || sheet.height() as usize != rows * SIDE {
-        return Err(bad(format!(
-            "sheet is {}x{}, expected {}x{}",
-            sheet.width(),
-            sheet.height(),
-            GRID * SIDE,
-            rows * SIDE
-        )));
-    }
-    let (sheet, stride) = (sheet.as_raw(), GRID * SIDE * CHANNELS);
-    let plane = SIDE * SIDE;
-    let mut images = vec![0u8; COUNT * CHANNELS * plane];
-    for (i, image) in images.chunks_exact_mut(CHANNELS * plane).enumerate() {
-        let (gy, gx) = (i / GRID, i % GRID);
-        for y in 0..SIDE {
-            let start = (gy * SIDE + y) * stride + gx * SIDE * CHANNELS;
-            for (x, px) in sheet[start..start + SIDE * CHANNELS].chunks_exact(CHANNELS).enumerate() {
-                for (c, &v) in px.iter().enumerate() {
-                    image[c * plane + y * SIDE + x] = v;
-                }
-            }
-        }
-    }
-    let labels = npy_u8(LABELS_NPY, "labels.npy")?.to_vec();
+    let images = sheet::cells(SHEET_PNG, NAME, CHANNELS, SIDE, GRID, COUNT)?;
+    let labels = sheet::npy_u8(LABELS_NPY, NAME, "labels.npy", COUNT)?.to_vec();
     if labels.iter().any(|&l| l as usize >= CLASSES) {
-        return Err(bad(format!("labels.npy holds a label beyond the {CLASSES} classes")));
+        return Err(Error::bad_input(NAME, format!("labels.npy holds a label beyond the {CLASSES} classes")));
     }
-    let split = npy_u8(SPLIT_NPY, "split.npy")?;
+    let split = sheet::npy_u8(SPLIT_NPY, NAME, "split.npy", COUNT)?;
     let train_count = split.iter().take_while(|&&s| s == 0).count();
     if split[train_count..].iter().any(|&s| s != 1) {
-        return Err(bad("split.npy does not hold the train rows first, then the test rows".into()));
+        return Err(Error::bad_input(NAME, "split.npy does not hold the train rows first, then the test rows"));
     }
     Ok(Emoji { images, labels, train_count })
 }

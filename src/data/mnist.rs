@@ -5,6 +5,7 @@
 //! The fixed split: rows 0..9000 train, 9000..10000 test (the rows were shuffled once when
 //! the files were made, so both splits hold every class).
 
+use super::sheet;
 use crate::error::{Error, Result};
 
 static DIGITS_PNG: &[u8] = include_bytes!("../../data/mnist/digits.png");
@@ -17,25 +18,11 @@ const GRID: usize = 100;
 
 /// All 10,000 digits as u8 [10000, 28, 28] (row-major) and their labels.
 pub fn load_all() -> Result<(Vec<u8>, Vec<u8>)> {
-    let bad = |e: String| Error::bad_input("bundled MNIST", e);
-    let sheet = image::load_from_memory_with_format(DIGITS_PNG, image::ImageFormat::Png)
-        .map_err(|e| bad(e.to_string()))?
-        .into_luma8();
-    if sheet.width() as usize != GRID * SIDE || sheet.height() as usize != GRID * SIDE {
-        return Err(bad(format!("sheet is {}x{}, expected 2800x2800", sheet.width(), sheet.height())));
-    }
-    let sheet = sheet.as_raw();
-    let mut images = vec![0u8; COUNT * SIDE * SIDE];
-    for (i, digit) in images.chunks_exact_mut(SIDE * SIDE).enumerate() {
-        let (gy, gx) = (i / GRID, i % GRID);
-        for (y, row) in digit.chunks_exact_mut(SIDE).enumerate() {
-            let start = (gy * SIDE + y) * GRID * SIDE + gx * SIDE;
-            row.copy_from_slice(&sheet[start..start + SIDE]);
-        }
-    }
-    let labels = LABELS_NPY[LABELS_NPY.len() - COUNT..].to_vec();
-    if !LABELS_NPY.starts_with(b"\x93NUMPY") || labels.iter().any(|&l| l > 9) {
-        return Err(bad("labels.npy is not 10,000 u8 labels in 0..9".into()));
+    const NAME: &str = "bundled MNIST";
+    let images = sheet::cells(DIGITS_PNG, NAME, 1, SIDE, GRID, COUNT)?;
+    let labels = sheet::npy_u8(LABELS_NPY, NAME, "labels.npy", COUNT)?.to_vec();
+    if labels.iter().any(|&l| l > 9) {
+        return Err(Error::bad_input(NAME, "labels.npy is not 10,000 u8 labels in 0..9"));
     }
     Ok((images, labels))
 }

@@ -14,6 +14,7 @@ pub mod idx;
 pub mod image_set;
 pub mod mnist;
 pub mod pack;
+mod sheet;
 pub mod stream;
 
 pub use convert::{Geometry, PixelRange};
