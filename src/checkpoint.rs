@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::io::safetensors::TensorMap;
 use crate::io::{read_tensor_file, InputPath, OutputPath, TensorFile};
 use crate::models::{ModelConfig, Network, Preset};
-use crate::nn::Params;
 
 /// Metadata key of the model configuration JSON.
 pub const CONFIG_KEY: &str = "genimg.config";
@@ -83,13 +82,9 @@ impl Checkpoint {
 
     /// The network the file holds, which must be of `N`'s family; every tensor of the file
     /// must be one of the network's parameters and every parameter must be in the file. The
-    /// network is for inference ([`Params::frozen`]).
+    /// network is for inference ([`crate::nn::Params::frozen`]).
     pub fn into_network<N: Network>(self, device: &Device) -> Result<N> {
-        let config = self.config_of::<N>()?;
-        let mut params = Params::frozen(self.tensors, &self.origin, device);
-        let network = N::init_with(config, &mut params)?;
-        params.finish()?;
-        Ok(network)
+        N::frozen(self.config_of::<N>()?, self.tensors, &self.origin, device)
     }
 }
 

@@ -17,8 +17,10 @@ pub mod vae;
 pub mod vib;
 pub mod vqvae2;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Geometry;
@@ -259,7 +261,13 @@ pub trait Network: Sized {
     /// parameters `trained` (shared, not copied), that records no backward graph: what
     /// held-out evaluation runs, so that it needs no more memory than inference does.
     fn frozen_copy(config: Self::Config, trained: &ParamSet) -> Result<Self> {
-        let mut params = Params::frozen(trained.detached(), "the weights in training", &trained.device());
+        Self::frozen(config, trained.detached(), "the weights in training", &trained.device())
+    }
+
+    /// The network of `config` for inference ([`Params::frozen`]) over `tensors`, which must
+    /// hold every parameter and nothing else; `origin` names them in errors.
+    fn frozen(config: Self::Config, tensors: BTreeMap<String, Tensor>, origin: &str, device: &Device) -> Result<Self> {
+        let mut params = Params::frozen(tensors, origin, device);
         let network = Self::init_with(config, &mut params)?;
         params.finish()?;
         Ok(network)

@@ -141,10 +141,7 @@ impl Task for DdpmTask {
 impl DdpmTask {
     /// A U-Net with the averaged weights.
     fn ema_model(&self, device: &Device) -> Result<UNet> {
-        let mut p = Params::frozen(self.ema.clone(), "the weight average", device);
-        let net = UNet::new(self.model.config.clone(), &mut p)?;
-        p.finish()?;
-        Ok(net)
+        UNet::frozen(self.model.config.clone(), self.ema.clone(), "the weight average", device)
     }
 }
 
