@@ -53,6 +53,30 @@ impl Geometry {
         self.channels * self.height * self.width
     }
 
+    /// What a network whose preset takes `preset` takes when trained on images of this
+    /// geometry: their channels, and their size unless it is within 8 pixels of the preset's
+    /// with the same even margin on every side, which [`to_unit_f32`] pads or crops to the
+    /// preset's size (28x28 digits become the 32x32 a `-mnist` preset takes).
+    pub fn fitted_to(self, preset: Geometry) -> Geometry {
+        let size =
+            if margin(self, preset).is_some() { (preset.height, preset.width) } else { (self.height, self.width) };
+        Geometry { channels: self.channels, height: size.0, width: size.1 }
+    }
+
+    /// An error unless the height and width are positive multiples of `stride`, for a
+    /// network (`model` names it) that halves its maps that many times over.
+    pub fn check_stride(&self, model: &str, stride: usize) -> Result<()> {
+        let fits = |s: usize| s > 0 && s % stride == 0;
+        if fits(self.height) && fits(self.width) {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "{model} takes images whose height and width are multiples of {stride}; these are {}x{} \
+             (img-pack --size N or --fit pad makes such arrays)",
+            self.height, self.width
+        )))
+    }
+
     /// Reads an image array's geometry from its shape: [N,H,W], [N,C,H,W], or [N,D] with D a
     /// square number of one-channel pixels (flattened MNIST).
     pub fn of_shape(shape: &[usize]) -> std::result::Result<Geometry, String> {
@@ -90,17 +114,16 @@ pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &st
             ),
         ));
     }
-    // A margin of m pixels on every side: padded (m > 0) or cropped (m < 0), centred.
-    let (dh, dw) = (want.height as isize - have.height as isize, want.width as isize - have.width as isize);
-    if dh != dw || dh % 2 != 0 || dh.abs() > 8 {
+    let Some(dh) = margin(have, want) else {
         return Err(Error::bad_input(
             source,
             format!(
-                "images are {}x{}, the model expects {}x{} (only 28x28 and 32x32 are padded or cropped to each other)",
+                "images are {}x{}, the model expects {}x{} (sizes within 8 pixels, such as 28x28 and 32x32, are \
+                 padded or cropped to each other)",
                 have.height, have.width, want.height, want.width
             ),
         ));
-    }
+    };
     let unit = unit_values(&batch.data, range, source)?;
     if dh == 0 {
         return Ok(unit);
@@ -122,6 +145,14 @@ pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &st
         }
     }
     Ok(out)
+}
+
+/// The size difference `want - have` (pixels, the same on both axes) when images of `have`
+/// are padded (> 0) or centre-cropped (< 0) to `want`: an even margin of at most 8 pixels in
+/// all, the same in height and width; `None` when they are not.
+fn margin(have: Geometry, want: Geometry) -> Option<isize> {
+    let (dh, dw) = (want.height as isize - have.height as isize, want.width as isize - have.width as isize);
+    (dh == dw && dh % 2 == 0 && dh.abs() <= 8).then_some(dh)
 }
 
 fn unit_values(data: &Elements, range: PixelRange, source: &str) -> Result<Vec<f32>> {

@@ -47,6 +47,14 @@ impl Bundled {
         }
     }
 
+    /// The geometry of its images as stored.
+    pub fn geometry(self) -> Geometry {
+        match self {
+            Bundled::Mnist => Geometry::MNIST,
+            Bundled::Emoji => Geometry { channels: emoji::CHANNELS, height: emoji::SIDE, width: emoji::SIDE },
+        }
+    }
+
     /// One split of the set: u8 images ([N, 28, 28] or [N, 3, 64, 64]) and their labels.
     pub fn load(self, split: Split) -> Result<(Array, Vec<u32>)> {
         let (images, labels, dims, train) = match self {
@@ -113,21 +121,22 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
-    /// Loads `spec`, fitted to `geometry` (28x28 is zero-padded to 32x32). `split` applies
-    /// to the bundled set only; `labels` to array files only.
+    /// Loads `spec`, fitted to `geometry` (28x28 is zero-padded to 32x32), or as stored when
+    /// it is `None`. `split` applies to the bundled set only; `labels` to array files only.
     pub fn load(
         spec: &DataSpec,
         split: Option<Split>,
         labels: Option<&InputPath>,
         range: PixelRange,
-        geometry: Geometry,
+        geometry: Option<Geometry>,
     ) -> Result<Self> {
         match spec {
             DataSpec::Bundled(set) => {
                 if labels.is_some() {
                     return Err(Error::config("--labels is for array files; the bundled set has its own labels"));
                 }
-                Self::bundled(*set, split.unwrap_or(Split::Train), geometry)
+                let split = split.unwrap_or(Split::Train);
+                Self::bundled(*set, split, geometry.unwrap_or_else(|| set.geometry()))
             }
             DataSpec::File(path) => {
                 if split.is_some() {
@@ -136,6 +145,8 @@ impl ImageSet {
                     ));
                 }
                 let array = read_array(path)?;
+                let stored = Geometry::of_shape(&array.shape).map_err(|p| Error::bad_input(path, p))?;
+                let geometry = geometry.unwrap_or(stored);
                 let pixels = to_unit_f32(&array, range, geometry, &path.to_string())?;
                 let n = array.shape[0];
                 let labels = labels.map(|l| read_labels(l, n)).transpose()?;
@@ -150,6 +161,17 @@ impl ImageSet {
         let name = format!("{}:{}", set.name(), split.name());
         let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &name)?;
         Ok(ImageSet { name, geometry, pixels, labels: Some(labels), bundled: Some(split) })
+    }
+
+    /// The same images padded or cropped to `geometry` ([`to_unit_f32`]'s rule).
+    pub fn fitted(self, geometry: Geometry) -> Result<Self> {
+        if geometry == self.geometry {
+            return Ok(self);
+        }
+        let g = self.geometry;
+        let array = Array { shape: vec![self.len(), g.channels, g.height, g.width], data: Elements::F32(self.pixels) };
+        let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &self.name)?;
+        Ok(ImageSet { pixels, geometry, ..self })
     }
 
     pub fn len(&self) -> usize {
@@ -281,7 +303,7 @@ mod tests {
         let path = dir.path().join("mnist:test");
         std::fs::write(&path, crate::io::npy::to_bytes(&[2, 28, 28], &[0u8; 2 * 784])).unwrap();
         let spec = DataSpec::File(InputPath::File(path));
-        let file = ImageSet::load(&spec, None, None, PixelRange::ZeroOne, g).unwrap();
+        let file = ImageSet::load(&spec, None, None, PixelRange::ZeroOne, Some(g)).unwrap();
         assert_eq!((file.len(), file.metric_prefix()), (2, "eval"));
     }
 }

@@ -195,7 +195,12 @@ fn valid_jpeg() -> Vec<u8> {
 
 /// A vae-mlp of 16 inputs, 4 hidden units and 2 latents, as a model file.
 fn valid_checkpoint(dir: &Path) -> Vec<u8> {
-    let config = VaeConfig { input: 16, hidden: 4, latent: 2, ..VaeConfig::vae_mlp() };
+    let config = VaeConfig {
+        image: crate::data::Geometry { channels: 1, height: 4, width: 4 },
+        hidden: 4,
+        latent: 2,
+        ..VaeConfig::vae_mlp()
+    };
     let mut params = Params::init(0, &Device::Cpu);
     Vae::init_with(config.clone(), &mut params).unwrap();
     let tensors = params.finish().unwrap().to_tensor_map().unwrap();

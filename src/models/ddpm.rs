@@ -33,8 +33,8 @@ use crate::rng::Rng;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DdpmConfig {
-    pub image_size: usize,
-    pub in_channels: usize,
+    /// The images: any height and width that halve once per level after the first.
+    pub image: Geometry,
     /// Channels at the first level; also the size of the sinusoidal time embedding, whose
     /// MLP is 4 x this wide.
     pub base_channels: usize,
@@ -42,7 +42,7 @@ pub struct DdpmConfig {
     /// halves the resolution.
     pub channel_mult: Vec<usize>,
     pub num_res_blocks: usize,
-    /// Resolutions (in pixels) whose ResBlocks are followed by self-attention.
+    /// Resolutions (the map's height in pixels) whose ResBlocks are followed by self-attention.
     pub attn_resolutions: Vec<usize>,
     pub groups: usize,
     pub dropout: f64,
@@ -57,8 +57,7 @@ impl DdpmConfig {
     /// The `ddpm-unet-mnist` preset.
     pub fn ddpm_unet_mnist() -> Self {
         DdpmConfig {
-            image_size: 32,
-            in_channels: 1,
+            image: Geometry { channels: 1, height: 32, width: 32 },
             base_channels: 32,
             channel_mult: vec![1, 2, 2],
             num_res_blocks: 2,
@@ -75,13 +74,20 @@ impl DdpmConfig {
 impl DdpmConfig {
     /// One image's activations at the widest level.
     pub fn demands(&self) -> Vec<Demand> {
-        let (s, widest) = (self.image_size, self.channel_mult.iter().copied().max().unwrap_or(1));
-        let bytes = bytes_of(&[s, s, self.base_channels, widest], 4);
-        vec![Demand { field: "image_size", value: s, what: "one image's activations", bytes }]
+        let Geometry { height, width, .. } = self.image;
+        let widest = self.channel_mult.iter().copied().max().unwrap_or(1);
+        let bytes = bytes_of(&[height, width, self.base_channels, widest], 4);
+        let (field, value) = if height >= width { ("height", height) } else { ("width", width) };
+        vec![Demand { field, value, what: "one image's activations", bytes }]
     }
 
     pub fn geometry(&self) -> Geometry {
-        Geometry { channels: self.in_channels, height: self.image_size, width: self.image_size }
+        self.image
+    }
+
+    /// What the image size must be a multiple of: the maps halve once per level after the first.
+    pub fn stride(&self) -> usize {
+        1 << self.channel_mult.len().saturating_sub(1).min(usize::BITS as usize - 1)
     }
 
     /// An error naming the first field out of range.
@@ -100,13 +106,11 @@ impl DdpmConfig {
                 self.base_channels, self.channel_mult, self.groups
             ));
         }
-        if self.image_size == 0 || self.image_size % (1 << (levels - 1)) != 0 {
-            return bad(format!("image size {} does not halve {} times", self.image_size, levels - 1));
-        }
+        self.image.check_stride("ddpm-unet", self.stride())?;
         if self.timesteps > MAX_TIMESTEPS {
             return bad(format!("timesteps {} is more than {MAX_TIMESTEPS}", self.timesteps));
         }
-        if self.num_res_blocks == 0 || self.timesteps == 0 || self.in_channels == 0 {
+        if self.num_res_blocks == 0 || self.timesteps == 0 || self.image.channels == 0 {
             return bad("ResBlocks per level, timesteps and channels must be at least 1".into());
         }
         if !(0.0..1.0).contains(&self.dropout) || !(0.0..=1.0).contains(&self.ema_decay) {
@@ -271,10 +275,10 @@ impl UNet {
             p.linear("time_embed.0", base, cfg.temb_dim())?,
             p.linear("time_embed.2", cfg.temb_dim(), cfg.temb_dim())?,
         ];
-        let conv_in = p.conv2d("conv_in", cfg.in_channels, base, 3, P1)?;
+        let conv_in = p.conv2d("conv_in", cfg.image.channels, base, 3, P1)?;
         // Channels of every output kept for a skip connection, in order.
         let mut skips = vec![base];
-        let (mut ch, mut res) = (base, cfg.image_size);
+        let (mut ch, mut res) = (base, cfg.image.height);
         let mut down = Vec::new();
         for (level, mult) in cfg.channel_mult.iter().enumerate() {
             let out = base * mult;
@@ -324,19 +328,21 @@ impl UNet {
             up.push(Level { res: blocks, attn, resample });
         }
         let norm_out = p.group_norm("norm_out", cfg.groups, ch)?;
-        let conv_out = p.conv2d("conv_out", ch, cfg.in_channels, 3, P1)?;
+        let conv_out = p.conv2d("conv_out", ch, cfg.image.channels, 3, P1)?;
         Ok(UNet { config, time_embed, conv_in, down, mid, up, norm_out, conv_out })
     }
 
     /// Predicts the noise in `x` [B, C, H, W] at steps `t` (one per image, 0-based). `rng`
     /// draws dropout masks in training; `None` evaluates without dropout.
     pub fn forward(&self, x: &Tensor, t: &[usize], mut rng: Option<&mut Rng>) -> Result<Tensor> {
-        let (b, _, h, w) = x.dims4()?;
-        let s = self.config.image_size;
-        if t.len() != b || (h, w) != (s, s) {
+        let (b, c, h, w) = x.dims4()?;
+        let g = self.config.image;
+        if t.len() != b || (c, h, w) != (g.channels, g.height, g.width) {
             return Err(Error::config(format!(
-                "the U-Net takes [B, {}, {s}, {s}] and B steps, got {:?} and {} steps",
-                self.config.in_channels,
+                "the U-Net takes [B, {}, {}, {}] and B steps, got {:?} and {} steps",
+                g.channels,
+                g.height,
+                g.width,
                 x.dims(),
                 t.len()
             )));
@@ -402,7 +408,7 @@ mod tests {
     /// at 8 px, a skip conv where channels change.
     fn tiny() -> DdpmConfig {
         DdpmConfig {
-            image_size: 16,
+            image: Geometry { channels: 1, height: 16, width: 16 },
             base_channels: 8,
             channel_mult: vec![1, 2],
             num_res_blocks: 1,
@@ -551,7 +557,7 @@ mod tests {
     fn rejects_configurations_that_cannot_be_built() {
         for cfg in [
             DdpmConfig { base_channels: 12, ..DdpmConfig::ddpm_unet_mnist() },
-            DdpmConfig { image_size: 30, ..DdpmConfig::ddpm_unet_mnist() },
+            DdpmConfig { image: Geometry { channels: 1, height: 30, width: 32 }, ..DdpmConfig::ddpm_unet_mnist() },
             DdpmConfig { channel_mult: vec![], ..DdpmConfig::ddpm_unet_mnist() },
             DdpmConfig { dropout: 1.0, ..DdpmConfig::ddpm_unet_mnist() },
         ] {

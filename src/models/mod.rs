@@ -76,7 +76,10 @@ pub enum Preset {
     /// Deep VIB's MLP classifier on 28x28 digits (family vib-mlp).
     #[value(name = "vib-mlp")]
     VibMlp,
-    /// VQ-VAE-2 of the common PyTorch implementation on 1x32x32 (family vqvae2).
+    /// VQ-VAE-2: rosinality/vq-vae-2-pytorch's `VQVAE()` defaults, 3 channels (family vqvae2).
+    #[value(name = "vqvae2")]
+    Vqvae2,
+    /// The same VQ-VAE-2 on 1x32x32 digits (family vqvae2).
     #[value(name = "vqvae2-mnist")]
     Vqvae2Mnist,
     /// The Gated PixelCNN prior over codes (family pixelcnn-prior).
@@ -93,6 +96,7 @@ impl Preset {
         match self {
             Preset::VaeMlp => ModelConfig::Vae(vae::VaeConfig::vae_mlp()),
             Preset::VibMlp => ModelConfig::Vib(vib::VibConfig::vib_mlp()),
+            Preset::Vqvae2 => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2()),
             Preset::Vqvae2Mnist => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2_mnist()),
             Preset::PixelcnnPrior => ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::pixelcnn_prior()),
             Preset::DdpmUnetMnist => ModelConfig::Ddpm(ddpm::DdpmConfig::ddpm_unet_mnist()),
@@ -108,6 +112,7 @@ impl Preset {
         match self {
             Preset::VaeMlp => "vae-mlp",
             Preset::VibMlp => "vib-mlp",
+            Preset::Vqvae2 => "vqvae2",
             Preset::Vqvae2Mnist => "vqvae2-mnist",
             Preset::PixelcnnPrior => "pixelcnn-prior",
             Preset::DdpmUnetMnist => "ddpm-unet-mnist",
@@ -170,14 +175,34 @@ impl ModelConfig {
     /// The image size the network takes; an error for a prior, which takes codes.
     pub fn geometry(&self) -> Result<Geometry> {
         match self {
-            ModelConfig::Vae(c) => c.geometry(),
-            ModelConfig::Vib(c) => c.geometry(),
+            ModelConfig::Vae(c) => Ok(c.geometry()),
+            ModelConfig::Vib(c) => Ok(c.geometry()),
             ModelConfig::VqVae2(c) => Ok(c.geometry()),
             ModelConfig::Ddpm(c) => Ok(c.geometry()),
             ModelConfig::PixelCnn(c) => {
                 Err(Error::config(format!("pixelcnn-prior models {}x{} code maps, not images", c.height, c.width)))
             }
         }
+    }
+
+    /// The configuration for training on images of geometry `data`: the images' channels and
+    /// size ([`Geometry::fitted_to`] the configuration's own: 28x28 digits stay 32x32 for a
+    /// `-mnist` preset), checked against what the network can take. An error for a prior.
+    pub fn fitted_to(self, data: Geometry) -> Result<Self> {
+        let fitted = data.fitted_to(self.geometry()?);
+        let config = match self {
+            ModelConfig::Vae(c) => ModelConfig::Vae(vae::VaeConfig { image: fitted, ..c }),
+            ModelConfig::Vib(c) => ModelConfig::Vib(vib::VibConfig { image: fitted, ..c }),
+            ModelConfig::VqVae2(c) => {
+                fitted.check_stride(&format!("vqvae2 with {} level(s)", c.levels), c.stride())?;
+                ModelConfig::VqVae2(vqvae2::VqVae2Config { image: fitted, ..c })
+            }
+            ModelConfig::Ddpm(c) => ModelConfig::Ddpm(ddpm::DdpmConfig { image: fitted, ..c }),
+            ModelConfig::PixelCnn(_) => unreachable!("geometry() refused a prior"),
+        };
+        config.validate()?;
+        config.check_fresh("the training images")?;
+        Ok(config)
     }
 
     /// An error naming the first field out of range, for the families whose fields have
@@ -230,9 +255,40 @@ impl ModelConfig {
         serde_json::to_string(self).expect("configs serialise")
     }
 
+    /// The configuration a checkpoint's JSON describes. Files written before image geometry
+    /// was part of every configuration say it their own way: vae-mlp and vib-mlp by a square
+    /// one-channel `input` size, vqvae2 by `in_channel` and a square `image_size`, ddpm-unet by
+    /// `in_channels` and `image_size`; those are read as the `image` they mean.
     pub fn from_json(s: &str) -> std::result::Result<Self, String> {
-        serde_json::from_str(s).map_err(|e| e.to_string())
+        let mut value: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
+        if let Some(fields) = value.as_object_mut() {
+            upgrade_geometry(fields)?;
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
     }
+}
+
+/// Replaces the image geometry fields of configurations written before `image` existed.
+fn upgrade_geometry(fields: &mut serde_json::Map<String, serde_json::Value>) -> std::result::Result<(), String> {
+    if fields.contains_key("image") {
+        return Ok(());
+    }
+    let mut take = |name: &str| fields.remove(name).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let (channels, side) = if let Some(input) = take("input") {
+        let side = input.isqrt();
+        if side * side != input {
+            return Err(format!("input size {input} is not a square one-channel image"));
+        }
+        (1, side)
+    } else {
+        match (take("in_channel").or_else(|| take("in_channels")), take("image_size")) {
+            (Some(c), Some(s)) => (c, s),
+            _ => return Ok(()),
+        }
+    };
+    let image = Geometry { channels, height: side, width: side };
+    fields.insert("image".into(), serde_json::to_value(image).expect("geometry serialises"));
+    Ok(())
 }
 
 /// A size a configuration implies: the field that sets it, its value, what it sizes and the
@@ -325,6 +381,45 @@ mod tests {
         assert_eq!(ModelConfig::from_json(&json).unwrap(), Preset::Vqvae2Mnist.config());
         let json = Preset::DdpmUnetMnist.config().to_json().replace("\"ddpm-unet\"", "\"ddpm-unet-mnist\"");
         assert_eq!(ModelConfig::from_json(&json).unwrap().family(), Family::DdpmUnet);
+    }
+
+    #[test]
+    fn configs_written_before_image_geometry_still_load() {
+        use serde_json::json;
+        let legacy = |preset: Preset, fields: serde_json::Value| {
+            let mut v: serde_json::Value = serde_json::from_str(&preset.config().to_json()).unwrap();
+            let map = v.as_object_mut().unwrap();
+            map.remove("image");
+            map.extend(fields.as_object().unwrap().clone());
+            ModelConfig::from_json(&v.to_string())
+        };
+        assert_eq!(legacy(Preset::VaeMlp, json!({"input": 784})).unwrap(), Preset::VaeMlp.config());
+        assert_eq!(legacy(Preset::VibMlp, json!({"input": 784})).unwrap(), Preset::VibMlp.config());
+        let vq = json!({"in_channel": 1, "image_size": 32});
+        assert_eq!(legacy(Preset::Vqvae2Mnist, vq).unwrap(), Preset::Vqvae2Mnist.config());
+        let unet = json!({"in_channels": 1, "image_size": 32});
+        assert_eq!(legacy(Preset::DdpmUnetMnist, unet).unwrap(), Preset::DdpmUnetMnist.config());
+        assert!(legacy(Preset::VaeMlp, json!({"input": 785})).unwrap_err().contains("not a square"));
+    }
+
+    #[test]
+    fn training_fits_a_preset_to_the_geometry_of_its_data() {
+        let g = |channels, height, width| Geometry { channels, height, width };
+        let fit = |p: Preset, data| p.config().fitted_to(data).map(|c| c.geometry().unwrap());
+        // Digits are padded to the 32x32 of the -mnist presets, and stay 28x28 for the MLPs.
+        assert_eq!(fit(Preset::Vqvae2Mnist, Geometry::MNIST).unwrap(), g(1, 32, 32));
+        assert_eq!(fit(Preset::DdpmUnetMnist, Geometry::MNIST).unwrap(), g(1, 32, 32));
+        assert_eq!(fit(Preset::VaeMlp, Geometry::MNIST).unwrap(), Geometry::MNIST);
+        // Other sizes are the data's, in colour too, when the strides take them.
+        assert_eq!(fit(Preset::Vqvae2, g(3, 64, 64)).unwrap(), g(3, 64, 64));
+        assert_eq!(fit(Preset::Vqvae2Mnist, g(3, 64, 96)).unwrap(), g(3, 64, 96));
+        assert_eq!(fit(Preset::VibMlp, g(3, 64, 64)).unwrap(), g(3, 64, 64));
+        assert_eq!(fit(Preset::DdpmUnetMnist, g(3, 64, 64)).unwrap(), g(3, 64, 64));
+        let e = fit(Preset::Vqvae2, g(3, 100, 100)).unwrap_err().to_string();
+        assert!(e.contains("multiples of 8; these are 100x100"), "{e}");
+        assert!(fit(Preset::DdpmUnetMnist, g(1, 30, 30)).is_ok_and(|g| g.height == 32));
+        assert!(fit(Preset::DdpmUnetMnist, g(1, 42, 42)).is_err());
+        assert!(fit(Preset::PixelcnnPrior, g(1, 8, 8)).is_err());
     }
 
     #[test]

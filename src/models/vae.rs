@@ -44,7 +44,8 @@ pub enum Binarize {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VaeConfig {
-    pub input: usize,
+    /// The images, flattened into the first layer (784 inputs for 1x28x28).
+    pub image: Geometry,
     pub hidden: usize,
     pub latent: usize,
     pub likelihood: Likelihood,
@@ -59,7 +60,7 @@ impl VaeConfig {
     /// The `vae-mlp` preset.
     pub fn vae_mlp() -> Self {
         VaeConfig {
-            input: 784,
+            image: Geometry::MNIST,
             hidden: 400,
             latent: 20,
             likelihood: Likelihood::Bernoulli,
@@ -72,7 +73,7 @@ impl VaeConfig {
 
 impl VaeConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.hidden == 0 || self.latent == 0 || self.input == 0 {
+        if self.hidden == 0 || self.latent == 0 || self.image.pixels() == 0 {
             return Err(Error::config("--hidden and --latent must be positive"));
         }
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
@@ -89,13 +90,8 @@ impl VaeConfig {
         Ok(())
     }
 
-    /// Images are 28x28 one-channel (the flattened input of 784).
-    pub fn geometry(&self) -> Result<Geometry> {
-        let side = self.input.isqrt();
-        if side * side != self.input {
-            return Err(Error::config(format!("input size {} is not a square image", self.input)));
-        }
-        Ok(Geometry { channels: 1, height: side, width: side })
+    pub fn geometry(&self) -> Geometry {
+        self.image
     }
 }
 
@@ -129,7 +125,7 @@ pub struct ElboTerms {
 impl Vae {
     pub fn new(config: VaeConfig, p: &mut Params) -> Result<Self> {
         config.validate()?;
-        let (i, h, l) = (config.input, config.hidden, config.latent);
+        let (i, h, l) = (config.image.pixels(), config.hidden, config.latent);
         let scale = match (config.likelihood, config.sigma) {
             (Likelihood::Bernoulli, _) => Scale::None,
             (Likelihood::Gaussian, Some(s)) => Scale::Fixed(s),
@@ -146,25 +142,25 @@ impl Vae {
         })
     }
 
-    /// q(z|x): mean and log-variance, each [N, latent]. `x` is [N, 784] in [0,1].
+    /// q(z|x): mean and log-variance, each [N, latent]. `x` is [N, C*H*W] in [0,1].
     pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let h = relu(&self.fc1.forward(x)?)?;
         Ok((self.fc21.forward(&h)?, self.fc22.forward(&h)?))
     }
 
-    /// The decoder's output before the sigmoid: [N, 784].
+    /// The decoder's output before the sigmoid: [N, C*H*W].
     pub fn decode_logits(&self, z: &Tensor) -> Result<Tensor> {
         Ok(self.fc4.forward(&relu(&self.fc3.forward(z)?)?)?)
     }
 
-    /// The mean of p(x|z) in [0,1]: [N, 784].
+    /// The mean of p(x|z) in [0,1]: [N, C*H*W].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::sigmoid(&self.decode_logits(z)?)?)
     }
 
     /// -log p(x|z) summed over pixels, [N].
     pub fn neg_log_likelihood(&self, x: &Tensor, logits: &Tensor) -> Result<Tensor> {
-        let d = self.config.input as f64;
+        let d = self.config.image.pixels() as f64;
         let sq_err = || -> Result<Tensor> {
             let mean = candle_nn::ops::sigmoid(logits)?;
             Ok((x - mean)?.sqr()?.sum(D::Minus1)?)
@@ -289,7 +285,13 @@ mod tests {
     use crate::rng::Stream;
 
     fn tiny(likelihood: Likelihood) -> (Vae, crate::nn::ParamSet) {
-        let cfg = VaeConfig { input: 16, hidden: 8, latent: 3, likelihood, ..VaeConfig::vae_mlp() };
+        let cfg = VaeConfig {
+            image: Geometry { channels: 1, height: 4, width: 4 },
+            hidden: 8,
+            latent: 3,
+            likelihood,
+            ..VaeConfig::vae_mlp()
+        };
         let mut p = Params::init(5, &Device::Cpu);
         let vae = Vae::new(cfg, &mut p).unwrap();
         (vae, p.finish().unwrap())

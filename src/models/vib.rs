@@ -21,7 +21,8 @@ use crate::rng::Rng;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VibConfig {
-    pub input: usize,
+    /// The images, flattened into the first layer (784 inputs for 1x28x28).
+    pub image: Geometry,
     pub hidden: usize,
     pub latent: usize,
     pub classes: usize,
@@ -33,7 +34,7 @@ pub struct VibConfig {
 impl VibConfig {
     /// The `vib-mlp` preset.
     pub fn vib_mlp() -> Self {
-        VibConfig { input: 784, hidden: 1024, latent: 256, classes: 10, beta: 1e-3, test_samples: 12 }
+        VibConfig { image: Geometry::MNIST, hidden: 1024, latent: 256, classes: 10, beta: 1e-3, test_samples: 12 }
     }
 }
 
@@ -49,12 +50,8 @@ impl VibConfig {
         Ok(())
     }
 
-    pub fn geometry(&self) -> Result<Geometry> {
-        let side = self.input.isqrt();
-        if side * side != self.input {
-            return Err(Error::config(format!("input size {} is not a square image", self.input)));
-        }
-        Ok(Geometry { channels: 1, height: side, width: side })
+    pub fn geometry(&self) -> Geometry {
+        self.image
     }
 }
 
@@ -91,7 +88,7 @@ impl Vib {
         if config.classes < 2 || config.latent == 0 || config.test_samples == 0 {
             return Err(Error::config("vib-mlp needs at least 2 classes, a latent size and test samples"));
         }
-        let (i, h, l) = (config.input, config.hidden, config.latent);
+        let (i, h, l) = (config.image.pixels(), config.hidden, config.latent);
         Ok(Vib {
             fc1: p.linear("fc1", i, h)?,
             fc2: p.linear("fc2", h, h)?,
@@ -162,7 +159,13 @@ mod tests {
 
     #[test]
     fn loss_reaches_every_parameter_and_kl_is_zero_at_the_prior() {
-        let cfg = VibConfig { input: 16, hidden: 8, latent: 4, classes: 3, ..VibConfig::vib_mlp() };
+        let cfg = VibConfig {
+            image: Geometry { channels: 1, height: 4, width: 4 },
+            hidden: 8,
+            latent: 4,
+            classes: 3,
+            ..VibConfig::vib_mlp()
+        };
         let mut p = Params::init(2, &Device::Cpu);
         let vib = Vib::new(cfg, &mut p).unwrap();
         let set = p.finish().unwrap();

@@ -28,7 +28,9 @@ use crate::nn::params::Params;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VqVae2Config {
-    pub in_channel: usize,
+    /// The images: `in_channel` of the reference is `image.channels`; the height and width
+    /// are any multiple of the encoder's stride ([`VqVae2Config::stride`]).
+    pub image: Geometry,
     pub channel: usize,
     pub n_res_block: usize,
     pub n_res_channel: usize,
@@ -41,14 +43,20 @@ pub struct VqVae2Config {
     pub decay: f32,
     /// Restart codes unused for this many updates (`--restart-dead`); `None` never.
     pub restart_after: Option<u32>,
-    pub image_size: usize,
 }
 
 impl VqVae2Config {
-    /// The `vqvae2-mnist` preset.
+    /// The `vqvae2` preset: the reference's `VQVAE()` with its defaults, on 3x256x256
+    /// images (top codes 32x32, bottom codes 64x64), as in that project's FFHQ runs. Training
+    /// takes the size of its data.
+    pub fn vqvae2() -> Self {
+        VqVae2Config { image: Geometry { channels: 3, height: 256, width: 256 }, ..Self::vqvae2_mnist() }
+    }
+
+    /// The `vqvae2-mnist` preset: the same network on 1x32x32 (the digits padded by 2 pixels).
     pub fn vqvae2_mnist() -> Self {
         VqVae2Config {
-            in_channel: 1,
+            image: Geometry { channels: 1, height: 32, width: 32 },
             channel: 128,
             n_res_block: 2,
             n_res_channel: 32,
@@ -58,7 +66,6 @@ impl VqVae2Config {
             commitment: 0.25,
             decay: 0.99,
             restart_after: Some(100),
-            image_size: 32,
         }
     }
 }
@@ -66,13 +73,30 @@ impl VqVae2Config {
 impl VqVae2Config {
     /// One image's activations: the input and the encoder's first, full-resolution maps.
     pub fn demands(&self) -> Vec<Demand> {
-        let s = self.image_size;
-        let bytes = bytes_of(&[s, s, self.in_channel.max(self.channel)], 4);
-        vec![Demand { field: "image_size", value: s, what: "one image's activations", bytes }]
+        let Geometry { channels, height, width } = self.image;
+        let bytes = bytes_of(&[height, width, channels.max(self.channel)], 4);
+        let (field, value) = if height >= width { ("height", height) } else { ("width", width) };
+        vec![Demand { field, value, what: "one image's activations", bytes }]
     }
 
     pub fn geometry(&self) -> Geometry {
-        Geometry { channels: self.in_channel, height: self.image_size, width: self.image_size }
+        self.image
+    }
+
+    /// What the image size must be a multiple of: the bottom codes are a quarter of it, the
+    /// top codes half of those.
+    pub fn stride(&self) -> usize {
+        if self.levels == 2 {
+            8
+        } else {
+            4
+        }
+    }
+
+    /// The code maps' sizes (height, width): the top level's (two levels) and the bottom's.
+    pub fn code_sizes(&self) -> (Option<(usize, usize)>, (usize, usize)) {
+        let bottom = (self.image.height / 4, self.image.width / 4);
+        ((self.levels == 2).then_some((bottom.0 / 2, bottom.1 / 2)), bottom)
     }
 
     fn quantizer(&self) -> QuantizerConfig {
@@ -240,11 +264,12 @@ pub struct Forward {
 
 impl VqVae2 {
     pub fn new(config: VqVae2Config, p: &mut Params) -> Result<Self> {
-        if !(1..=2).contains(&config.levels) || config.channel < 2 || config.image_size % 16 != 0 {
-            return Err(Error::config("vqvae2: levels must be 1 or 2, channel >= 2, image size a multiple of 16"));
+        if !(1..=2).contains(&config.levels) || config.channel < 2 || config.image.channels == 0 {
+            return Err(Error::config("vqvae2: levels must be 1 or 2, channel >= 2, channels >= 1"));
         }
+        config.image.check_stride("vqvae2", config.stride())?;
         let (c, d) = (config.channel, config.embed_dim);
-        let enc_b = Encoder::new(p, "enc_b", config.in_channel, 4, &config)?;
+        let enc_b = Encoder::new(p, "enc_b", config.image.channels, 4, &config)?;
         let top = if config.levels == 2 {
             Some(Top {
                 enc: Encoder::new(p, "enc_t", c, 2, &config)?,
@@ -260,7 +285,7 @@ impl VqVae2 {
         let quantize_conv_b = p.conv2d("quantize_conv_b", b_in, d, 1, ConvConfig::default())?;
         let quantize_b = Quantizer::new("quantize_b", config.quantizer(), p)?;
         let dec_in = if top.is_some() { 2 * d } else { d };
-        let dec = Decoder::new(p, "dec", dec_in, config.in_channel, 4, &config)?;
+        let dec = Decoder::new(p, "dec", dec_in, config.image.channels, 4, &config)?;
         Ok(VqVae2 { config, enc_b, top, quantize_conv_b, quantize_b, dec })
     }
 

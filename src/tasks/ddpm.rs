@@ -316,7 +316,7 @@ mod tests {
             num_res_blocks: 1,
             attn_resolutions: vec![16],
             groups: 4,
-            image_size: 32,
+            image: crate::data::Geometry { channels: 1, height: 32, width: 32 },
             timesteps: 50,
             ..DdpmConfig::ddpm_unet_mnist()
         }

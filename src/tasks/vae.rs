@@ -188,7 +188,7 @@ pub fn decode(
         return Err(Error::config("--batch-size must be at least 1"));
     }
     let l = vae.config.latent;
-    let g = vae.config.geometry()?;
+    let g = vae.config.geometry();
     let mut reader = match latents {
         Latents::File(path) => {
             let r = open_npy(path)?;

@@ -139,10 +139,9 @@ pub fn evaluate(model: &VqVae2, data: &dyn Dataset, device: &Device) -> Result<M
 
 /// What each level of a model's codes looks like: top (two levels) and bottom.
 pub fn code_specs(model: &VqVae2) -> (Option<LevelSpec>, LevelSpec) {
-    let c = &model.config;
-    let side = c.image_size / 4;
-    let spec = |side| LevelSpec { height: side, width: side, n_embed: c.n_embed };
-    ((c.levels == 2).then(|| spec(side / 2)), spec(side))
+    let (top, bottom) = model.config.code_sizes();
+    let spec = |(height, width)| LevelSpec { height, width, n_embed: model.config.n_embed };
+    (top.map(spec), spec(bottom))
 }
 
 fn level(spec: LevelSpec) -> Level {

@@ -2,7 +2,7 @@
 //! the shared loop, evaluated after each epoch, saved atomically, resumable.
 
 use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::ModelConfig;
 use crate::train::TrainOptions;
@@ -22,20 +22,27 @@ pub struct ImageTraining {
 }
 
 impl ImageTraining {
-    /// The training images and, when there are any, the held-out ones.
-    fn load_data(&self) -> Result<(ImageSet, Option<ImageSet>)> {
-        let geometry = self.config.geometry()?;
-        let train = ImageSet::load(&self.data, self.split, self.labels.as_ref(), self.range, geometry)?;
+    /// The network fitted to the training images ([`ModelConfig::fitted_to`]), the images
+    /// and, when there are any, the held-out ones, both in the network's geometry.
+    fn load_data(&self) -> Result<(ModelConfig, ImageSet, Option<ImageSet>)> {
+        let train = ImageSet::load(&self.data, self.split, self.labels.as_ref(), self.range, None)?;
+        let config = self.config.clone().fitted_to(train.geometry).map_err(|e| match self.data.file() {
+            Some(path) => Error::bad_input(path, e.to_string()),
+            None => e,
+        })?;
+        let geometry = config.geometry()?;
+        let train = train.fitted(geometry)?;
         let eval = match (&self.eval, &self.data) {
             (Some((path, labels)), _) => {
-                Some(ImageSet::load(&DataSpec::File(path.clone()), None, labels.as_ref(), self.range, geometry)?)
+                let spec = DataSpec::File(path.clone());
+                Some(ImageSet::load(&spec, None, labels.as_ref(), self.range, Some(geometry))?)
             }
             (None, DataSpec::Bundled(set)) if self.split.unwrap_or(Split::Train) == Split::Train => {
                 Some(ImageSet::bundled(*set, Split::Test, geometry)?)
             }
             (None, _) => None,
         };
-        Ok((train, eval))
+        Ok((config, train, eval))
     }
 }
 
@@ -49,9 +56,9 @@ pub fn train_on_images(tool: &str, r: &ImageTraining) -> Result<()> {
         ("--eval-labels", eval_labels),
     ];
     check_training_io(&inputs, &r.train)?;
-    let (train, eval) = r.load_data()?;
+    let (config, train, eval) = r.load_data()?;
     let eval = eval.as_ref().map(|e| e as &dyn Dataset);
-    train_command(tool, r.config.clone(), &train, eval, &r.train)
+    train_command(tool, config, &train, eval, &r.train)
 }
 
 /// The body of every training command: a fresh network of `config` (weights drawn from

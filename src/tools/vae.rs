@@ -42,7 +42,7 @@ pub fn vae_eval(r: &VaeEval) -> Result<()> {
         return Err(Error::bad_input(&ckpt.origin, format!("is a {family} checkpoint, expected vae-mlp or vib-mlp")));
     }
     let split = Some(r.split.unwrap_or(Split::Test)).filter(|_| matches!(r.data, DataSpec::Bundled(_)));
-    let data = ImageSet::load(&r.data, split, r.labels.as_ref(), r.range, ckpt.config.geometry()?)?;
+    let data = ImageSet::load(&r.data, split, r.labels.as_ref(), r.range, Some(ckpt.config.geometry()?))?;
     let report = if family == Family::VibMlp {
         let vib: Vib = ckpt.into_network(&r.device)?;
         crate::tasks::vib::evaluate(&vib, &data, r.batch_size, r.seed, &r.device)?
@@ -71,7 +71,7 @@ pub struct VaeEncode {
 pub fn vae_encode(r: &VaeEncode) -> Result<()> {
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
     let vae: Vae = r.model.network(&r.device)?;
-    let mut images = r.images.open(vae.config.geometry()?, r.batch_size)?;
+    let mut images = r.images.open(vae.config.geometry(), r.batch_size)?;
     crate::tasks::vae::encode(&vae, &mut images, &r.output, r.sample, r.seed, &r.device)
 }
 

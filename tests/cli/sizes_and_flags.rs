@@ -80,17 +80,21 @@ fn a_vae_config_that_does_not_match_its_tensors_is_refused_without_allocating() 
 fn image_sizes_and_timesteps_beyond_the_machine_are_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     train_vq(dir.path(), "vq.safetensors", 1);
-    set_config(&dir.path().join("vq.safetensors"), "image_size", 100_000.into());
+    set_config(
+        &dir.path().join("vq.safetensors"),
+        "image",
+        serde_json::json!({"channels": 1, "height": 100_000, "width": 100_000}),
+    );
     let line =
         refused_fast(capped("vq-encode").args(["--model", "vq.safetensors", "x.npy"]), dir.path(), "vq.safetensors");
-    assert!(line.contains("config field image_size = 100000: one image's activations would need"), "{line}");
+    assert!(line.contains("config field height = 100000: one image's activations would need"), "{line}");
 
     train_tiny_ddpm(dir.path(), "m.safetensors");
     let wide = copy(dir.path(), "m.safetensors", "wide.safetensors");
-    set_config(&wide, "image_size", 1_000_000.into());
+    set_config(&wide, "image", serde_json::json!({"channels": 1, "height": 1_000_000, "width": 1_000_000}));
     let long = copy(dir.path(), "m.safetensors", "long.safetensors");
     set_config(&long, "timesteps", 1_000_000_000.into());
-    for (model, field) in [("wide.safetensors", "image_size = 1000000"), ("long.safetensors", "timesteps 1000000000")] {
+    for (model, field) in [("wide.safetensors", "height = 1000000"), ("long.safetensors", "timesteps 1000000000")] {
         let line = refused_fast(capped("ddpm-denoise").args(["--model", model, "-n", "1"]), dir.path(), model);
         assert!(line.contains(field), "{line}");
     }
