@@ -26,6 +26,10 @@ pub const STEP_KEY: &str = "genimg.step";
 /// A loaded model file: the network's configuration and its parameters.
 pub struct Checkpoint {
     pub config: ModelConfig,
+    /// Whether the config is `--preset`'s, the file having none (a plain PyTorch state dict):
+    /// then its image geometry is only the preset's default, and a convolutional network
+    /// takes that of its input instead ([`Checkpoint::fit_preset_to`]).
+    pub from_preset: bool,
     pub tensors: BTreeMap<String, Tensor>,
     /// The file's name, for messages.
     pub origin: String,
@@ -45,6 +49,7 @@ impl Checkpoint {
                 ))
             }
         };
+        let from_preset = !map.metadata.contains_key(CONFIG_KEY);
         let config = match (map.metadata.get(CONFIG_KEY), preset) {
             (Some(json), preset) => {
                 let config = ModelConfig::from_json(json)
@@ -70,7 +75,16 @@ impl Checkpoint {
             .check_demands(|d| format!("config field {} = {}", d.field, d.value))
             .map_err(|e| Error::bad_input(path, e))?;
         ensure_finite(&map.tensors, &path.to_string())?;
-        Ok(Checkpoint { config, tensors: map.tensors, origin: path.to_string() })
+        Ok(Checkpoint { config, from_preset, tensors: map.tensors, origin: path.to_string() })
+    }
+
+    /// With a config from `--preset`, the network fitted to inputs of geometry `input`
+    /// ([`ModelConfig::fitted_to`]); a config from the file's metadata stays as trained.
+    pub fn fit_preset_to(mut self, input: crate::data::Geometry) -> Result<Self> {
+        if self.from_preset {
+            self.config = self.config.fitted_to(input).map_err(|e| Error::bad_input(&self.origin, e.to_string()))?;
+        }
+        Ok(self)
     }
 
     /// The configuration, which must be of `N`'s family.

@@ -30,19 +30,21 @@ pub struct ImageStream {
 }
 
 impl ImageStream {
-    /// Opens an image array (`.npy`, a file or stdin) or the bundled set.
+    /// Opens an image array (`.npy`, a file or stdin) or the bundled set, whose images are
+    /// fitted to `geometry`, or come as stored when it is `None` ([`ImageStream::geometry`]).
     pub fn open(
         spec: &DataSpec,
         split: Option<Split>,
         range: PixelRange,
-        geometry: Geometry,
+        geometry: Option<Geometry>,
         batch_size: usize,
     ) -> Result<Self> {
-        let (source, name) = match spec {
+        let (source, name, geometry) = match spec {
             DataSpec::Bundled(bundled) => {
+                let geometry = geometry.unwrap_or_else(|| bundled.geometry());
                 let set = ImageSet::bundled(*bundled, split.unwrap_or(Split::Test), geometry)?;
                 let name = set.name.clone();
-                (Source::Memory(set, 0), name)
+                (Source::Memory(set, 0), name, geometry)
             }
             DataSpec::File(path) => {
                 if split.is_some() {
@@ -52,7 +54,8 @@ impl ImageStream {
                 if reader.header().shape.is_empty() {
                     return Err(Error::bad_input(path, "holds a scalar, expected an image array [N,H,W] or [N,C,H,W]"));
                 }
-                (Source::Npy(reader), path.to_string())
+                let stored = Geometry::of_shape(&reader.header().shape).map_err(|p| Error::bad_input(path, p))?;
+                (Source::Npy(reader), path.to_string(), geometry.unwrap_or(stored))
             }
         };
         Ok(ImageStream { source, name, range, geometry, batch_size: batch_size.max(1), labels: None, next: 0 })
@@ -74,6 +77,11 @@ impl ImageStream {
             Source::Npy(_) => self.labels.is_some(),
             Source::Memory(set, _) => set.labels.is_some(),
         }
+    }
+
+    /// The geometry of the batches.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
     }
 
     /// The number of images.

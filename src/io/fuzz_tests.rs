@@ -251,7 +251,7 @@ proptest! {
             &crate::data::image_set::DataSpec::File(input),
             None,
             crate::data::convert::PixelRange::ZeroOne,
-            crate::data::Geometry { channels: 1, height: 2, width: 2 },
+            Some(crate::data::Geometry { channels: 1, height: 2, width: 2 }),
             2,
         )
         .map(|mut s| while let Ok(Some(_)) = s.next_batch(&Device::Cpu) {});

@@ -290,7 +290,7 @@ mod tests {
             let model = tiny(levels).model;
             let g = Geometry { channels: 1, height: 32, width: 32 };
             let spec = DataSpec::File(InputPath::File(images.clone()));
-            let mut stream = ImageStream::open(&spec, None, PixelRange::ZeroOne, g, 3).unwrap();
+            let mut stream = ImageStream::open(&spec, None, PixelRange::ZeroOne, Some(g), 3).unwrap();
             let codes = dir.path().join(format!("codes{levels}"));
             encode(&model, &mut stream, &OutputPath::File(codes.clone()), &d).unwrap();
             let mut reader = CodeReader::open(&InputPath::File(codes)).unwrap();
@@ -305,7 +305,7 @@ mod tests {
             .unwrap();
             let bytes = std::fs::read(&out).unwrap();
             let decoded = crate::io::npy::NpyReader::new(&bytes[..], None, "r").unwrap().read_all().unwrap();
-            let mut all = ImageStream::open(&spec, None, PixelRange::ZeroOne, g, 7).unwrap();
+            let mut all = ImageStream::open(&spec, None, PixelRange::ZeroOne, Some(g), 7).unwrap();
             let x = to_model_range(&all.next_batch(&d).unwrap().unwrap().x).unwrap();
             let want = to_unit_range(&model.forward(&x).unwrap().reconstruction).unwrap();
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();

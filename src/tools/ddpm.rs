@@ -82,8 +82,13 @@ pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
         clip: r.clip,
         seed: r.seed,
     };
-    let geometry = config.geometry();
+    // Noising needs only the schedule: without a model the images keep their own geometry.
+    let geometry = match &r.diffusion {
+        Diffusion::Model(_) => Some(config.geometry()),
+        Diffusion::Preset { .. } => None,
+    };
     let mut images = r.images.open(geometry, r.batch_size)?;
+    let geometry = images.geometry();
     noise(&mut images, geometry, &r.output, &opts, &r.device)
 }
 

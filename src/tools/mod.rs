@@ -49,8 +49,9 @@ pub struct ImageSource {
 }
 
 impl ImageSource {
-    /// The images as batches of `batch_size`, fitted to `geometry`.
-    pub fn open(&self, geometry: Geometry, batch_size: usize) -> Result<ImageStream> {
+    /// The images as batches of `batch_size`, fitted to `geometry`, or as stored when it is
+    /// `None`.
+    pub fn open(&self, geometry: Option<Geometry>, batch_size: usize) -> Result<ImageStream> {
         ImageStream::open(&self.spec, self.split, self.range, geometry, batch_size)
     }
 }

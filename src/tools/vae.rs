@@ -71,7 +71,7 @@ pub struct VaeEncode {
 pub fn vae_encode(r: &VaeEncode) -> Result<()> {
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
     let vae: Vae = r.model.network(&r.device)?;
-    let mut images = r.images.open(vae.config.geometry(), r.batch_size)?;
+    let mut images = r.images.open(Some(vae.config.geometry()), r.batch_size)?;
     crate::tasks::vae::encode(&vae, &mut images, &r.output, r.sample, r.seed, &r.device)
 }
 

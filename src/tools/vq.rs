@@ -5,6 +5,7 @@ use candle_core::Device;
 
 use crate::checkpoint::ModelSource;
 use crate::data::codes::CodeReader;
+use crate::data::Geometry;
 use crate::error::Result;
 use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::vqvae2::VqVae2;
@@ -27,8 +28,12 @@ pub struct VqEncode {
 pub fn vq_encode(r: &VqEncode) -> Result<()> {
     let inputs = [("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file()), ("--labels", r.labels.as_ref())];
     check_io(&inputs, &[("-o", Some(&r.output))])?;
-    let model: VqVae2 = r.model.network(&r.device)?;
-    let mut images = r.images.open(model.config.geometry(), r.batch_size)?;
+    let ckpt = r.model.checkpoint(&r.device)?;
+    let config = ckpt.config_of::<VqVae2>()?;
+    // A plain state dict (--preset) takes the images' geometry; a trained model its own.
+    let geometry = (!ckpt.from_preset).then_some(config.image);
+    let mut images = r.images.open(geometry, r.batch_size)?;
+    let model: VqVae2 = ckpt.fit_preset_to(images.geometry())?.into_network(&r.device)?;
     if let Some(labels) = &r.labels {
         images = images.with_labels(labels)?;
     }
@@ -52,7 +57,11 @@ pub fn vq_decode(r: &VqDecode) -> Result<()> {
         DecodeOutput::Png(png, _) => ("--png", Some(png)),
     };
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", Some(&r.input))], &[output])?;
-    let model: VqVae2 = r.model.network(&r.device)?;
+    let ckpt = r.model.checkpoint(&r.device)?;
     let mut codes = CodeReader::open(&r.input)?;
+    // A plain state dict (--preset) decodes to the size its codes give.
+    let bottom = codes.layout().bottom;
+    let image = Geometry { height: 4 * bottom.height, width: 4 * bottom.width, ..ckpt.config_of::<VqVae2>()?.image };
+    let model: VqVae2 = ckpt.fit_preset_to(image)?.into_network(&r.device)?;
     crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, r.batch_size, &r.device)
 }

@@ -14,6 +14,7 @@ mod img_pack;
 mod interrupt;
 mod pipes;
 mod prior;
+mod pytorch_vqvae2;
 mod reliability;
 mod sizes_and_flags;
 mod threads;
