@@ -27,6 +27,7 @@ test:
 	$(CARGO) test --release --locked
 	$(MAKE) --no-print-directory pipeline-vae SMOKE=1 OUT=target/smoke/vae
 	$(MAKE) --no-print-directory pipeline-vqvae2 SMOKE=1 OUT=target/smoke/vqvae2
+	$(MAKE) --no-print-directory pipeline-vqvae2 SMOKE=1 DATA=emoji OUT=target/smoke/vqvae2-emoji
 	$(MAKE) --no-print-directory pipeline-ddpm SMOKE=1 OUT=target/smoke/ddpm
 
 lint:

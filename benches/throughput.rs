@@ -73,7 +73,7 @@ fn main() {
             &genimg::data::DataSpec::Bundled(genimg::data::Bundled::Mnist),
             Some(Split::Test),
             Default::default(),
-            Geometry::MNIST,
+            Some(Geometry::MNIST),
             1000,
         )
         .expect("stream");

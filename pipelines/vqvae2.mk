@@ -1,6 +1,7 @@
-# make pipeline-vqvae2 [OUT=runs/vqvae2] [EPOCHS=3] [PRIOR_EPOCHS=..] [TEMPERATURE=0.5] [SEED=0] [DEVICE=cpu] [SMOKE=1]
+# make pipeline-vqvae2 [DATA=mnist|emoji|FILE.npy] [OUT=runs/vqvae2] [EPOCHS=3] [PRIOR_EPOCHS=..]
+#   [TEMPERATURE=0.5] [SEED=0] [DEVICE=cpu] [SMOKE=1]
 #
-# The main job. Bundled MNIST -> train vqvae2-mnist -> encode the train and test splits to
+# The main job. Bundled MNIST (or DATA below) -> train vqvae2-mnist (vqvae2 in colour) -> encode the train and test splits to
 # codes -> fit a class-conditional PixelCNN prior over the top codes and one over the bottom
 # codes conditioned on the top codes -> sample 10 digits of each class -> decode ->
 # samples.png (one class per row), at temperature 0.5 (at 1.0 the priors of this short
@@ -9,15 +10,32 @@
 # the samples: the fraction it assigns to their requested class (the classifier check of the
 # VQ-VAE-2 paper). summary.json gathers test MSE, codes in use, prior NLLs, that accuracy and
 # the wall time of every stage. Each file is a target, so a changed stage rebuilds only what
-# depends on it. SMOKE=1 runs the same graph on a tiny budget (the 1,000 test digits, small
-# priors, one epoch each).
+# depends on it. SMOKE=1 runs the same graph on a tiny budget (the test split, small priors,
+# one epoch each).
 #
 # The same flow as a shell pipe:
 #   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100 \
 #     | vq-decode --model vqvae2.safetensors --png samples.png --cols 10
 
-# OUT applies to the pipeline named on the command line (see vae.mk).
-VQ_OUT := $(if $(filter pipeline-vqvae2,$(MAKECMDGOALS)),$(or $(OUT),runs/vqvae2),runs/vqvae2)
+# DATA=mnist (default), emoji (the bundled 3x64x64 colour set, 9 categories: preset vqvae2,
+# top codes 8x8, bottom codes 16x16) or an image array FILE.npy with LABELS=FILE.npy
+# (integers), CLASSES=K (default 10) and, for the held-out codes, TEST_DATA= and TEST_LABELS=
+# (default: the training files themselves, so there is no held-out set).
+VQ_DATA := $(or $(DATA),mnist)
+ifeq ($(VQ_DATA),mnist)
+VQ_PRESET := vqvae2-mnist
+VQ_CLASSES := 10
+else ifeq ($(VQ_DATA),emoji)
+VQ_PRESET := vqvae2
+VQ_CLASSES := 9
+else
+VQ_PRESET := vqvae2
+VQ_CLASSES := $(or $(CLASSES),10)
+endif
+# OUT applies to the pipeline named on the command line (see vae.mk); each data set has its own
+# default directory.
+VQ_DEFAULT_OUT := runs/vqvae2$(if $(filter mnist,$(VQ_DATA)),,-$(basename $(notdir $(VQ_DATA))))
+VQ_OUT := $(if $(filter pipeline-vqvae2,$(MAKECMDGOALS)),$(or $(OUT),$(VQ_DEFAULT_OUT)),$(VQ_DEFAULT_OUT))
 VQ_SEED := $(or $(SEED),0)
 VQ_DEVICE := $(or $(DEVICE),cpu)
 ifeq ($(SMOKE),1)
@@ -35,7 +53,20 @@ VQ_PRIOR_NET :=
 endif
 VQ_TEMPERATURE := $(or $(TEMPERATURE),0.5)
 VQ_COMMON := --seed $(VQ_SEED) --device $(VQ_DEVICE)
-VQ_STAMP := $(VQ_OUT)/.settings-$(VQ_EPOCHS)-$(VQ_TOP_EPOCHS)-$(VQ_BOTTOM_EPOCHS)-$(VQ_SEED)-$(VQ_DEVICE)-$(SMOKE)
+VQ_STAMP := $(VQ_OUT)/.settings-$(VQ_EPOCHS)-$(VQ_TOP_EPOCHS)-$(VQ_BOTTOM_EPOCHS)-$(VQ_SEED)-$(VQ_DEVICE)-$(SMOKE)-$(notdir $(VQ_DATA))
+# Ten samples of each class, drawn in blocks of ten: a grid of ten columns shows one class a row.
+VQ_SAMPLES := $(shell echo $$(( 10 * $(VQ_CLASSES) )))
+
+# $(call vq_images,SPLIT): the flags naming the images (and labels) of a split: train or test
+# of a bundled set; for a file, the training files or TEST_DATA / TEST_LABELS.
+ifneq ($(filter mnist emoji,$(VQ_DATA)),)
+vq_images = --data $(VQ_DATA) --split $(1)
+VQ_INPUTS :=
+else
+vq_images = --data $(if $(filter test,$(1)),$(or $(TEST_DATA),$(VQ_DATA)),$(VQ_DATA)) \
+  --labels $(if $(filter test,$(1)),$(or $(TEST_LABELS),$(LABELS)),$(LABELS))
+VQ_INPUTS := $(VQ_DATA) $(LABELS) $(TEST_DATA) $(TEST_LABELS)
+endif
 
 # $(call vq_timed,STAGE,COMMAND): runs COMMAND and records its wall time in seconds, which
 # summary.json gathers.
@@ -48,12 +79,13 @@ pipeline-vqvae2: $(VQ_OUT)/summary.json
 # A changed setting retrains: the stamp's name holds them.
 $(eval $(call stamp_rule,$(VQ_STAMP),$(VQ_OUT)/.settings-*))
 
-$(VQ_OUT)/vqvae2.safetensors: $(VQ_STAMP) $(BIN)/vae-train
-	$(call vq_timed,vqvae2,$(BIN)/vae-train --preset vqvae2-mnist --data mnist --split $(VQ_TRAIN_SPLIT) \
+$(VQ_OUT)/vqvae2.safetensors: $(VQ_STAMP) $(VQ_INPUTS) $(BIN)/vae-train
+	$(call vq_timed,vqvae2,$(BIN)/vae-train --preset $(VQ_PRESET) $(call vq_images,$(VQ_TRAIN_SPLIT)) \
+	  $(if $(VQ_INPUTS),--eval-data $(or $(TEST_DATA),$(VQ_DATA)) --eval-labels $(or $(TEST_LABELS),$(LABELS))) \
 	  --epochs $(VQ_EPOCHS) $(VQ_COMMON) --metrics $(VQ_OUT)/vqvae2-train.jsonl -o $@)
 
 $(VQ_OUT)/codes-%.safetensors: $(VQ_OUT)/vqvae2.safetensors $(BIN)/vq-encode
-	$(call vq_timed,encode-$*,$(BIN)/vq-encode --model $< --data mnist --split $* --device $(VQ_DEVICE) -o $@)
+	$(call vq_timed,encode-$*,$(BIN)/vq-encode --model $< $(call vq_images,$*) --device $(VQ_DEVICE) -o $@)
 
 $(VQ_OUT)/prior-top.safetensors: $(VQ_OUT)/codes-$(VQ_TRAIN_SPLIT).safetensors $(VQ_OUT)/codes-test.safetensors $(BIN)/prior-fit
 	$(call vq_timed,prior-top,$(BIN)/prior-fit $< --level top --eval-data $(VQ_OUT)/codes-test.safetensors \
@@ -63,12 +95,12 @@ $(VQ_OUT)/prior-bottom.safetensors: $(VQ_OUT)/codes-$(VQ_TRAIN_SPLIT).safetensor
 	$(call vq_timed,prior-bottom,$(BIN)/prior-fit $< --level bottom --eval-data $(VQ_OUT)/codes-test.safetensors \
 	  --epochs $(VQ_BOTTOM_EPOCHS) $(VQ_PRIOR_NET) $(VQ_COMMON) --metrics $(VQ_OUT)/prior-bottom.jsonl -o $@)
 
-# 100 samples: classes 0..9 in blocks of 10, so 10 columns give one class per row. The
+# Ten samples per class in blocks of ten, so ten columns give one class per row. The
 # temperature is part of the file's name, so changing it only resamples.
 $(eval $(call stamp_rule,$(VQ_OUT)/.temperature-$(VQ_TEMPERATURE),$(VQ_OUT)/.temperature-*))
 
 $(VQ_OUT)/sample-codes.safetensors: $(VQ_OUT)/.temperature-$(VQ_TEMPERATURE) $(VQ_OUT)/prior-top.safetensors $(VQ_OUT)/prior-bottom.safetensors $(BIN)/prior-sample
-	$(call vq_timed,sample,$(BIN)/prior-sample --model $(VQ_OUT)/prior-top.safetensors --bottom $(VQ_OUT)/prior-bottom.safetensors -n 100 \
+	$(call vq_timed,sample,$(BIN)/prior-sample --model $(VQ_OUT)/prior-top.safetensors --bottom $(VQ_OUT)/prior-bottom.safetensors -n $(VQ_SAMPLES) \
 	  --temperature $(VQ_TEMPERATURE) $(VQ_COMMON) -o $@)
 
 $(VQ_OUT)/samples.npy: $(VQ_OUT)/sample-codes.safetensors $(VQ_OUT)/vqvae2.safetensors $(BIN)/vq-decode
@@ -77,19 +109,20 @@ $(VQ_OUT)/samples.npy: $(VQ_OUT)/sample-codes.safetensors $(VQ_OUT)/vqvae2.safet
 $(VQ_OUT)/samples.png: $(VQ_OUT)/samples.npy $(BIN)/img-grid
 	$(BIN)/img-grid $< --cols 10 --scale 2 -o $@
 
-$(VQ_OUT)/vib.safetensors: $(VQ_STAMP) $(BIN)/vae-train
-	$(call vq_timed,vib,$(BIN)/vae-train --preset vib-mlp --data mnist --epochs $(if $(filter 1,$(SMOKE)),1,10) \
+$(VQ_OUT)/vib.safetensors: $(VQ_STAMP) $(VQ_INPUTS) $(BIN)/vae-train
+	$(call vq_timed,vib,$(BIN)/vae-train --preset vib-mlp $(call vq_images,train) --epochs $(if $(filter 1,$(SMOKE)),1,10) \
+	  $(if $(VQ_INPUTS),--eval-data $(or $(TEST_DATA),$(VQ_DATA)) --eval-labels $(or $(TEST_LABELS),$(LABELS))) \
 	  $(VQ_COMMON) --metrics $(VQ_OUT)/vib-train.jsonl -o $@)
 
 # The classifier's error on the samples, labelled with the classes they were drawn for
-# (32x32 samples are centre-cropped to the classifier's 28x28).
+# (32x32 digits are centre-cropped to the classifier's 28x28).
 $(VQ_OUT)/sample-classes.json: $(VQ_OUT)/vib.safetensors $(VQ_OUT)/samples.npy $(VQ_OUT)/sample-codes.safetensors $(BIN)/vae-eval
 	$(BIN)/vae-eval --model $< --data $(VQ_OUT)/samples.npy --labels $(VQ_OUT)/sample-codes.safetensors $(VQ_COMMON) -o $@
 
 $(VQ_OUT)/summary.json: $(VQ_OUT)/samples.png $(VQ_OUT)/sample-classes.json
 	{ last() { tail -n 1 $(VQ_OUT)/$$1; }; \
-	  printf '{"epochs": {"vqvae2": %s, "prior_top": %s, "prior_bottom": %s}, "temperature": %s, "seed": %s, "smoke": %s,\n' \
-	    $(VQ_EPOCHS) $(VQ_TOP_EPOCHS) $(VQ_BOTTOM_EPOCHS) $(VQ_TEMPERATURE) $(VQ_SEED) $(if $(filter 1,$(SMOKE)),true,false); \
+	  printf '{"data": "%s", "preset": "%s", "epochs": {"vqvae2": %s, "prior_top": %s, "prior_bottom": %s}, "temperature": %s, "seed": %s, "smoke": %s,\n' \
+	    $(VQ_DATA) $(VQ_PRESET) $(VQ_EPOCHS) $(VQ_TOP_EPOCHS) $(VQ_BOTTOM_EPOCHS) $(VQ_TEMPERATURE) $(VQ_SEED) $(if $(filter 1,$(SMOKE)),true,false); \
 	  printf ' "vqvae2_last_epoch": %s,\n' "$$(last vqvae2-train.jsonl)"; \
 	  printf ' "prior_top_last_epoch": %s,\n "prior_bottom_last_epoch": %s,\n' "$$(last prior-top.jsonl)" "$$(last prior-bottom.jsonl)"; \
 	  printf ' "sample_class_accuracy": %s,\n' "$$(sed -n 's/.*"error": *\([0-9.eE+-]*\).*/\1/p' $(VQ_OUT)/sample-classes.json | awk '{ print 1 - $$1 }')"; \

@@ -4,6 +4,7 @@
 use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
 use crate::error::{Error, Result};
 use crate::io::{check_io, InputPath, OutputPath};
+use crate::models::vib::VibConfig;
 use crate::models::ModelConfig;
 use crate::train::TrainOptions;
 
@@ -41,6 +42,18 @@ impl ImageTraining {
                 Some(ImageSet::bundled(*set, Split::Test, geometry)?)
             }
             (None, _) => None,
+        };
+        let config = match config {
+            // A classifier has one output per class of its data (10 for digits, 9 for emoji).
+            ModelConfig::Vib(c) => {
+                let labels = train.require_labels("training vib-mlp")?;
+                let eval_labels = eval.as_ref().and_then(|e| e.labels.as_deref()).unwrap_or_default();
+                let classes = labels.iter().chain(eval_labels).max().map_or(0, |&l| l as usize + 1);
+                let config = ModelConfig::Vib(VibConfig { classes: classes.max(2), ..c });
+                config.check_fresh("the training labels")?;
+                config
+            }
+            other => other,
         };
         Ok((config, train, eval))
     }
