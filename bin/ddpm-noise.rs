@@ -104,7 +104,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         (None, _) => NoiseSteps::Random,
     };
     let request = DdpmNoise {
-        images: args.input.source(),
+        images: args.input.source()?,
         diffusion,
         steps,
         with_eps: args.with_eps,

@@ -55,6 +55,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.overrides.apply(args.preset.config())?;
     let train =
         args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
-    train_on_images("ddpm-train", &args.data.training(config, &args.eval, train))?;
+    train_on_images("ddpm-train", &args.data.training(config, &args.eval, train)?)?;
     Ok(())
 }

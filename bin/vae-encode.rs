@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let request = VaeEncode {
         model: args.model.source(),
-        images: args.input.source(),
+        images: args.input.source()?,
         sample: args.sample,
         batch_size: args.batch_size as usize,
         seed: args.seed.seed,

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let request = VaeEval {
         model: args.model.source(),
-        data: args.data.data,
+        data: args.data.data.sized(args.data.size)?,
         split: args.data.split,
         labels: args.data.labels,
         range: args.data.range,

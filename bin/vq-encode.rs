@@ -45,7 +45,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let request = VqEncode {
         model: args.model.source(),
-        images: args.input.source(),
+        images: args.input.source()?,
         labels: args.labels,
         batch_size: args.batch_size as usize,
         output: args.output.output,

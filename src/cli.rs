@@ -193,6 +193,9 @@ pub struct DataArgs {
     /// Which part of a bundled set: train, test or all (mnist 9,000 / 1,000; emoji 3,411 / 370).
     #[arg(long, value_name = "SPLIT")]
     pub split: Option<Split>,
+    /// Serve the bundled emoji at NxN: 32, 16 or 8 (area-averaged from 64) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub size: Option<usize>,
     /// Class labels for an array file (.npy of integers [N]).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<InputPath>,
@@ -244,18 +247,18 @@ pub struct ImageInputArgs {
     /// With a bundled --data (mnist, emoji): train, test (default) or all.
     #[arg(long, value_name = "SPLIT")]
     pub split: Option<Split>,
+    /// Serve the bundled emoji at NxN: 32, 16 or 8 (area-averaged from 64) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub size: Option<usize>,
     /// Range of float pixels: 01 for [0,1], 11 for [-1,1] (u8 is always 0..255).
     #[arg(long, default_value = "01", value_name = "01|11")]
     pub range: PixelRange,
 }
 
 impl ImageInputArgs {
-    pub fn source(&self) -> ImageSource {
-        ImageSource {
-            spec: self.data.clone().unwrap_or_else(|| DataSpec::File(self.input.clone())),
-            split: self.split,
-            range: self.range,
-        }
+    pub fn source(&self) -> Result<ImageSource, Error> {
+        let spec = self.data.clone().unwrap_or_else(|| DataSpec::File(self.input.clone()));
+        Ok(ImageSource { spec: spec.sized(self.size)?, split: self.split, range: self.range })
     }
 }
 
@@ -437,16 +440,16 @@ fn given(flags: &[(&str, Option<usize>)]) -> String {
 
 impl DataArgs {
     /// The request of a training command on these images.
-    pub fn training(&self, config: ModelConfig, eval: &EvalArgs, train: TrainOptions) -> ImageTraining {
-        ImageTraining {
+    pub fn training(&self, config: ModelConfig, eval: &EvalArgs, train: TrainOptions) -> Result<ImageTraining, Error> {
+        Ok(ImageTraining {
             config,
-            data: self.data.clone(),
+            data: self.data.clone().sized(self.size)?,
             split: self.split,
             labels: self.labels.clone(),
             range: self.range,
             eval: eval.eval_data.clone().map(|path| (path, eval.eval_labels.clone())),
             train,
-        }
+        })
     }
 }
 

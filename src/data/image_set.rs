@@ -34,8 +34,9 @@ impl Split {
 pub enum Bundled {
     /// 10,000 MNIST digits, 1x28x28, 10 classes (data/mnist).
     Mnist,
-    /// 3,781 Noto Emoji, 3x64x64 on white, 9 categories (data/emoji).
-    Emoji,
+    /// 3,781 Noto Emoji, 3x64x64 on white, 9 categories (data/emoji), served at `side`
+    /// pixels: 64, or 64 divided by a whole number (`--size 32`).
+    Emoji { side: usize },
 }
 
 impl Bundled {
@@ -43,7 +44,24 @@ impl Bundled {
     pub fn name(self) -> &'static str {
         match self {
             Bundled::Mnist => "mnist",
-            Bundled::Emoji => "emoji",
+            Bundled::Emoji { .. } => "emoji",
+        }
+    }
+
+    /// The set served at `size` x `size` pixels (`--size`): the emoji at 64 divided by a
+    /// whole number, each pixel the mean of the k x k block it replaces (an area filter,
+    /// which does not alias); `None` keeps the stored size.
+    pub fn sized(self, size: Option<usize>) -> Result<Self> {
+        match (self, size) {
+            (set, None) => Ok(set),
+            (Bundled::Emoji { .. }, Some(side)) if side > 0 && emoji::SIDE % side == 0 => Ok(Bundled::Emoji { side }),
+            (Bundled::Emoji { .. }, Some(side)) => Err(Error::config(format!(
+                "--size {side}: the bundled emoji are {0}x{0}; --size takes {0} divided by a whole number (32, 16, 8)",
+                emoji::SIDE
+            ))),
+            (Bundled::Mnist, Some(side)) => Err(Error::config(format!(
+                "--size {side}: the bundled digits come at 28x28 only (img-pack --size N resizes an array)"
+            ))),
         }
     }
 
@@ -51,20 +69,21 @@ impl Bundled {
     pub fn geometry(self) -> Geometry {
         match self {
             Bundled::Mnist => Geometry::MNIST,
-            Bundled::Emoji => Geometry { channels: emoji::CHANNELS, height: emoji::SIDE, width: emoji::SIDE },
+            Bundled::Emoji { side } => Geometry { channels: emoji::CHANNELS, height: side, width: side },
         }
     }
 
-    /// One split of the set: u8 images ([N, 28, 28] or [N, 3, 64, 64]) and their labels.
+    /// One split of the set: u8 images ([N, 28, 28] or [N, 3, side, side]) and their labels.
     pub fn load(self, split: Split) -> Result<(Array, Vec<u32>)> {
         let (images, labels, dims, train) = match self {
             Bundled::Mnist => {
                 let (images, labels) = mnist::load_all()?;
                 (images, labels, vec![mnist::SIDE, mnist::SIDE], mnist::TRAIN_COUNT)
             }
-            Bundled::Emoji => {
+            Bundled::Emoji { side } => {
                 let set = emoji::load_all()?;
-                (set.images, set.labels, vec![emoji::CHANNELS, emoji::SIDE, emoji::SIDE], set.train_count)
+                let images = shrink(&set.images, emoji::CHANNELS * set.labels.len(), emoji::SIDE, emoji::SIDE / side);
+                (images, set.labels, vec![emoji::CHANNELS, side, side], set.train_count)
             }
         };
         let rows = match split {
@@ -79,6 +98,29 @@ impl Bundled {
     }
 }
 
+/// Square planes of `side` pixels shrunk by the whole factor `k`: each pixel the rounded mean
+/// of its k x k block.
+fn shrink(planes: &[u8], count: usize, side: usize, k: usize) -> Vec<u8> {
+    if k == 1 {
+        return planes.to_vec();
+    }
+    let small = side / k;
+    let mut out = Vec::with_capacity(count * small * small);
+    for plane in planes.chunks_exact(side * side) {
+        for y in 0..small {
+            for x in 0..small {
+                let sum: u32 = (0..k)
+                    .flat_map(|dy| (0..k).map(move |dx| (y * k + dy) * side + x * k + dx))
+                    .map(|i| u32::from(plane[i]))
+                    .sum();
+                let n = (k * k) as u32;
+                out.push(((sum + n / 2) / n) as u8);
+            }
+        }
+    }
+    out
+}
+
 /// Where images come from: a bundled set by name (`mnist`, `emoji`), else an image array file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSpec {
@@ -87,6 +129,18 @@ pub enum DataSpec {
 }
 
 impl DataSpec {
+    /// A bundled set served at `--size` pixels ([`Bundled::sized`]); for a file an error
+    /// unless `size` is `None`.
+    pub fn sized(self, size: Option<usize>) -> Result<Self> {
+        match (self, size) {
+            (DataSpec::Bundled(set), size) => Ok(DataSpec::Bundled(set.sized(size)?)),
+            (file, None) => Ok(file),
+            (DataSpec::File(path), Some(side)) => Err(Error::config(format!(
+                "--size {side} resizes the bundled emoji; {path} is an array file (img-pack --size N resizes arrays)"
+            ))),
+        }
+    }
+
     /// The file images are read from; `None` for a bundled set.
     pub fn file(&self) -> Option<&InputPath> {
         match self {
@@ -101,7 +155,7 @@ impl FromStr for DataSpec {
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         Ok(match s {
             "mnist" => DataSpec::Bundled(Bundled::Mnist),
-            "emoji" => DataSpec::Bundled(Bundled::Emoji),
+            "emoji" => DataSpec::Bundled(Bundled::Emoji { side: emoji::SIDE }),
             _ => DataSpec::File(s.parse()?),
         })
     }
@@ -293,6 +347,27 @@ mod tests {
 
     /// Held-out metrics are named `test_*` for the bundled test split (the default held-out
     /// set), after the split for the other bundled splits, and `eval_*` for an array file.
+    #[test]
+    fn emoji_at_size_32_are_the_means_of_2x2_blocks() {
+        let full = Bundled::Emoji { side: 64 }.load(Split::Test).unwrap().0;
+        let small = Bundled::Emoji { side: 64 }.sized(Some(32)).unwrap().load(Split::Test).unwrap().0;
+        assert_eq!(small.shape, vec![full.shape[0], 3, 32, 32]);
+        let (Elements::U8(full), Elements::U8(small)) = (full.data, small.data) else { panic!("u8") };
+        for (plane, (big, little)) in full.chunks_exact(64 * 64).zip(small.chunks_exact(32 * 32)).enumerate().take(30) {
+            for (y, x) in [(0, 0), (5, 17), (31, 31), (16, 3)] {
+                let sum: u32 = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .iter()
+                    .map(|(dy, dx)| u32::from(big[(2 * y + dy) * 64 + 2 * x + dx]))
+                    .sum();
+                assert_eq!(u32::from(little[y * 32 + x]), (sum + 2) / 4, "plane {plane} ({y}, {x})");
+            }
+        }
+        for bad in [0, 48, 128] {
+            assert!(Bundled::Emoji { side: 64 }.sized(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(Bundled::Mnist.sized(Some(14)).unwrap_err().to_string().contains("28x28 only"));
+    }
+
     #[test]
     fn metric_prefix_names_the_bundled_split_else_eval() {
         let g = Geometry::MNIST;

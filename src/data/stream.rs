@@ -84,6 +84,16 @@ impl ImageStream {
         self.geometry
     }
 
+    /// The same stream with its batches fitted to `geometry` instead (padded or cropped by
+    /// [`to_unit_f32`]'s rule), before any batch is read.
+    pub fn fitted(mut self, geometry: Geometry) -> Result<Self> {
+        if let Source::Memory(set, pos) = self.source {
+            self.source = Source::Memory(set.fitted(geometry)?, pos);
+        }
+        self.geometry = geometry;
+        Ok(self)
+    }
+
     /// The number of images.
     pub fn len(&self) -> usize {
         match &self.source {

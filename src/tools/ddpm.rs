@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
 use crate::io::{check_io, OutputPath};
 use crate::models::ddpm::{DdpmConfig, UNet};
-use crate::models::{Network, Preset};
+use crate::models::{ModelConfig, Network, Preset};
 use crate::tasks::ddpm::{DenoiseOptions, Denoising, Sampler, Start};
 use crate::tools::ImageSource;
 
@@ -82,12 +82,21 @@ pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
         clip: r.clip,
         seed: r.seed,
     };
-    // Noising needs only the schedule: without a model the images keep their own geometry.
-    let geometry = match &r.diffusion {
-        Diffusion::Model(_) => Some(config.geometry()),
-        Diffusion::Preset { .. } => None,
+    // Without a model, the preset fitted to the images (digits padded to 32x32, colour kept).
+    let mut images = match &r.diffusion {
+        Diffusion::Model(_) => r.images.open(Some(config.geometry()), r.batch_size)?,
+        Diffusion::Preset { .. } => {
+            let images = r.images.open(None, r.batch_size)?;
+            let fitted = ModelConfig::Ddpm(config.clone()).fitted_to(images.geometry()).map_err(|e| {
+                match r.images.spec.file() {
+                    Some(path) => Error::bad_input(path, e.to_string()),
+                    None => e,
+                }
+            })?;
+            let fitted = fitted.geometry()?;
+            images.fitted(fitted)?
+        }
     };
-    let mut images = r.images.open(geometry, r.batch_size)?;
     let geometry = images.geometry();
     noise(&mut images, geometry, &r.output, &opts, &r.device)
 }

@@ -34,6 +34,7 @@ pub fn vq_encode(r: &VqEncode) -> Result<()> {
     let geometry = (!ckpt.from_preset).then_some(config.image);
     let mut images = r.images.open(geometry, r.batch_size)?;
     let model: VqVae2 = ckpt.fit_preset_to(images.geometry())?.into_network(&r.device)?;
+    images = images.fitted(model.config.image)?;
     if let Some(labels) = &r.labels {
         images = images.with_labels(labels)?;
     }
