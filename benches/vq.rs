@@ -66,7 +66,7 @@ fn main() {
             &genimg::data::DataSpec::Bundled(genimg::data::Bundled::Mnist),
             Some(Split::Test),
             Default::default(),
-            model.config.geometry(),
+            Some(model.config.geometry()),
             1000,
         )
         .expect("stream");
