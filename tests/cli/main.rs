@@ -2,6 +2,7 @@
 //! directory, with a cleared environment. One module per tool.
 
 mod bounded_memory;
+mod colour;
 mod common;
 mod ddpm_denoise;
 mod ddpm_noise;
