@@ -14,13 +14,17 @@ const EXAMPLES: &str = "\
 Examples:
   vae-train --preset vae-mlp --data mnist --epochs 10 -o vae.safetensors
   vae-train --preset vib-mlp --epochs 10 --metrics vib.jsonl -o vib.safetensors
+  vae-train --preset vqvae2 --data emoji --epochs 3 -o vq.safetensors   # colour, 64x64
+  vae-train --preset vqvae2 --data faces.npy --batch-size 32 -o vq.safetensors  # [N,3,256,256] u8
   vae-train --preset vae-mlp --likelihood gaussian --sigma learned --beta 4 -o bvae.safetensors
   vae-train --data x.npy --labels y.npy --eval-data xt.npy -o m.safetensors
   vae-train --resume --epochs 20 -o vae.safetensors     # continue a run
 
 Writes MODEL.safetensors (the network, config in its metadata) and, beside it,
 MODEL.state.safetensors (optimizer state for --resume), after every epoch.
-One JSON line of metrics per epoch goes to --metrics or stderr.";
+One JSON line of metrics per epoch goes to --metrics or stderr. The network takes the
+training images' channels and size (stored in the model file; 28x28 digits are padded to
+the 32x32 of the -mnist presets).";
 
 /// Train a VAE (vae-mlp), a Deep Variational Information Bottleneck (vib-mlp) or a VQ-VAE-2.
 #[derive(Parser)]

@@ -12,10 +12,13 @@ Examples:
   vq-encode --model vqvae2.safetensors --data mnist --split train -o codes.safetensors
   vq-encode --model vqvae2.safetensors digits.npy --labels y.npy > codes.safetensors
   img-pack mnist --split test | vq-encode --model vqvae2.safetensors | vq-decode --model vqvae2.safetensors > recon.npy
+  vq-encode --preset vqvae2 --model rosinality-vqvae.safetensors faces.npy -o codes.safetensors
 
-Two levels write .safetensors: top i64 [N, 4, 4], bottom i64 [N, 8, 8], labels i64 [N] when
-the images have labels (the bundled set does), and the codebook sizes in the metadata
-(genimg.n_embed_top, genimg.n_embed_bottom). One level (--levels 1) writes .npy i64 [N, 8, 8].
+Two levels write .safetensors: top i64 [N, H/8, W/8], bottom i64 [N, H/4, W/4] (4x4 and 8x8
+for 32x32 digits), labels i64 [N] when the images have labels (the bundled sets do), and the
+codebook sizes in the metadata (genimg.n_embed_top, genimg.n_embed_bottom). One level
+(--levels 1) writes .npy i64 [N, H/4, W/4]. A plain PyTorch state dict (--preset) takes the
+images' size; a trained model checks the images against its own.
 Images are u8 0..255 or float in [0,1] (--range 11 for [-1,1]); 28x28 is zero-padded to 32x32.";
 
 /// Encode images to the discrete codes of a trained vqvae2-mnist (or one-level VQ-VAE).

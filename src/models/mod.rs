@@ -70,13 +70,13 @@ impl fmt::Display for Family {
 /// The named presets every tool offers (`--preset NAME`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// The PyTorch VAE example on 28x28 digits (family vae-mlp).
+    /// The PyTorch VAE example, on 28x28 digits or any images it flattens (family vae-mlp).
     #[value(name = "vae-mlp")]
     VaeMlp,
-    /// Deep VIB's MLP classifier on 28x28 digits (family vib-mlp).
+    /// Deep VIB's MLP classifier, on 28x28 digits or any labelled images (family vib-mlp).
     #[value(name = "vib-mlp")]
     VibMlp,
-    /// VQ-VAE-2: rosinality/vq-vae-2-pytorch's `VQVAE()` defaults, 3 channels (family vqvae2).
+    /// VQ-VAE-2: rosinality/vq-vae-2-pytorch's `VQVAE()` defaults, colour, any multiple of 8 px (family vqvae2).
     #[value(name = "vqvae2")]
     Vqvae2,
     /// The same VQ-VAE-2 on 1x32x32 digits (family vqvae2).
@@ -85,7 +85,7 @@ pub enum Preset {
     /// The Gated PixelCNN prior over codes (family pixelcnn-prior).
     #[value(name = "pixelcnn-prior")]
     PixelcnnPrior,
-    /// The small noise-prediction U-Net on 1x32x32 (family ddpm-unet).
+    /// The small noise-prediction U-Net, 1x32x32 digits or the data's geometry (family ddpm-unet).
     #[value(name = "ddpm-unet-mnist")]
     DdpmUnetMnist,
 }
