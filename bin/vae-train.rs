@@ -8,13 +8,14 @@ use genimg::models::{Family, Preset};
 use genimg::tools::train::train_on_images;
 
 /// The families vae-train trains.
-const FAMILIES: &[Family] = &[Family::VaeMlp, Family::VibMlp, Family::VqVae2];
+const FAMILIES: &[Family] = &[Family::VaeMlp, Family::VaeConv, Family::VibMlp, Family::VqVae2];
 
 const EXAMPLES: &str = "\
 Examples:
   vae-train --preset vae-mlp --data mnist --epochs 10 -o vae.safetensors
   vae-train --preset vib-mlp --epochs 10 --metrics vib.jsonl -o vib.safetensors
   vae-train --preset vae-mlp --likelihood gaussian --sigma learned --beta 4 -o bvae.safetensors
+  vae-train --preset vae-conv --data emoji --epochs 20 -o conv.safetensors
   vae-train --data x.npy --labels y.npy --eval-data xt.npy -o m.safetensors
   vae-train --resume --epochs 20 -o vae.safetensors     # continue a run
 
@@ -22,7 +23,8 @@ Writes MODEL.safetensors (the network, config in its metadata) and, beside it,
 MODEL.state.safetensors (optimizer state for --resume), after every epoch.
 One JSON line of metrics per epoch goes to --metrics or stderr.";
 
-/// Train a VAE (vae-mlp), a Deep Variational Information Bottleneck (vib-mlp) or a VQ-VAE-2.
+/// Train a VAE (vae-mlp, or vae-conv for colour images), a Deep Variational Information
+/// Bottleneck (vib-mlp) or a VQ-VAE-2.
 #[derive(Parser)]
 #[command(name = "vae-train", version, after_help = EXAMPLES)]
 struct Args {

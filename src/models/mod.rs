@@ -1,7 +1,7 @@
 //! The model families, their named presets, and the one way a configuration and its
 //! parameters become a network.
 //!
-//! A family (VAE MLP, VIB MLP, VQ-VAE-2, PixelCNN prior, diffusion U-Net) is one network
+//! A family (VAE MLP, convolutional VAE, VIB MLP, VQ-VAE-2, PixelCNN prior, diffusion U-Net) is one network
 //! type with one configuration type; a preset is a named value of that configuration, as
 //! candle-transformers' `StableDiffusionConfig::v1_5()` and `v2_1()` are presets of one
 //! family. Checkpoints store the configuration as JSON tagged with the family's name
@@ -11,9 +11,11 @@
 //! The network specifications each family follows are in `docs/models.md`.
 
 pub mod ddpm;
+pub mod latent;
 pub mod pixelcnn;
 pub mod quantize;
 pub mod vae;
+pub mod vae_conv;
 pub mod vib;
 pub mod vqvae2;
 
@@ -31,6 +33,7 @@ use crate::nn::{ParamSet, Params};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     VaeMlp,
+    VaeConv,
     VibMlp,
     VqVae2,
     PixelCnnPrior,
@@ -42,6 +45,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::VaeMlp => "vae-mlp",
+            Family::VaeConv => "vae-conv",
             Family::VibMlp => "vib-mlp",
             Family::VqVae2 => "vqvae2",
             Family::PixelCnnPrior => "pixelcnn-prior",
@@ -53,6 +57,8 @@ impl Family {
     pub fn train_defaults(self) -> (f64, usize) {
         match self {
             Family::VaeMlp => (1e-3, 128),
+            // The reference's CelebA settings.
+            Family::VaeConv => (5e-3, 64),
             Family::VibMlp => (1e-4, 100),
             Family::VqVae2 => (3e-4, 128),
             Family::DdpmUnet => (2e-4, 128),
@@ -73,6 +79,9 @@ pub enum Preset {
     /// The PyTorch VAE example on 28x28 digits (family vae-mlp).
     #[value(name = "vae-mlp")]
     VaeMlp,
+    /// PyTorch-VAE's VanillaVAE on 3x64x64 colour images (family vae-conv).
+    #[value(name = "vae-conv")]
+    VaeConv,
     /// Deep VIB's MLP classifier on 28x28 digits (family vib-mlp).
     #[value(name = "vib-mlp")]
     VibMlp,
@@ -92,6 +101,7 @@ impl Preset {
     pub fn config(self) -> ModelConfig {
         match self {
             Preset::VaeMlp => ModelConfig::Vae(vae::VaeConfig::vae_mlp()),
+            Preset::VaeConv => ModelConfig::VaeConv(vae_conv::VaeConvConfig::vae_conv()),
             Preset::VibMlp => ModelConfig::Vib(vib::VibConfig::vib_mlp()),
             Preset::Vqvae2Mnist => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2_mnist()),
             Preset::PixelcnnPrior => ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::pixelcnn_prior()),
@@ -107,6 +117,7 @@ impl Preset {
     pub fn name(self) -> &'static str {
         match self {
             Preset::VaeMlp => "vae-mlp",
+            Preset::VaeConv => "vae-conv",
             Preset::VibMlp => "vib-mlp",
             Preset::Vqvae2Mnist => "vqvae2-mnist",
             Preset::PixelcnnPrior => "pixelcnn-prior",
@@ -146,6 +157,8 @@ impl Preset {
 pub enum ModelConfig {
     #[serde(rename = "vae-mlp")]
     Vae(vae::VaeConfig),
+    #[serde(rename = "vae-conv")]
+    VaeConv(vae_conv::VaeConvConfig),
     #[serde(rename = "vib-mlp")]
     Vib(vib::VibConfig),
     #[serde(rename = "vqvae2", alias = "vqvae2-mnist")]
@@ -160,6 +173,7 @@ impl ModelConfig {
     pub fn family(&self) -> Family {
         match self {
             ModelConfig::Vae(_) => Family::VaeMlp,
+            ModelConfig::VaeConv(_) => Family::VaeConv,
             ModelConfig::Vib(_) => Family::VibMlp,
             ModelConfig::VqVae2(_) => Family::VqVae2,
             ModelConfig::PixelCnn(_) => Family::PixelCnnPrior,
@@ -171,6 +185,7 @@ impl ModelConfig {
     pub fn geometry(&self) -> Result<Geometry> {
         match self {
             ModelConfig::Vae(c) => c.geometry(),
+            ModelConfig::VaeConv(c) => Ok(c.geometry()),
             ModelConfig::Vib(c) => c.geometry(),
             ModelConfig::VqVae2(c) => Ok(c.geometry()),
             ModelConfig::Ddpm(c) => Ok(c.geometry()),
@@ -185,6 +200,7 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Vae(c) => c.validate(),
+            ModelConfig::VaeConv(c) => c.validate(),
             ModelConfig::PixelCnn(c) => c.validate(),
             ModelConfig::Ddpm(c) => c.validate(),
             ModelConfig::Vib(c) => c.validate(),
@@ -198,6 +214,7 @@ impl ModelConfig {
         match self {
             // Their image size is the first layer's width, a parameter shape.
             ModelConfig::Vae(_) | ModelConfig::Vib(_) => Vec::new(),
+            ModelConfig::VaeConv(c) => c.demands(),
             ModelConfig::VqVae2(c) => c.demands(),
             ModelConfig::PixelCnn(c) => c.demands(),
             ModelConfig::Ddpm(c) => c.demands(),
@@ -218,6 +235,7 @@ impl ModelConfig {
         let mut plan = Params::plan();
         let built = match self.clone() {
             ModelConfig::Vae(c) => vae::Vae::new(c, &mut plan).map(drop),
+            ModelConfig::VaeConv(c) => vae_conv::VaeConv::new(c, &mut plan).map(drop),
             ModelConfig::Vib(c) => vib::Vib::new(c, &mut plan).map(drop),
             ModelConfig::VqVae2(c) => vqvae2::VqVae2::new(c, &mut plan).map(drop),
             ModelConfig::PixelCnn(c) => pixelcnn::PixelCnn::new(c, &mut plan).map(drop),
@@ -296,6 +314,7 @@ macro_rules! network {
 }
 
 network!(vae::Vae, vae::VaeConfig, VaeMlp, Vae);
+network!(vae_conv::VaeConv, vae_conv::VaeConvConfig, VaeConv, VaeConv);
 network!(vib::Vib, vib::VibConfig, VibMlp, Vib);
 network!(vqvae2::VqVae2, vqvae2::VqVae2Config, VqVae2, VqVae2);
 network!(pixelcnn::PixelCnn, pixelcnn::PixelCnnConfig, PixelCnnPrior, PixelCnn);

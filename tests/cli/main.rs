@@ -17,6 +17,7 @@ mod prior;
 mod reliability;
 mod sizes_and_flags;
 mod threads;
+mod vae_conv;
 mod vae_decode;
 mod vae_encode;
 mod vae_eval;
