@@ -14,9 +14,11 @@ Examples:
   vae-decode --model vae.safetensors --prior 64 --seed 1 | img-grid --cols 8 -o samples.png
   vae-decode --model vae2d.safetensors --manifold 20 | img-grid --cols 20 -o manifold.png
 
-Writes .npy f32 [N, 1, 28, 28] in [0,1]: the mean of p(x|z).";
+Writes .npy f32 [N, C, H, W] in [0,1] (1x28x28 for vae-mlp, 3x64x64 for vae-conv):
+the mean of p(x|z).";
 
-/// Decode latent codes, or samples of the prior, to images with a trained vae-mlp.
+/// Decode latent codes, or samples of the prior, to images with a trained VAE (vae-mlp,
+/// vae-conv).
 #[derive(Parser)]
 #[command(name = "vae-decode", version, after_help = EXAMPLES)]
 struct Args {

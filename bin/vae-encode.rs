@@ -11,10 +11,11 @@ Examples:
   vae-encode --model vae.safetensors digits.npy -o z.npy
   vae-encode --model vae.safetensors --data mnist --split test --sample > z.npy
   img-pack mnist --split test | vae-encode --model vae.safetensors | vae-decode --model vae.safetensors > recon.npy
+  vae-encode --model vanilla_vae.safetensors --preset vae-conv --data emoji -o z.npy   # a PyTorch state dict
 
 Writes .npy f32 [N, latent]: the posterior mean, or one draw of z with --sample.";
 
-/// Encode images to the latent space of a trained vae-mlp.
+/// Encode images to the latent space of a trained VAE (vae-mlp, vae-conv).
 #[derive(Parser)]
 #[command(name = "vae-encode", version, after_help = EXAMPLES)]
 struct Args {

@@ -8,7 +8,7 @@ use genimg::models::{Family, Preset};
 use genimg::tools::train::train_on_images;
 
 /// The families vae-train trains.
-const FAMILIES: &[Family] = &[Family::VaeMlp, Family::VibMlp, Family::VqVae2];
+const FAMILIES: &[Family] = &[Family::VaeMlp, Family::VaeConv, Family::VibMlp, Family::VqVae2];
 
 const EXAMPLES: &str = "\
 Examples:
@@ -17,6 +17,7 @@ Examples:
   vae-train --preset vqvae2 --data emoji --epochs 3 -o vq.safetensors   # colour, 64x64
   vae-train --preset vqvae2 --data faces.npy --batch-size 32 -o vq.safetensors  # [N,3,256,256] u8
   vae-train --preset vae-mlp --likelihood gaussian --sigma learned --beta 4 -o bvae.safetensors
+  vae-train --preset vae-conv --data emoji --epochs 20 -o conv.safetensors
   vae-train --data x.npy --labels y.npy --eval-data xt.npy -o m.safetensors
   vae-train --resume --epochs 20 -o vae.safetensors     # continue a run
 
@@ -26,7 +27,8 @@ One JSON line of metrics per epoch goes to --metrics or stderr. The network take
 training images' channels and size (stored in the model file; 28x28 digits are padded to
 the 32x32 of the -mnist presets).";
 
-/// Train a VAE (vae-mlp), a Deep Variational Information Bottleneck (vib-mlp) or a VQ-VAE-2.
+/// Train a VAE (vae-mlp, or vae-conv for colour images), a Deep Variational Information
+/// Bottleneck (vib-mlp) or a VQ-VAE-2.
 #[derive(Parser)]
 #[command(name = "vae-train", version, after_help = EXAMPLES)]
 struct Args {

@@ -290,13 +290,17 @@ pub struct ModelOverrides {
     /// vae-mlp: bernoulli or gaussian likelihood [preset: bernoulli].
     #[arg(long, value_name = "KIND")]
     pub likelihood: Option<crate::models::vae::Likelihood>,
-    /// vae-mlp with --likelihood gaussian: a fixed sigma, or `learned` [default].
+    /// vae-mlp with --likelihood gaussian: a fixed sigma, or `learned` [default]; vae-conv:
+    /// the fixed sigma of the discretized Gaussian its evaluation reports [preset: 0.1].
     #[arg(long, value_name = "SIGMA|learned")]
     pub sigma: Option<SigmaArg>,
     /// Weight of the KL term (beta-VAE; VIB's beta) [preset: 1 for vae-mlp, 1e-3 for vib-mlp].
     #[arg(long, value_name = "BETA")]
     pub beta: Option<f64>,
-    /// Size of z [preset: 20 for vae-mlp, 256 for vib-mlp].
+    /// vae-conv: weight of the KL term in its loss, MSE + W * KL [preset: 0.00025].
+    #[arg(long, value_name = "W")]
+    pub kld_weight: Option<f64>,
+    /// Size of z [preset: 20 for vae-mlp, 128 for vae-conv, 256 for vib-mlp].
     #[arg(long, value_name = "N")]
     pub latent: Option<usize>,
     /// Width of the hidden layers [preset: 400 for vae-mlp, 1024 for vib-mlp].
@@ -331,6 +335,7 @@ impl ModelOverrides {
         let only_vq = [("--levels", self.levels.is_some()), ("--restart-dead", self.restart_dead.is_some())];
         let mlp_only =
             [("--beta", self.beta.is_some()), ("--latent", self.latent.is_some()), ("--hidden", self.hidden.is_some())];
+        let only_conv = [("--kld-weight", self.kld_weight.is_some())];
         let reject = |flags: &[(&str, bool)], network: &str| match flags.iter().find(|(_, set)| *set) {
             Some((flag, _)) => Err(Error::config(format!("{flag} does not apply to {network}"))),
             None => Ok(()),
@@ -338,6 +343,7 @@ impl ModelOverrides {
         Ok(match config {
             ModelConfig::Vae(mut c) => {
                 reject(&only_vq, "vae-mlp")?;
+                reject(&only_conv, "vae-mlp")?;
                 c.likelihood = self.likelihood.unwrap_or(c.likelihood);
                 c.sigma = self.sigma.map(|s| s.0).unwrap_or(c.sigma);
                 c.beta = self.beta.unwrap_or(c.beta);
@@ -347,9 +353,31 @@ impl ModelOverrides {
                 c.validate()?;
                 ModelConfig::Vae(c)
             }
+            ModelConfig::VaeConv(mut c) => {
+                reject(&only_vq, "vae-conv")?;
+                let not_conv = [
+                    ("--likelihood", self.likelihood.is_some()),
+                    ("--binarize", self.binarize.is_some()),
+                    ("--beta", self.beta.is_some()),
+                    ("--hidden", self.hidden.is_some()),
+                ];
+                reject(&not_conv, "vae-conv (its KL weight is --kld-weight)")?;
+                c.sigma = match self.sigma {
+                    Some(SigmaArg(None)) => {
+                        return Err(Error::config("--sigma learned does not apply to vae-conv, whose sigma is fixed"))
+                    }
+                    Some(SigmaArg(Some(s))) => s,
+                    None => c.sigma,
+                };
+                c.kld_weight = self.kld_weight.unwrap_or(c.kld_weight);
+                c.latent = self.latent.unwrap_or(c.latent);
+                c.validate()?;
+                ModelConfig::VaeConv(c)
+            }
             ModelConfig::Vib(mut c) => {
                 reject(&only_vae, "vib-mlp")?;
                 reject(&only_vq, "vib-mlp")?;
+                reject(&only_conv, "vib-mlp")?;
                 c.beta = self.beta.unwrap_or(c.beta);
                 c.latent = self.latent.unwrap_or(c.latent);
                 c.hidden = self.hidden.unwrap_or(c.hidden);
@@ -362,6 +390,7 @@ impl ModelOverrides {
             ModelConfig::VqVae2(mut c) => {
                 reject(&only_vae, "vqvae2")?;
                 reject(&mlp_only, "vqvae2")?;
+                reject(&only_conv, "vqvae2")?;
                 c.levels = self.levels.unwrap_or(c.levels);
                 if let Some(n) = self.restart_dead {
                     c.restart_after = (n > 0).then_some(n);
@@ -372,6 +401,7 @@ impl ModelOverrides {
                 reject(&only_vae, "pixelcnn-prior")?;
                 reject(&only_vq, "pixelcnn-prior")?;
                 reject(&mlp_only, "pixelcnn-prior")?;
+                reject(&only_conv, "pixelcnn-prior")?;
                 ModelConfig::PixelCnn(c)
             }
         })
@@ -499,6 +529,7 @@ mod tests {
             likelihood: None,
             sigma: None,
             beta: None,
+            kld_weight: None,
             latent: Some(20),
             hidden: Some(1_000_000_000),
             binarize: None,

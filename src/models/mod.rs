@@ -1,7 +1,7 @@
 //! The model families, their named presets, and the one way a configuration and its
 //! parameters become a network.
 //!
-//! A family (VAE MLP, VIB MLP, VQ-VAE-2, PixelCNN prior, diffusion U-Net) is one network
+//! A family (VAE MLP, convolutional VAE, VIB MLP, VQ-VAE-2, PixelCNN prior, diffusion U-Net) is one network
 //! type with one configuration type; a preset is a named value of that configuration, as
 //! candle-transformers' `StableDiffusionConfig::v1_5()` and `v2_1()` are presets of one
 //! family. Checkpoints store the configuration as JSON tagged with the family's name
@@ -11,9 +11,11 @@
 //! The network specifications each family follows are in `docs/models.md`.
 
 pub mod ddpm;
+pub mod latent;
 pub mod pixelcnn;
 pub mod quantize;
 pub mod vae;
+pub mod vae_conv;
 pub mod vib;
 pub mod vqvae2;
 
@@ -31,6 +33,7 @@ use crate::nn::{ParamSet, Params};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     VaeMlp,
+    VaeConv,
     VibMlp,
     VqVae2,
     PixelCnnPrior,
@@ -42,6 +45,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::VaeMlp => "vae-mlp",
+            Family::VaeConv => "vae-conv",
             Family::VibMlp => "vib-mlp",
             Family::VqVae2 => "vqvae2",
             Family::PixelCnnPrior => "pixelcnn-prior",
@@ -53,6 +57,8 @@ impl Family {
     pub fn train_defaults(self) -> (f64, usize) {
         match self {
             Family::VaeMlp => (1e-3, 128),
+            // The reference's CelebA settings.
+            Family::VaeConv => (5e-3, 64),
             Family::VibMlp => (1e-4, 100),
             Family::VqVae2 => (3e-4, 128),
             Family::DdpmUnet => (2e-4, 128),
@@ -73,6 +79,9 @@ pub enum Preset {
     /// The PyTorch VAE example, on 28x28 digits or any images it flattens (family vae-mlp).
     #[value(name = "vae-mlp")]
     VaeMlp,
+    /// PyTorch-VAE's VanillaVAE on 3x64x64 colour images (family vae-conv).
+    #[value(name = "vae-conv")]
+    VaeConv,
     /// Deep VIB's MLP classifier, on 28x28 digits or any labelled images (family vib-mlp).
     #[value(name = "vib-mlp")]
     VibMlp,
@@ -95,6 +104,7 @@ impl Preset {
     pub fn config(self) -> ModelConfig {
         match self {
             Preset::VaeMlp => ModelConfig::Vae(vae::VaeConfig::vae_mlp()),
+            Preset::VaeConv => ModelConfig::VaeConv(vae_conv::VaeConvConfig::vae_conv()),
             Preset::VibMlp => ModelConfig::Vib(vib::VibConfig::vib_mlp()),
             Preset::Vqvae2 => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2()),
             Preset::Vqvae2Mnist => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2_mnist()),
@@ -111,6 +121,7 @@ impl Preset {
     pub fn name(self) -> &'static str {
         match self {
             Preset::VaeMlp => "vae-mlp",
+            Preset::VaeConv => "vae-conv",
             Preset::VibMlp => "vib-mlp",
             Preset::Vqvae2 => "vqvae2",
             Preset::Vqvae2Mnist => "vqvae2-mnist",
@@ -151,6 +162,8 @@ impl Preset {
 pub enum ModelConfig {
     #[serde(rename = "vae-mlp")]
     Vae(vae::VaeConfig),
+    #[serde(rename = "vae-conv")]
+    VaeConv(vae_conv::VaeConvConfig),
     #[serde(rename = "vib-mlp")]
     Vib(vib::VibConfig),
     #[serde(rename = "vqvae2", alias = "vqvae2-mnist")]
@@ -165,6 +178,7 @@ impl ModelConfig {
     pub fn family(&self) -> Family {
         match self {
             ModelConfig::Vae(_) => Family::VaeMlp,
+            ModelConfig::VaeConv(_) => Family::VaeConv,
             ModelConfig::Vib(_) => Family::VibMlp,
             ModelConfig::VqVae2(_) => Family::VqVae2,
             ModelConfig::PixelCnn(_) => Family::PixelCnnPrior,
@@ -176,6 +190,7 @@ impl ModelConfig {
     pub fn geometry(&self) -> Result<Geometry> {
         match self {
             ModelConfig::Vae(c) => Ok(c.geometry()),
+            ModelConfig::VaeConv(c) => Ok(c.geometry()),
             ModelConfig::Vib(c) => Ok(c.geometry()),
             ModelConfig::VqVae2(c) => Ok(c.geometry()),
             ModelConfig::Ddpm(c) => Ok(c.geometry()),
@@ -193,6 +208,7 @@ impl ModelConfig {
         let config = match self {
             ModelConfig::Vae(c) => ModelConfig::Vae(vae::VaeConfig { image: fitted, ..c }),
             ModelConfig::Vib(c) => ModelConfig::Vib(vib::VibConfig { image: fitted, ..c }),
+            ModelConfig::VaeConv(c) => ModelConfig::VaeConv(c.with_geometry(fitted)?),
             ModelConfig::VqVae2(c) => {
                 fitted.check_stride(&format!("vqvae2 with {} level(s)", c.levels), c.stride())?;
                 ModelConfig::VqVae2(vqvae2::VqVae2Config { image: fitted, ..c })
@@ -210,6 +226,7 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Vae(c) => c.validate(),
+            ModelConfig::VaeConv(c) => c.validate(),
             ModelConfig::PixelCnn(c) => c.validate(),
             ModelConfig::Ddpm(c) => c.validate(),
             ModelConfig::Vib(c) => c.validate(),
@@ -223,6 +240,7 @@ impl ModelConfig {
         match self {
             // Their image size is the first layer's width, a parameter shape.
             ModelConfig::Vae(_) | ModelConfig::Vib(_) => Vec::new(),
+            ModelConfig::VaeConv(c) => c.demands(),
             ModelConfig::VqVae2(c) => c.demands(),
             ModelConfig::PixelCnn(c) => c.demands(),
             ModelConfig::Ddpm(c) => c.demands(),
@@ -243,6 +261,7 @@ impl ModelConfig {
         let mut plan = Params::plan();
         let built = match self.clone() {
             ModelConfig::Vae(c) => vae::Vae::new(c, &mut plan).map(drop),
+            ModelConfig::VaeConv(c) => vae_conv::VaeConv::new(c, &mut plan).map(drop),
             ModelConfig::Vib(c) => vib::Vib::new(c, &mut plan).map(drop),
             ModelConfig::VqVae2(c) => vqvae2::VqVae2::new(c, &mut plan).map(drop),
             ModelConfig::PixelCnn(c) => pixelcnn::PixelCnn::new(c, &mut plan).map(drop),
@@ -273,6 +292,7 @@ fn upgrade_geometry(fields: &mut serde_json::Map<String, serde_json::Value>) -> 
     if fields.contains_key("image") {
         return Ok(());
     }
+    let sized = fields.contains_key("image_size");
     let mut take = |name: &str| fields.remove(name).and_then(|v| v.as_u64()).map(|v| v as usize);
     let (channels, side) = if let Some(input) = take("input") {
         let side = input.isqrt();
@@ -280,11 +300,13 @@ fn upgrade_geometry(fields: &mut serde_json::Map<String, serde_json::Value>) -> 
             return Err(format!("input size {input} is not a square one-channel image"));
         }
         (1, side)
-    } else {
+    } else if sized {
         match (take("in_channel").or_else(|| take("in_channels")), take("image_size")) {
             (Some(c), Some(s)) => (c, s),
             _ => return Ok(()),
         }
+    } else {
+        return Ok(());
     };
     let image = Geometry { channels, height: side, width: side };
     fields.insert("image".into(), serde_json::to_value(image).expect("geometry serialises"));
@@ -352,6 +374,7 @@ macro_rules! network {
 }
 
 network!(vae::Vae, vae::VaeConfig, VaeMlp, Vae);
+network!(vae_conv::VaeConv, vae_conv::VaeConvConfig, VaeConv, VaeConv);
 network!(vib::Vib, vib::VibConfig, VibMlp, Vib);
 network!(vqvae2::VqVae2, vqvae2::VqVae2Config, VqVae2, VqVae2);
 network!(pixelcnn::PixelCnn, pixelcnn::PixelCnnConfig, PixelCnnPrior, PixelCnn);

@@ -14,11 +14,16 @@ use candle_nn::Module;
 use crate::nn::Linear;
 use serde::{Deserialize, Serialize};
 
+use serde_json::{json, Value};
+
+use super::latent::GaussianVae;
+use super::Family;
 use crate::data::Geometry;
 use crate::error::{Error, Result};
-use crate::nn::functional::{bce_with_logits_sum, kl_std_normal, log_std_normal, relu, RunningLogSumExp, LN_2PI};
+use crate::nn::functional::{bce_with_logits_sum, relu, LN_2PI};
 use crate::nn::params::{Init, Params};
 use crate::rng::Rng;
+use crate::train::Metrics;
 
 /// How p(x|z) is modelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -114,14 +119,6 @@ enum Scale {
     Learned(Tensor),
 }
 
-/// The two terms of the negative ELBO, per image (nats).
-pub struct ElboTerms {
-    /// -log p(x|z) for one z ~ q(z|x), summed over pixels: [N].
-    pub nll: Tensor,
-    /// KL(q(z|x) || p(z)), closed form: [N].
-    pub kl: Tensor,
-}
-
 impl Vae {
     pub fn new(config: VaeConfig, p: &mut Params) -> Result<Self> {
         config.validate()?;
@@ -175,49 +172,51 @@ impl Vae {
             }
         }
     }
+}
 
-    /// The ELBO's terms with one reparameterized sample z = mu + sigma * eps.
-    pub fn elbo_terms(&self, x: &Tensor, rng: &mut Rng) -> Result<ElboTerms> {
-        let (mu, logvar) = self.encode(x)?;
-        let eps = rng.normal(mu.dims(), mu.device())?;
-        let z = (&mu + (eps * (&logvar * 0.5)?.exp()?)?)?;
-        let nll = self.neg_log_likelihood(x, &self.decode_logits(&z)?)?;
-        Ok(ElboTerms { nll, kl: kl_std_normal(&mu, &logvar)? })
+impl GaussianVae for Vae {
+    fn family(&self) -> Family {
+        Family::VaeMlp
     }
 
-    /// The importance-weighted estimate of log p(x) (Burda et al. 2016) with `k` samples
-    /// per image: log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q(z|x). With k = 1 it is a
-    /// one-sample ELBO; it grows towards log p(x) as k grows. Returns nats per image.
-    pub fn iwae(&self, x: &Tensor, k: usize, rng: &mut Rng) -> Result<Vec<f64>> {
-        let (n, d) = x.dims2()?;
-        let (mu, logvar) = self.encode(x)?;
-        let (mu, logvar) = (mu.detach(), logvar.detach());
-        let l = self.config.latent;
-        // Samples per image per pass, so one pass decodes about 16k rows.
-        let chunk = (16_384 / n.max(1)).clamp(1, k);
-        // Summed as the chunks come, so memory does not grow with k.
-        let mut log_w = vec![RunningLogSumExp::default(); n];
-        let mut done = 0;
-        while done < k {
-            let c = chunk.min(k - done);
-            // (n, l) -> (n, c, l) -> (n*c, l)
-            let rep =
-                |t: &Tensor| -> Result<Tensor> { Ok(t.unsqueeze(1)?.broadcast_as((n, c, l))?.reshape((n * c, l))?) };
-            let (mu_r, logvar_r) = (rep(&mu)?, rep(&logvar)?);
-            let eps = rng.normal(&[n * c, l], x.device())?;
-            let z = (&mu_r + (&eps * (&logvar_r * 0.5)?.exp()?)?)?;
-            let x_r = x.unsqueeze(1)?.broadcast_as((n, c, d))?.reshape((n * c, d))?;
-            let log_px_z = self.neg_log_likelihood(&x_r, &self.decode_logits(&z)?)?.neg()?;
-            // log q(z|x) = -0.5 * sum(eps^2 + logvar + ln 2pi)
-            let log_qz = ((eps.sqr()? + logvar_r)? + LN_2PI)?.sum(D::Minus1)? * -0.5;
-            let w = ((log_px_z + log_std_normal(&z)?)? - log_qz?)?;
-            let w = w.to_dtype(candle_core::DType::F64)?.reshape((n, c))?.to_vec2::<f64>()?;
-            for (acc, row) in log_w.iter_mut().zip(w) {
-                acc.add(&row);
-            }
-            done += c;
+    fn latent(&self) -> usize {
+        self.config.latent
+    }
+
+    fn geometry(&self) -> Geometry {
+        self.config.geometry()
+    }
+
+    fn input(&self, images: &Tensor) -> Result<Tensor> {
+        flatten(images)
+    }
+
+    fn observe(&self, images: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        match self.config.binarize {
+            Binarize::None => Ok(images.clone()),
+            Binarize::Dynamic => binarize(images, rng),
         }
-        Ok(log_w.iter().map(|w| w.value() - (k as f64).ln()).collect())
+    }
+
+    fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Vae::encode(self, x)
+    }
+
+    fn nll(&self, x: &Tensor, z: &Tensor) -> Result<Tensor> {
+        self.neg_log_likelihood(x, &self.decode_logits(z)?)
+    }
+
+    fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        Vae::decode(self, z)
+    }
+
+    /// A pass decodes about 16k rows of 784 pixels.
+    fn decode_rows(&self) -> usize {
+        16_384
+    }
+
+    fn report_fields(&self, _metrics: &Metrics) -> Vec<(String, Value)> {
+        vec![("likelihood".into(), json!(self.config.likelihood)), ("binarize".into(), json!(self.config.binarize))]
     }
 }
 
@@ -282,6 +281,8 @@ fn normal_quantile(p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::latent::{elbo_terms, iwae};
+    use crate::nn::functional::log_std_normal;
     use crate::rng::Stream;
 
     fn tiny(likelihood: Likelihood) -> (Vae, crate::nn::ParamSet) {
@@ -309,7 +310,7 @@ mod tests {
         let x = images(4);
         // Same noise: identical values (the ELBO here uses MC log q - log p for KL).
         let mut r1 = Rng::new(3, Stream::Eval, 0);
-        let iw1 = vae.iwae(&x, 1, &mut r1).unwrap();
+        let iw1 = iwae(&vae, &x, 1, &mut r1).unwrap();
         let mut r2 = Rng::new(3, Stream::Eval, 0);
         let (mu, logvar) = vae.encode(&x).unwrap();
         let eps = r2.normal(mu.dims(), &Device::Cpu).unwrap();
@@ -323,15 +324,15 @@ mod tests {
         // In expectation: mean over many k=1 draws equals the analytic-KL ELBO.
         let n = 2000;
         let xr = x.narrow(0, 0, 1).unwrap().broadcast_as((n, 16)).unwrap().contiguous().unwrap();
-        let iw = vae.iwae(&xr, 1, &mut Rng::new(4, Stream::Eval, 0)).unwrap();
+        let iw = iwae(&vae, &xr, 1, &mut Rng::new(4, Stream::Eval, 0)).unwrap();
         let mean_iw = iw.iter().sum::<f64>() / n as f64;
-        let t = vae.elbo_terms(&xr, &mut Rng::new(5, Stream::Eval, 0)).unwrap();
+        let t = elbo_terms(&vae, &xr, &mut Rng::new(5, Stream::Eval, 0)).unwrap();
         let elbo = (t.nll + t.kl).unwrap().neg().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() as f64;
         assert!((mean_iw - elbo).abs() < 0.05, "E[iwae k=1] {mean_iw} vs ELBO {elbo}");
         // Grows with k (each estimate is a mean over many images to damp noise).
         let k_means: Vec<f64> = [1, 10, 100]
             .iter()
-            .map(|&k| vae.iwae(&x, k, &mut Rng::new(6, Stream::Eval, k as u64)).unwrap().iter().sum::<f64>())
+            .map(|&k| iwae(&vae, &x, k, &mut Rng::new(6, Stream::Eval, k as u64)).unwrap().iter().sum::<f64>())
             .collect();
         assert!(k_means[0] < k_means[1] && k_means[1] < k_means[2], "{k_means:?}");
     }
@@ -342,7 +343,7 @@ mod tests {
         for lik in [Likelihood::Bernoulli, Likelihood::Gaussian] {
             let (vae, set) = tiny(lik);
             let x = images(4);
-            let t = vae.elbo_terms(&x, &mut Rng::new(1, Stream::Step, 0)).unwrap();
+            let t = elbo_terms(&vae, &x, &mut Rng::new(1, Stream::Step, 0)).unwrap();
             // Only the reconstruction term: the KL alone would also reach fc21/fc22.
             let grads = t.nll.sum_all().unwrap().backward().unwrap();
             for name in ["fc1.weight", "fc21.weight", "fc22.weight", "fc3.weight", "fc4.weight"] {

@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use super::fastmath;
 use super::gemm::contiguous_f32;
+use super::norm::{affine_grads, centred_squares, dot_centred, grad_inputs};
 
 /// PyTorch's default.
 const EPS: f32 = 1e-5;
@@ -111,28 +112,7 @@ impl Dims {
 fn stats(x: &[f32]) -> (f32, f32) {
     let n = x.len().max(1) as f32;
     let mean = fastmath::sum(x) / n;
-    let mut acc = [0f32; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += (v - mean) * (v - mean);
-        }
-    }
-    let var = (acc.iter().sum::<f32>() + chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()) / n;
-    (mean, 1.0 / (var + EPS).sqrt())
-}
-
-/// Σ a (x - mean), with eight accumulators so that it vectorises.
-fn dot_centred(a: &[f32], x: &[f32], mean: f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, xc) = (a.chunks_exact(8), x.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(xc.remainder()).map(|(a, x)| a * (x - mean)).sum();
-    for (a, x) in ac.zip(xc) {
-        for i in 0..8 {
-            acc[i] += a[i] * (x[i] - mean);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    (mean, 1.0 / (centred_squares(x, mean) / n + EPS).sqrt())
 }
 
 #[inline(always)]
@@ -211,16 +191,7 @@ impl CustomOp3 for GroupNormOp {
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let c = w.dim(0)?;
-        // (gamma, beta) side by side: a CustomOp takes at most three inputs.
-        let params = Tensor::cat(&[w, b], 0)?;
-        let op = GroupNormGrad { groups: self.groups, silu: self.silu };
-        let packed = x.apply_op3_no_bwd(&grad.contiguous()?, &params, &op)?;
-        // packed = [dx (numel), dgamma (C), dbeta (C)]
-        let numel = x.elem_count();
-        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
-        let (dw, db) = (packed.narrow(0, numel, c)?, packed.narrow(0, numel + c, c)?);
-        Ok((Some(dx), w.track_op().then_some(dw), b.track_op().then_some(db)))
+        affine_grads(x, w, b, grad, &GroupNormGrad { groups: self.groups, silu: self.silu })
     }
 }
 
@@ -246,10 +217,7 @@ impl CustomOp3 for GroupNormGrad {
         pl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (x, dy, p) = (contiguous_f32(name, xs, xl)?, contiguous_f32(name, gs, gl)?, contiguous_f32(name, ps, pl)?);
-        if gl.dims() != xl.dims() {
-            candle_core::bail!("{name}: gradient {:?} differs from input {:?}", gl.dims(), xl.dims())
-        }
+        let (x, dy, p) = grad_inputs(name, (xs, xl), (gs, gl), (ps, pl))?;
         let c = p.len() / 2;
         let d = Dims::of(name, xl.dims(), &[c], self.groups)?;
         let (w, b) = p.split_at(c);

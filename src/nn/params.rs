@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Embedding;
 
+use super::batch_norm::BatchNorm2d;
 use super::conv::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 use super::group_norm::GroupNorm;
 use super::linear::Linear;
@@ -97,8 +98,13 @@ impl Params {
 
     /// A trainable tensor. `init` draws fresh values when not loading.
     pub fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        self.entry(name, shape, init, DType::F32)
+    }
+
+    /// A tensor of `dtype` (a loaded one is converted to it).
+    fn entry(&mut self, name: &str, shape: &[usize], init: Init, dtype: DType) -> Result<Tensor> {
         let t = match &mut self.source {
-            Source::Init(rng) => init.draw(rng, shape, &self.device)?,
+            Source::Init(rng) => init.draw(rng, shape, &self.device)?.to_dtype(dtype)?,
             Source::Plan { bytes } => {
                 *bytes = add_bytes(*bytes, shape);
                 ensure_fits("the network's parameters", Some(*bytes))
@@ -108,7 +114,7 @@ impl Params {
             Source::Load { tensors, origin, bytes } => {
                 *bytes = add_bytes(*bytes, shape);
                 match tensors.remove(name) {
-                    Some(t) if t.dims() == shape => t.to_dtype(DType::F32)?.to_device(&self.device)?,
+                    Some(t) if t.dims() == shape => t.to_dtype(dtype)?.to_device(&self.device)?,
                     found => {
                         self.problems.push(match found {
                             Some(t) => format!("'{name}' has shape {:?}, expected {shape:?}", t.dims()),
@@ -138,6 +144,13 @@ impl Params {
     /// A saved but not trained tensor (a PyTorch buffer, e.g. a codebook's running averages).
     pub fn buffer(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let t = self.tensor(name, shape, init)?;
+        self.buffers.insert(name.to_string());
+        Ok(t)
+    }
+
+    /// A saved counter, an i64 scalar buffer starting at 0 (PyTorch's `num_batches_tracked`).
+    pub fn counter(&mut self, name: &str) -> Result<Tensor> {
+        let t = self.entry(name, &[], Init::Const(0.0), DType::I64)?;
         self.buffers.insert(name.to_string());
         Ok(t)
     }
@@ -182,6 +195,19 @@ impl Params {
         let w = self.tensor(&format!("{name}.weight"), &[channels], Init::Const(1.0))?;
         let b = self.tensor(&format!("{name}.bias"), &[channels], Init::Const(0.0))?;
         Ok(GroupNorm::new(w, b, groups))
+    }
+
+    /// `nn.BatchNorm2d(channels)`: weight 1 and bias 0, and the buffers `running_mean` (0),
+    /// `running_var` (1) and `num_batches_tracked` (i64 0), as in PyTorch.
+    pub fn batch_norm2d(&mut self, name: &str, channels: usize) -> Result<BatchNorm2d> {
+        let c = [channels];
+        Ok(BatchNorm2d::new(
+            self.tensor(&format!("{name}.weight"), &c, Init::Const(1.0))?,
+            self.tensor(&format!("{name}.bias"), &c, Init::Const(0.0))?,
+            self.buffer(&format!("{name}.running_mean"), &c, Init::Const(0.0))?,
+            self.buffer(&format!("{name}.running_var"), &c, Init::Const(1.0))?,
+            self.counter(&format!("{name}.num_batches_tracked"))?,
+        ))
     }
 
     /// `nn.Embedding(n, dim)`, initialised N(0, 1) as in PyTorch.

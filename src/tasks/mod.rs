@@ -4,6 +4,7 @@
 pub mod ddpm;
 pub mod prior;
 pub mod vae;
+pub mod vae_conv;
 pub mod vib;
 pub mod vqvae2;
 
@@ -16,6 +17,7 @@ use crate::train::Task;
 pub fn build(config: ModelConfig, params: Params) -> Result<Box<dyn Task>> {
     Ok(match config {
         ModelConfig::Vae(c) => Box::new(vae::VaeTask::new(c, params)?),
+        ModelConfig::VaeConv(c) => Box::new(vae_conv::VaeConvTask::new(c, params)?),
         ModelConfig::Vib(c) => Box::new(vib::VibTask::new(c, params)?),
         ModelConfig::VqVae2(c) => Box::new(vqvae2::VqTask::new(c, params)?),
         ModelConfig::Ddpm(c) => Box::new(ddpm::DdpmTask::new(c, params)?),

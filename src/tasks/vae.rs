@@ -1,4 +1,5 @@
-//! Training, evaluation and inference for `vae-mlp`.
+//! Training for `vae-mlp`, and the evaluation and inference of every VAE (vae-mlp,
+//! vae-conv) through [`GaussianVae`].
 
 use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
@@ -8,7 +9,8 @@ use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyWriter};
 use crate::io::OutputPath;
-use crate::models::vae::{binarize, flatten, manifold_rows, Binarize, Vae, VaeConfig};
+use crate::models::latent::{elbo_terms, iwae, GaussianVae};
+use crate::models::vae::{manifold_rows, Vae, VaeConfig};
 use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, Stream};
@@ -28,15 +30,6 @@ impl VaeTask {
         let vae = Vae::new(config, &mut params)?;
         Ok(VaeTask { vae, params: params.finish()? })
     }
-
-    /// The images of `batch` as the model sees them: [B, 784], binarized when configured.
-    fn inputs(&self, x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
-        let x = flatten(x)?;
-        match self.vae.config.binarize {
-            Binarize::None => Ok(x),
-            Binarize::Dynamic => binarize(&x, rng),
-        }
-    }
 }
 
 impl Task for VaeTask {
@@ -50,8 +43,9 @@ impl Task for VaeTask {
 
     /// The PyTorch example's loss: summed over pixels and over the batch.
     fn train_step(&mut self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let x = self.inputs(&batch.x, rng)?;
-        let t = self.vae.elbo_terms(&x, rng)?;
+        // [B, 784], binarized when configured.
+        let x = self.vae.input(&self.vae.observe(&batch.x, rng)?)?;
+        let t = elbo_terms(&self.vae, &x, rng)?;
         let loss = (t.nll.sum_all()? + (t.kl.sum_all()? * self.vae.config.beta)?)?;
         let (nll, kl) = (mean(&t.nll)?, mean(&t.kl)?);
         Ok(StepOutput { loss, metrics: vec![("elbo".into(), -(nll + kl)), ("recon".into(), nll), ("kl".into(), kl)] })
@@ -78,11 +72,11 @@ fn sum(t: &Tensor) -> Result<f64> {
 }
 
 /// Held-out metrics in nats per image: the ELBO (analytic KL, one sample of z), its two
-/// terms, the squared error of the mean reconstruction, and with `k > 0` the
-/// importance-weighted estimate of log p(x) with k samples, `batch_size` images at a time.
-/// Batch i's noise comes from the stream (seed, Eval, i).
+/// terms, the squared error of the mean reconstruction (per pixel, on the [0, 1] scale),
+/// and with `k > 0` the importance-weighted estimate of log p(x) with k samples,
+/// `batch_size` images at a time. Batch i's noise comes from the stream (seed, Eval, i).
 pub fn metrics(
-    vae: &Vae,
+    vae: &dyn GaussianVae,
     data: &dyn Dataset,
     k: usize,
     batch_size: usize,
@@ -93,18 +87,15 @@ pub fn metrics(
     let rows: Vec<usize> = (0..data.len()).collect();
     for (i, chunk) in rows.chunks(batch_size.max(1)).enumerate() {
         let mut rng = Rng::new(seed, Stream::Eval, i as u64);
-        let x = flatten(&data.batch(chunk, device)?.x)?;
-        let x = match vae.config.binarize {
-            Binarize::None => x,
-            Binarize::Dynamic => binarize(&x, &mut rng)?,
-        };
-        let t = vae.elbo_terms(&x, &mut rng)?;
+        let images = vae.observe(&data.batch(chunk, device)?.x, &mut rng)?;
+        let x = vae.input(&images)?;
+        let t = elbo_terms(vae, &x, &mut rng)?;
         let (mu, _) = vae.encode(&x)?;
-        let mse = (vae.decode(&mu)? - &x)?.sqr()?.mean(1)?;
+        let mse = (vae.decode(&mu)?.flatten_from(1)? - images.flatten_from(1)?)?.sqr()?.mean(1)?;
         let (nll, kl) = (sum(&t.nll)?, sum(&t.kl)?);
         let mut totals = vec![("elbo", -(nll + kl)), ("recon_nll", nll), ("kl", kl), ("recon_mse", sum(&mse)?)];
         if k > 0 {
-            totals.push(("log_px", vae.iwae(&x, k, &mut rng)?.iter().sum()));
+            totals.push(("log_px", iwae(vae, &x, k, &mut rng)?.iter().sum()));
         }
         means.add(chunk.len(), totals);
     }
@@ -113,7 +104,7 @@ pub fn metrics(
 
 /// [`metrics`] as `vae-eval`'s JSON report, with what was evaluated and how.
 pub fn evaluate(
-    vae: &Vae,
+    vae: &dyn GaussianVae,
     data: &dyn Dataset,
     k: usize,
     batch_size: usize,
@@ -121,18 +112,18 @@ pub fn evaluate(
     device: &Device,
 ) -> Result<Map<String, Value>> {
     let mut out = Map::new();
-    out.insert("model".into(), json!("vae-mlp"));
+    out.insert("model".into(), json!(vae.family().name()));
     out.insert("data".into(), json!(data.name()));
     out.insert("images".into(), json!(data.len()));
-    for (name, v) in metrics(vae, data, k, batch_size, seed, device)? {
+    let metrics = metrics(vae, data, k, batch_size, seed, device)?;
+    out.extend(vae.report_fields(&metrics));
+    for (name, v) in metrics {
         out.insert(name, json!(v));
     }
     if k > 0 {
         out.insert("k".into(), json!(k));
     }
     out.insert("units".into(), json!("nats per image"));
-    out.insert("likelihood".into(), json!(vae.config.likelihood));
-    out.insert("binarize".into(), json!(vae.config.binarize));
     Ok(out)
 }
 
@@ -149,19 +140,19 @@ pub enum Latents {
 /// Encodes images batch by batch to the posterior mean, or with `sample` to one draw of z;
 /// writes `.npy` f32 [N, latent].
 pub fn encode(
-    vae: &Vae,
+    vae: &dyn GaussianVae,
     images: &mut ImageStream,
     out: &OutputPath,
     sample: bool,
     seed: u64,
     device: &Device,
 ) -> Result<()> {
-    let mut writer = NpyWriter::new(out.create()?, NpyDType::F32, &[images.len(), vae.config.latent])
-        .map_err(|e| Error::io(out, e))?;
+    let mut writer =
+        NpyWriter::new(out.create()?, NpyDType::F32, &[images.len(), vae.latent()]).map_err(|e| Error::io(out, e))?;
     let mut batch_index = 0;
     while let Some(batch) = images.next_batch(device)? {
         let x = batch.x;
-        let (mu, logvar) = vae.encode(&flatten(&x)?)?;
+        let (mu, logvar) = vae.encode(&vae.input(&x)?)?;
         let z = if sample {
             let eps = Rng::new(seed, Stream::Eval, batch_index).normal(mu.dims(), device)?;
             (mu + (eps * (logvar * 0.5)?.exp()?)?)?
@@ -174,10 +165,10 @@ pub fn encode(
     writer.finish().map_err(|e| Error::io(out, e))?.finish()
 }
 
-/// Decodes latent codes `batch_size` at a time to images, `.npy` f32 [N, 1, 28, 28] in
+/// Decodes latent codes `batch_size` at a time to images, `.npy` f32 [N, C, H, W] in
 /// [0,1]. Draws from the prior for batch i come from the stream (seed, Eval, i).
 pub fn decode(
-    vae: &Vae,
+    vae: &dyn GaussianVae,
     latents: &Latents,
     out: &OutputPath,
     batch_size: usize,
@@ -187,8 +178,8 @@ pub fn decode(
     if batch_size == 0 {
         return Err(Error::config("--batch-size must be at least 1"));
     }
-    let l = vae.config.latent;
-    let g = vae.config.geometry();
+    let l = vae.latent();
+    let g = vae.geometry();
     let mut reader = match latents {
         Latents::File(path) => {
             let r = open_npy(path)?;

@@ -25,6 +25,16 @@ pub fn write_npy_u8(dir: &Path, name: &str, shape: &[usize], values: &[u8]) -> s
     path
 }
 
+/// A copy of a `.safetensors` file without its metadata, as PyTorch's `save_file` of a
+/// state dict would write it.
+pub fn strip_metadata(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    std::fs::write(to, safetensors::serialize(st.tensors(), None).unwrap()).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&std::fs::read(to).unwrap()).unwrap();
+    assert!(meta.metadata().is_none());
+}
+
 /// Reads an `.npy` file fully.
 pub fn read_npy(path: &Path) -> genimg::io::npy::Array {
     let bytes = std::fs::read(path).unwrap();
@@ -147,6 +157,24 @@ pub fn assert_fails_naming(cmd: &mut Command, dir: &Path, culprit: &str) -> Stri
     assert!(out.stdout.is_empty(), "stdout is not empty for {culprit}");
     assert_eq!(dir_entries(dir), before, "a failed run on {culprit} left files behind");
     stderr
+}
+
+/// Runs vae-eval in `dir` and parses its stdout, which must be exactly one JSON object.
+pub fn eval_report(dir: &Path, args: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+    let out = tool("vae-eval").current_dir(dir).args(args).assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    match serde_json::from_str(&stdout) {
+        Ok(serde_json::Value::Object(m)) => m,
+        other => panic!("not one JSON object: {stdout} ({other:?})"),
+    }
+}
+
+/// The number `key` of a report, which must be there and finite.
+pub fn number(report: &serde_json::Map<String, serde_json::Value>, key: &str) -> f64 {
+    let v = report.get(key).and_then(serde_json::Value::as_f64).unwrap_or_else(|| panic!("no {key} in {report:?}"));
+    assert!(v.is_finite(), "{key} = {v}");
+    v
 }
 
 /// Parses JSON lines (skipping others) into objects.

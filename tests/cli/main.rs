@@ -19,6 +19,7 @@ mod pytorch_vqvae2;
 mod reliability;
 mod sizes_and_flags;
 mod threads;
+mod vae_conv;
 mod vae_decode;
 mod vae_encode;
 mod vae_eval;

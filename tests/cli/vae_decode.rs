@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::common::{
-    assert_fails_naming, dir_entries, read_f32, tool, train_tiny_vae, train_tiny_vib, write_npy_f32, write_npy_u8,
-    write_tiny_data,
+    assert_fails_naming, dir_entries, read_f32, strip_metadata, tool, train_tiny_vae, train_tiny_vib, write_npy_f32,
+    write_npy_u8, write_tiny_data,
 };
 
 /// Decodes with `args` in `dir` into `out` and returns the images' shape and values.
@@ -14,16 +14,6 @@ fn decode(dir: &Path, args: &[&str], out: &str) -> (Vec<usize>, Vec<f32>) {
     let (shape, v) = read_f32(&dir.join(out));
     assert!(v.iter().all(|p| (0.0..=1.0).contains(p)), "pixels outside [0,1]");
     (shape, v)
-}
-
-/// A copy of a `.safetensors` file without its metadata, as PyTorch's `save_file` of a
-/// state dict would write it.
-fn strip_metadata(from: &Path, to: &Path) {
-    let bytes = std::fs::read(from).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    std::fs::write(to, safetensors::serialize(st.tensors(), None).unwrap()).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&std::fs::read(to).unwrap()).unwrap();
-    assert!(meta.metadata().is_none());
 }
 
 #[test]

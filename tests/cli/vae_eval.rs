@@ -1,28 +1,9 @@
 //! vae-eval: one JSON object on stdout for a VAE (ELBO and importance-weighted log p(x)) or a
 //! VIB (error and information terms), and refusals of bad models and data.
 
-use std::path::Path;
+use serde_json::Value;
 
-use serde_json::{Map, Value};
-
-use crate::common::{assert_fails_naming, tool, train_tiny_vae, train_tiny_vib, write_bad_images};
-
-/// Runs vae-eval in `dir` and parses its stdout, which must be exactly one JSON object.
-fn eval(dir: &Path, args: &[&str]) -> Map<String, Value> {
-    let out = tool("vae-eval").current_dir(dir).args(args).assert().success();
-    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    match serde_json::from_str(&stdout) {
-        Ok(Value::Object(m)) => m,
-        other => panic!("not one JSON object: {stdout} ({other:?})"),
-    }
-}
-
-fn number(report: &Map<String, Value>, key: &str) -> f64 {
-    let v = report.get(key).and_then(Value::as_f64).unwrap_or_else(|| panic!("no {key} in {report:?}"));
-    assert!(v.is_finite(), "{key} = {v}");
-    v
-}
+use crate::common::{assert_fails_naming, eval_report, number, tool, train_tiny_vae, train_tiny_vib, write_bad_images};
 
 /// With k = 1 the importance-weighted estimate is a one-sample ELBO, so over 1,000 test
 /// digits it lands within a few nats of the analytic-KL ELBO; the ELBO itself does not
@@ -35,8 +16,8 @@ fn vae_report_has_the_elbo_and_log_px() {
         .args(["--hidden", "16", "--latent", "2", "--epochs", "1", "--metrics", "m.jsonl", "-o", "vae.safetensors"])
         .assert()
         .success();
-    let k1 = eval(dir.path(), &["--model", "vae.safetensors", "--data", "mnist", "--split", "test", "-k", "1"]);
-    let k10 = eval(dir.path(), &["--model", "vae.safetensors", "-k", "10"]);
+    let k1 = eval_report(dir.path(), &["--model", "vae.safetensors", "--data", "mnist", "--split", "test", "-k", "1"]);
+    let k10 = eval_report(dir.path(), &["--model", "vae.safetensors", "-k", "10"]);
     for r in [&k1, &k10] {
         assert_eq!(r["model"], "vae-mlp");
         assert_eq!(r["data"], "mnist:test");
@@ -58,14 +39,14 @@ fn vae_report_has_the_elbo_and_log_px() {
         serde_json::from_str(std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap().trim()).unwrap();
     assert_eq!(line["test_elbo"].as_f64(), Some(elbo));
     // k = 0 skips the estimate.
-    assert!(!eval(dir.path(), &["--model", "vae.safetensors", "-k", "0"]).contains_key("log_px"));
+    assert!(!eval_report(dir.path(), &["--model", "vae.safetensors", "-k", "0"]).contains_key("log_px"));
 }
 
 #[test]
 fn evaluates_an_array_file() {
     let dir = tempfile::tempdir().unwrap();
     train_tiny_vae(dir.path(), "vae.safetensors", 2);
-    let r = eval(dir.path(), &["--model", "vae.safetensors", "--data", "images.npy", "-k", "2", "-o", "-"]);
+    let r = eval_report(dir.path(), &["--model", "vae.safetensors", "--data", "images.npy", "-k", "2", "-o", "-"]);
     assert_eq!(r["data"], "images.npy");
     assert_eq!(r["images"], 64);
     tool("vae-eval")
@@ -82,7 +63,7 @@ fn evaluates_an_array_file() {
 fn vib_report_has_error_and_information_terms() {
     let dir = tempfile::tempdir().unwrap();
     train_tiny_vib(dir.path(), "vib.safetensors");
-    let r = eval(dir.path(), &["--model", "vib.safetensors"]);
+    let r = eval_report(dir.path(), &["--model", "vib.safetensors"]);
     assert_eq!(r["model"], "vib-mlp");
     assert_eq!(r["data"], "mnist:test");
     let error = number(&r, "error");
