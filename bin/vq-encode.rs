@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs};
+use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs, ShardArgs};
 use genimg::io::InputPath;
 use genimg::tools::vq::{vq_encode, VqEncode};
 
@@ -12,6 +12,7 @@ Examples:
   vq-encode --model vqvae2.safetensors --data mnist --split train -o codes.safetensors
   vq-encode --model vqvae2.safetensors digits.npy --labels y.npy > codes.safetensors
   img-pack mnist --split test | vq-encode --model vqvae2.safetensors | vq-decode --model vqvae2.safetensors > recon.npy
+  vq-encode --model vqvae2.safetensors big.npy --shard 2/8 -o codes.2.safetensors   # then tensor-cat codes.{0..7}.safetensors
 
 Two levels write .safetensors: top i64 [N, 4, 4], bottom i64 [N, 8, 8], labels i64 [N] when
 the images have labels (the bundled set does), and the codebook sizes in the metadata
@@ -33,6 +34,8 @@ struct Args {
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     #[command(flatten)]
+    shard: ShardArgs,
+    #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     device: DeviceArgs,
@@ -48,6 +51,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         images: args.input.source(),
         labels: args.labels,
         batch_size: args.batch_size as usize,
+        shard: args.shard.shard(),
         output: args.output.output,
         device: args.device.device.device()?,
     };

@@ -5,6 +5,7 @@ use candle_core::Device;
 
 use crate::checkpoint::ModelSource;
 use crate::data::codes::CodeReader;
+use crate::data::Shard;
 use crate::error::Result;
 use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::vqvae2::VqVae2;
@@ -18,6 +19,8 @@ pub struct VqEncode {
     /// Class labels of the images, written beside the codes.
     pub labels: Option<InputPath>,
     pub batch_size: usize,
+    /// The images to encode, of all.
+    pub shard: Shard,
     pub output: OutputPath,
     pub device: Device,
 }
@@ -32,6 +35,8 @@ pub fn vq_encode(r: &VqEncode) -> Result<()> {
     if let Some(labels) = &r.labels {
         images = images.with_labels(labels)?;
     }
+    let rows = r.shard.rows(images.len());
+    let mut images = images.only(rows)?;
     crate::tasks::vqvae2::encode(&model, &mut images, &r.output, &r.device)
 }
 
@@ -42,6 +47,8 @@ pub struct VqDecode {
     pub input: InputPath,
     pub output: DecodeOutput,
     pub batch_size: usize,
+    /// The code maps to decode, of all.
+    pub shard: Shard,
     pub device: Device,
 }
 
@@ -54,5 +61,6 @@ pub fn vq_decode(r: &VqDecode) -> Result<()> {
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", Some(&r.input))], &[output])?;
     let model: VqVae2 = r.model.network(&r.device)?;
     let mut codes = CodeReader::open(&r.input)?;
+    codes.only(r.shard.rows(codes.layout().n))?;
     crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, r.batch_size, &r.device)
 }
