@@ -19,7 +19,7 @@ use genimg::models::pixelcnn::{sample, PixelCnnConfig, SampleMethod, SampleOptio
 use genimg::models::vqvae2::VqVae2Config;
 use genimg::models::ModelConfig;
 use genimg::nn::Params;
-use genimg::rng::{Rng, Stream};
+use genimg::rng::{Rng, RowStreams, Stream};
 use genimg::tasks::prior::PriorTask;
 use genimg::tasks::vqvae2::{decode, encode, DecodeOutput, VqTask};
 use serde_json::json;
@@ -110,8 +110,8 @@ fn main() {
         for method in [SampleMethod::Cached, SampleMethod::Plain] {
             let opts = SampleOptions { temperature: 1.0, top_k: None, method };
             let t = seconds(runs, || {
-                let codes: Tensor =
-                    sample(&prior, n, None, None, &opts, &mut Rng::new(0, Stream::Eval, 0)).expect("sample");
+                let codes: Tensor = sample(&prior, n, None, None, &opts, &mut RowStreams::new(0, Stream::Sample, 0..n))
+                    .expect("sample");
                 assert_eq!(codes.dims(), [n, side, side]);
             });
             times.push(t);

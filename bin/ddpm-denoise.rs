@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
+use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs, ShardArgs};
 use genimg::diffusion::Variance;
 use genimg::io::{InputPath, OutputPath};
 use genimg::tasks::ddpm::Start;
@@ -15,11 +15,12 @@ Examples:
   ddpm-denoise --model ddpm.safetensors -n 16 --clip --seed 3 -o x0.npy      # the full DDPM chain
   ddpm-noise --t 300 x.npy | ddpm-denoise --model ddpm.safetensors --from-t 300 - -o edited.npy
   ddpm-denoise --model ddpm.safetensors -n 64 --sampler ddim --steps 20 --eta 1 | img-grid -o s.png
+  ddpm-denoise --model ddpm.safetensors -n 10000 --sampler ddim --shard 1/4 -o x0.1.npy   # then tensor-cat x0.{0..3}.npy
 
 Writes .npy f32 [N, 1, 32, 32] in [0,1] (or a PNG grid with --png). INPUT is x_t as
 ddpm-noise writes it: .npy f32 [N, 1, 32, 32] in the model's [-1,1] space, at step --from-t.
-All samples of a batch go through the network together; --seed and --batch-size together
-fix every draw.";
+All samples of a batch go through the network together. Sample i draws from its own stream
+of --seed, so it is the same in any batch (--batch-size) and any shard (--shard K/N).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SamplerKind {
@@ -66,6 +67,8 @@ struct Args {
     #[arg(long, value_name = "FILE.png", conflicts_with = "output")]
     png: Option<OutputPath>,
     #[command(flatten)]
+    shard: ShardArgs,
+    #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     seed: SeedArgs,
@@ -109,6 +112,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         clip: args.clip,
         seed: args.seed.seed,
         batch_size: args.batch_size as usize,
+        shard: args.shard.shard(),
         output: match args.png {
             Some(png) => DenoiseOutput::Png(png),
             None => DenoiseOutput::Array(args.output.output),

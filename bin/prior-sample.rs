@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
+use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs, ShardArgs};
 use genimg::io::InputPath;
 use genimg::models::pixelcnn::{SampleMethod, SampleOptions};
 use genimg::tasks::prior::{Draw, SampleRequest};
@@ -15,11 +15,13 @@ Examples:
   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 64 --class 7 --temperature 0.8 -o sevens.safetensors
   prior-sample --model prior-bottom.safetensors --top codes.safetensors -o resampled.safetensors
   prior-sample --model prior.safetensors -n 16 --sampler plain > codes.npy
+  prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100000 --shard 3/10 -o s.3.safetensors
 
 With a top prior and --bottom, writes .safetensors with top, bottom and labels (as vq-encode
 does); a single prior writes .npy [N, H, W]. For a class-conditional prior the classes are
 --class K for all, --labels y.npy one per sample, or by default equal blocks 0, 1, ... in order
-(so -n 100 and --cols 10 show one class per row).";
+(so -n 100 and --cols 10 show one class per row). Sample i draws from its own stream of --seed,
+so it is the same in any batch (--batch-size) and any shard (--shard K/N of the N samples).";
 
 /// Sample discrete codes from PixelCNN priors (raster order; cached or plain sampler).
 #[derive(Parser)]
@@ -56,6 +58,8 @@ struct Args {
     #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     #[command(flatten)]
+    shard: ShardArgs,
+    #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     seed: SeedArgs,
@@ -72,7 +76,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     let request = PriorSample {
         model: args.model.source(),
         bottom: args.bottom,
-        request: SampleRequest { n: args.n, class: args.class, labels: args.labels, top: args.top },
+        request: SampleRequest {
+            n: args.n,
+            class: args.class,
+            labels: args.labels,
+            top: args.top,
+            shard: args.shard.shard(),
+        },
         draw: Draw { opts, batch_size: args.batch_size as usize, seed: args.seed.seed },
         output: args.output.output,
         device: args.device.device.device()?,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs};
+use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, ShardArgs};
 use genimg::data::PixelRange;
 use genimg::io::{InputPath, OutputPath};
 use genimg::tasks::vqvae2::DecodeOutput;
@@ -14,6 +14,7 @@ Examples:
   vq-decode --model vqvae2.safetensors codes.safetensors -o images.npy
   vq-decode --model vqvae2.safetensors codes.safetensors --png grid.png --cols 10
   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100 | vq-decode --model vqvae2.safetensors --png samples.png
+  vq-decode --model vqvae2.safetensors codes.safetensors --shard 0/4 -o images.0.npy   # then tensor-cat images.{0..3}.npy
 
 Reads codes as vq-encode writes them (or plain top/bottom integer tensors from another
 program) and writes .npy f32 [N, 1, 32, 32] in [0,1] (--range 11 for [-1,1]), or a PNG grid.";
@@ -40,6 +41,8 @@ struct Args {
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     #[command(flatten)]
+    shard: ShardArgs,
+    #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     device: DeviceArgs,
@@ -59,6 +62,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         input: args.input,
         output,
         batch_size: args.batch_size as usize,
+        shard: args.shard.shard(),
         device: args.device.device.device()?,
     };
     vq_decode(&request)?;

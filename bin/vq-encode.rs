@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs};
+use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs, ShardArgs};
 use genimg::io::InputPath;
 use genimg::tools::vq::{vq_encode, VqEncode};
 
@@ -13,6 +13,7 @@ Examples:
   vq-encode --model vqvae2.safetensors digits.npy --labels y.npy > codes.safetensors
   img-pack mnist --split test | vq-encode --model vqvae2.safetensors | vq-decode --model vqvae2.safetensors > recon.npy
   vq-encode --preset vqvae2 --model rosinality-vqvae.safetensors faces.npy -o codes.safetensors
+  vq-encode --model vqvae2.safetensors big.npy --shard 2/8 -o codes.2.safetensors   # then tensor-cat codes.{0..7}.safetensors
 
 Two levels write .safetensors: top i64 [N, H/8, W/8], bottom i64 [N, H/4, W/4] (4x4 and 8x8
 for 32x32 digits), labels i64 [N] when the images have labels (the bundled sets do), and the
@@ -36,6 +37,8 @@ struct Args {
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     #[command(flatten)]
+    shard: ShardArgs,
+    #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     device: DeviceArgs,
@@ -51,6 +54,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         images: args.input.source()?,
         labels: args.labels,
         batch_size: args.batch_size as usize,
+        shard: args.shard.shard(),
         output: args.output.output,
         device: args.device.device.device()?,
     };

@@ -12,7 +12,7 @@ use candle_core::Device;
 use clap::Args;
 
 use crate::checkpoint::ModelSource;
-use crate::data::{DataSpec, PixelRange, Split};
+use crate::data::{DataSpec, PixelRange, Shard, Split};
 use crate::error::Error;
 use crate::io::{InputPath, OutputPath};
 use crate::models::{Family, ModelConfig, Preset};
@@ -145,6 +145,22 @@ pub struct SeedArgs {
     /// Seed of every random draw; a CPU run with the same seed repeats exactly.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
+}
+
+/// `--shard K/N`, for the tools whose output rows follow their input rows or row indices.
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// Do only rows K of N (0-based; contiguous blocks split as numpy's array_split), reading
+    /// only those of the input: `tensor-cat` of the N outputs in order is the whole run's.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+}
+
+impl ShardArgs {
+    /// The shard asked for; the whole job without the flag.
+    pub fn shard(&self) -> Shard {
+        self.shard.unwrap_or_default()
+    }
 }
 
 /// `-o, --output`.

@@ -1,7 +1,11 @@
 //! Seeded random numbers. Every random draw in the toolkit comes from here, because candle's
 //! CPU generator cannot be seeded (`Device::Cpu.set_seed` errors; docs/candle.md). A stream is derived from
 //! `(seed, purpose, index)`, e.g. one per training step, so a resumed run draws exactly what
-//! an uninterrupted one would, without saving generator state.
+//! an uninterrupted one would, without saving generator state. The samplers draw each
+//! output row from a stream of its own ([`RowStreams`]), so a row's draws do not depend on
+//! the batch it is drawn in.
+
+use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -9,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng as _, SeedableRng};
 use rand_distr::StandardNormal;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a random stream is used for; keeps streams of different purposes independent.
 #[derive(Debug, Clone, Copy)]
@@ -21,8 +25,11 @@ pub enum Stream {
     Shuffle = 2,
     /// Noise of one training step (index: step).
     Step = 3,
-    /// Evaluation, sampling and other inference-time noise (index: batch).
+    /// Evaluation and other inference-time noise (index: batch, or image).
     Eval = 4,
+    /// Everything one output row of a sampler draws (index: the row's place in the whole
+    /// run): `prior-sample`'s codes, `ddpm-denoise`'s starting and step noise.
+    Sample = 5,
 }
 
 /// A seeded generator with helpers that produce candle tensors.
@@ -69,6 +76,46 @@ impl Rng {
     }
 }
 
+/// One stream per row of a batch: row i of the whole run draws from (seed, stream, i), in
+/// the order of its own draws. What a row draws is then the same in a batch of 1 or of 500,
+/// after any rows or none: `--batch-size` and `--shard` change no sample, and N shards of
+/// a run draw what the one run draws.
+pub struct RowStreams(Vec<Rng>);
+
+impl RowStreams {
+    /// The streams of rows `rows` of a run.
+    pub fn new(seed: u64, stream: Stream, rows: Range<usize>) -> Self {
+        RowStreams(rows.map(|i| Rng::new(seed, stream, i as u64)).collect())
+    }
+
+    /// The rows.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The stream of the batch's row `i`.
+    pub fn row(&mut self, i: usize) -> &mut Rng {
+        &mut self.0[i]
+    }
+
+    /// Standard normal samples of `shape` [rows, ...], f32: each row's from its own stream.
+    pub fn normal(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if shape.first() != Some(&self.len()) {
+            return Err(Error::config(format!("noise of shape {shape:?} for a batch of {} rows", self.len())));
+        }
+        let per_row: usize = shape[1..].iter().product();
+        let mut v = Vec::with_capacity(self.len() * per_row);
+        for rng in &mut self.0 {
+            v.extend((0..per_row).map(|_| rng.0.sample::<f32, _>(StandardNormal)));
+        }
+        Ok(Tensor::from_vec(v, shape, device)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +130,18 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, e);
+    }
+
+    /// A row draws the same numbers in any batch, after any rows.
+    #[test]
+    fn a_row_draws_the_same_in_any_batch() {
+        let d = Device::Cpu;
+        let whole = RowStreams::new(7, Stream::Sample, 0..5).normal(&[5, 3], &d).unwrap().to_vec2::<f32>().unwrap();
+        let part = RowStreams::new(7, Stream::Sample, 3..5).normal(&[2, 3], &d).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(part, whole[3..]);
+        assert_ne!(whole[0], whole[1]);
+        let own = Rng::new(7, Stream::Sample, 4).normal(&[3], &d).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(own, whole[4]);
+        assert!(RowStreams::new(7, Stream::Sample, 0..2).normal(&[3, 3], &d).is_err());
     }
 }

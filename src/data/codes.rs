@@ -11,10 +11,13 @@
 //! We write i64, the index type of numpy and PyTorch. Codes written by other programs (any
 //! integer dtype, no metadata) are accepted; whether they fit a model is checked by
 //! [`CodeLayout::check`] and, value by value, as they are read.
+//!
+//! A reader can be restricted to some images (a shard's), which are then the only ones read.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyReader, NpyWriter};
@@ -226,16 +229,21 @@ struct Slot {
 }
 
 enum Source {
-    Npy(NpyReader<Box<dyn Read>>),
+    Npy(NpyReader<Peeked>),
     Safetensors { file: File, top: Option<Slot>, bottom: Slot, labels: Option<Slot> },
 }
 
 /// Reads a code file batch by batch.
 pub struct CodeReader {
     name: String,
+    /// What the reader reads: `n` is the number of images it reads (all of the file's, or
+    /// a shard's).
     layout: CodeLayout,
     source: Source,
+    /// The next image, numbered from the file's first.
     next: usize,
+    /// One past the last image read.
+    end: usize,
 }
 
 impl CodeReader {
@@ -250,7 +258,7 @@ impl CodeReader {
         match peeked.format() {
             Some(Format::Npy) => {
                 let len = peeked.len;
-                return Self::from_npy(NpyReader::new(peeked.into_reader(), len, &name)?, name);
+                return Self::from_npy(NpyReader::new(peeked, len, &name)?, name);
             }
             Some(Format::Safetensors) => {}
             None => return Err(Error::bad_input(
@@ -262,7 +270,8 @@ impl CodeReader {
             InputPath::File(p) => File::open(p).map_err(|e| Error::io(input, e))?,
             InputPath::Stdin => {
                 let mut spool = tempfile::tempfile().map_err(|e| Error::io("a temporary file", e))?;
-                io::copy(&mut peeked.into_reader(), &mut spool).map_err(|e| Error::io(input, e))?;
+                let mut peeked = peeked;
+                io::copy(&mut peeked, &mut spool).map_err(|e| Error::io(input, e))?;
                 spool.seek(SeekFrom::Start(0)).map_err(|e| Error::io(input, e))?;
                 spool
             }
@@ -272,14 +281,14 @@ impl CodeReader {
         Self::from_safetensors(file, header, name)
     }
 
-    fn from_npy(reader: NpyReader<Box<dyn Read>>, name: String) -> Result<Self> {
+    fn from_npy(reader: NpyReader<Peeked>, name: String) -> Result<Self> {
         let shape = &reader.header().shape;
         if shape.len() != 3 {
             return Err(Error::bad_input(&name, format!("codes have shape {shape:?}, expected [N, H, W]")));
         }
         let bottom = Level { height: shape[1], width: shape[2], n_embed: None };
         let layout = CodeLayout { n: shape[0], top: None, bottom, labels: false };
-        Ok(CodeReader { name, layout, source: Source::Npy(reader), next: 0 })
+        Ok(CodeReader { name, end: layout.n, layout, source: Source::Npy(reader), next: 0 })
     }
 
     fn from_safetensors(file: File, header: crate::io::safetensors::Header, name: String) -> Result<Self> {
@@ -330,7 +339,26 @@ impl CodeReader {
         };
         let source =
             Source::Safetensors { file, top: top.map(|(s, _)| s), bottom: bottom_slot, labels: labels.map(|(s, _)| s) };
-        Ok(CodeReader { name, layout, source, next: 0 })
+        Ok(CodeReader { name, end: n, layout, source, next: 0 })
+    }
+
+    /// Reads only the images `rows` of the file, from the next batch on (`layout().n`
+    /// becomes their number): the others are seeked past (read and dropped from a pipe).
+    /// Call before reading.
+    pub fn only(&mut self, rows: Range<usize>) -> Result<()> {
+        if self.next != 0 || rows.start > rows.end || rows.end > self.end {
+            return Err(Error::config(format!("{}: images {rows:?} are not among the {} left", self.name, self.end)));
+        }
+        if let Source::Npy(r) = &mut self.source {
+            r.skip_rows(rows.start)?;
+        }
+        (self.next, self.end, self.layout.n) = (rows.start, rows.end, rows.len());
+        Ok(())
+    }
+
+    /// The next image's number in the file, for messages.
+    pub fn position(&self) -> usize {
+        self.next
     }
 
     pub fn layout(&self) -> &CodeLayout {
@@ -344,7 +372,7 @@ impl CodeReader {
 
     /// The next batch of up to `max` images; `None` at the end.
     pub fn read(&mut self, max: usize) -> Result<Option<CodeBatch>> {
-        let rows = max.max(1).min(self.layout.n - self.next);
+        let rows = max.max(1).min(self.end - self.next);
         if rows == 0 {
             return Ok(None);
         }
@@ -378,7 +406,7 @@ impl CodeReader {
 
     /// Every remaining image's codes.
     pub fn read_all(mut self) -> Result<CodeBatch> {
-        let rest = self.layout.n - self.next;
+        let rest = self.end - self.next;
         Ok(self.read(rest)?.unwrap_or_default())
     }
 }
@@ -533,6 +561,28 @@ mod tests {
     fn two_levels_round_trip_as_safetensors_with_labels() {
         round_trip(true, true);
         round_trip(true, false);
+    }
+
+    /// A reader restricted to some images reads those alone, in both forms.
+    #[test]
+    fn a_shard_of_a_code_file_reads_its_images_alone() {
+        for two in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("codes");
+            let all = batch(5, 0, two, two);
+            let mut w = CodeWriter::create(&OutputPath::File(path.clone()), layout(5, two, two)).unwrap();
+            w.write(&all).unwrap();
+            w.finish().unwrap();
+            let mut r = CodeReader::open(&InputPath::File(path)).unwrap();
+            r.only(1..4).unwrap();
+            assert_eq!((r.layout().n, r.position()), (3, 1));
+            let got = r.read_all().unwrap();
+            assert_eq!((got.n, &got.bottom[..]), (3, &all.bottom[16..64]));
+            if two {
+                assert_eq!(got.top.unwrap(), all.top.as_ref().unwrap()[4..16]);
+                assert_eq!(got.labels.unwrap(), all.labels.as_ref().unwrap()[1..4]);
+            }
+        }
     }
 
     /// A file another program wrote: plain tensors of other integer dtypes, no metadata.

@@ -14,9 +14,11 @@ pub mod idx;
 pub mod image_set;
 pub mod mnist;
 pub mod pack;
+pub mod shard;
 mod sheet;
 pub mod stream;
 
 pub use convert::{Geometry, PixelRange};
 pub use dataset::{Batch, Dataset};
 pub use image_set::{Bundled, DataSpec, ImageSet, Split};
+pub use shard::Shard;

@@ -1,7 +1,8 @@
 //! Images read batch by batch, so tools that map images to something (encoders) use memory
-//! that does not grow with the number of images.
+//! that does not grow with the number of images. A stream can be restricted to some rows
+//! (a shard's), which are then the only ones read.
 
-use std::io::Read;
+use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 
@@ -10,11 +11,12 @@ use super::dataset::Batch;
 use super::image_set::{read_labels, DataSpec, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::io::npy::NpyReader;
+use crate::io::tensor_file::Peeked;
 use crate::io::{read_tensor_file, InputPath, TensorFile};
 
 enum Source {
-    Npy(NpyReader<Box<dyn Read>>),
-    Memory(ImageSet, usize),
+    Npy(NpyReader<Peeked>),
+    Memory(ImageSet),
 }
 
 /// A batch-by-batch reader of images, fitted to a model's geometry, as f32 in [0,1].
@@ -26,6 +28,9 @@ pub struct ImageStream {
     batch_size: usize,
     /// Labels of an array file's images, read whole (they are small).
     labels: Option<Vec<u32>>,
+    /// The images this stream reads, numbered from the file's (or set's) first.
+    rows: Range<usize>,
+    /// The next one.
     next: usize,
 }
 
@@ -44,7 +49,7 @@ impl ImageStream {
                 let geometry = geometry.unwrap_or_else(|| bundled.geometry());
                 let set = ImageSet::bundled(*bundled, split.unwrap_or(Split::Test), geometry)?;
                 let name = set.name.clone();
-                (Source::Memory(set, 0), name, geometry)
+                (Source::Memory(set), name, geometry)
             }
             DataSpec::File(path) => {
                 if split.is_some() {
@@ -58,16 +63,42 @@ impl ImageStream {
                 (Source::Npy(reader), path.to_string(), geometry.unwrap_or(stored))
             }
         };
-        Ok(ImageStream { source, name, range, geometry, batch_size: batch_size.max(1), labels: None, next: 0 })
+        let total = match &source {
+            Source::Npy(r) => r.header().rows(),
+            Source::Memory(set) => set.len(),
+        };
+        let batch_size = batch_size.max(1);
+        Ok(ImageStream { source, name, range, geometry, batch_size, labels: None, rows: 0..total, next: 0 })
+    }
+
+    /// Reads only the images `rows` (of the whole file or set), from the next batch on: an
+    /// array file seeks past the others (a pipe reads and drops them). Call before reading.
+    pub fn only(mut self, rows: Range<usize>) -> Result<Self> {
+        if self.next != self.rows.start || rows.start > rows.end || rows.end > self.rows.end {
+            return Err(Error::config(format!(
+                "{}: images {rows:?} are not among the {:?} left to read",
+                self.name,
+                self.next..self.rows.end
+            )));
+        }
+        if let Source::Npy(r) = &mut self.source {
+            r.skip_rows(rows.start - self.next)?;
+        }
+        self.next = rows.start;
+        self.rows = rows;
+        Ok(self)
     }
 
     /// Gives an array file's images the labels in `path` (one integer per image). The
     /// bundled set has its own.
     pub fn with_labels(mut self, path: &InputPath) -> Result<Self> {
-        if matches!(self.source, Source::Memory(..)) {
-            return Err(Error::config("--labels is for array files; the bundled set has its own labels"));
-        }
-        self.labels = Some(read_labels(path, self.len())?);
+        let total = match &self.source {
+            Source::Memory(_) => {
+                return Err(Error::config("--labels is for array files; the bundled set has its own labels"))
+            }
+            Source::Npy(r) => r.header().rows(),
+        };
+        self.labels = Some(read_labels(path, total)?);
         Ok(self)
     }
 
@@ -75,7 +106,7 @@ impl ImageStream {
     pub fn has_labels(&self) -> bool {
         match &self.source {
             Source::Npy(_) => self.labels.is_some(),
-            Source::Memory(set, _) => set.labels.is_some(),
+            Source::Memory(set) => set.labels.is_some(),
         }
     }
 
@@ -87,19 +118,16 @@ impl ImageStream {
     /// The same stream with its batches fitted to `geometry` instead (padded or cropped by
     /// [`to_unit_f32`]'s rule), before any batch is read.
     pub fn fitted(mut self, geometry: Geometry) -> Result<Self> {
-        if let Source::Memory(set, pos) = self.source {
-            self.source = Source::Memory(set.fitted(geometry)?, pos);
+        if let Source::Memory(set) = self.source {
+            self.source = Source::Memory(set.fitted(geometry)?);
         }
         self.geometry = geometry;
         Ok(self)
     }
 
-    /// The number of images.
+    /// The number of images the stream reads.
     pub fn len(&self) -> usize {
-        match &self.source {
-            Source::Npy(r) => r.header().rows(),
-            Source::Memory(s, _) => s.len(),
-        }
+        self.rows.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,9 +137,13 @@ impl ImageStream {
     /// The next batch, [B, C, H, W] f32 in [0,1] with its labels if any; `None` at the end.
     pub fn next_batch(&mut self, device: &Device) -> Result<Option<Batch>> {
         let g = self.geometry;
+        let take = self.batch_size.min(self.rows.end - self.next);
+        if take == 0 {
+            return Ok(None);
+        }
         let batch = match &mut self.source {
             Source::Npy(r) => {
-                let Some(array) = r.read_rows(self.batch_size)? else { return Ok(None) };
+                let array = r.read_rows(take)?.ok_or_else(|| Error::bad_input(&self.name, "ended early"))?;
                 let n = array.shape[0];
                 let pixels = to_unit_f32(&array, self.range, g, &self.name)?;
                 let x = Tensor::from_vec(pixels, (n, g.channels, g.height, g.width), device)?;
@@ -121,14 +153,7 @@ impl ImageStream {
                 };
                 Batch { x, y, cond: None }
             }
-            Source::Memory(set, pos) => {
-                if *pos >= set.len() {
-                    return Ok(None);
-                }
-                let rows: Vec<usize> = (*pos..(*pos + self.batch_size).min(set.len())).collect();
-                *pos += rows.len();
-                set.batch(&rows, device)?
-            }
+            Source::Memory(set) => set.batch(&(self.next..self.next + take).collect::<Vec<_>>(), device)?,
         };
         self.next += batch.x.dim(0)?;
         Ok(Some(batch))
@@ -136,7 +161,7 @@ impl ImageStream {
 }
 
 /// Opens an `.npy` input for streaming, rejecting other formats.
-pub fn open_npy(path: &InputPath) -> Result<NpyReader<Box<dyn Read>>> {
+pub fn open_npy(path: &InputPath) -> Result<NpyReader<Peeked>> {
     match read_tensor_file(path, &Device::Cpu)? {
         TensorFile::Npy(r) => Ok(r),
         TensorFile::Safetensors(_) => Err(Error::bad_input(path, "is a .safetensors file, expected an .npy array")),

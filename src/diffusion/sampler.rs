@@ -1,12 +1,13 @@
 //! Reverse processes: ancestral DDPM sampling (Ho et al. 2020) and DDIM (Song et al. 2021),
 //! generic over any noise predictor eps(x_t, t). Both go through the predicted x_0, so it can
-//! be clipped to [-1, 1].
+//! be clipped to [-1, 1]. Each row of x draws its noise from its own stream, so a sample does
+//! not depend on the others sampled with it.
 
 use candle_core::Tensor;
 
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
-use crate::rng::Rng;
+use crate::rng::RowStreams;
 
 /// Anything that predicts the noise in x_t at step t (a U-Net, or an oracle in tests).
 pub trait NoisePredictor {
@@ -70,7 +71,7 @@ pub fn ddpm(
     schedule: &Schedule,
     x_t: Tensor,
     opts: DdpmOptions,
-    rng: &mut Rng,
+    noise: &mut RowStreams,
     observe: &mut dyn FnMut(usize, &Tensor),
 ) -> Result<Tensor> {
     let DdpmOptions { from_t, variance, clip } = opts;
@@ -86,7 +87,7 @@ pub fn ddpm(
                 Variance::Beta => schedule.betas[t],
                 Variance::BetaTilde => beta_tilde,
             };
-            (mean + (rng.normal(x.dims(), x.device())? * var.sqrt())?)?
+            (mean + (noise.normal(x.dims(), x.device())? * var.sqrt())?)?
         } else {
             mean
         };
@@ -124,7 +125,7 @@ pub fn ddim(
     schedule: &Schedule,
     x_t: Tensor,
     opts: DdimOptions,
-    rng: &mut Rng,
+    noise: &mut RowStreams,
     observe: &mut dyn FnMut(usize, &Tensor),
 ) -> Result<Tensor> {
     let DdimOptions { from_t, steps, eta, clip } = opts;
@@ -150,7 +151,7 @@ pub fn ddim(
         let dir = (1.0 - abar_prev - sigma * sigma).max(0.0).sqrt();
         let mut next = ((x0 * abar_prev.sqrt())? + (eps * dir)?)?;
         if sigma > 0.0 && prev.is_some() {
-            next = (next + (rng.normal(x.dims(), x.device())? * sigma)?)?;
+            next = (next + (noise.normal(x.dims(), x.device())? * sigma)?)?;
         }
         x = next;
         observe(prev.map_or(0, |p| p + 1), &x);
@@ -162,7 +163,7 @@ pub fn ddim(
 mod tests {
     use super::super::schedule::ScheduleKind;
     use super::*;
-    use crate::rng::Stream;
+    use crate::rng::{Rng, Stream};
     use candle_core::Device;
 
     #[test]
@@ -218,9 +219,15 @@ mod tests {
                 }
             };
             let opts = DdpmOptions { from_t: 999, variance, clip: false };
-            let out =
-                ddpm(&oracle(&s, &x_star), &s, noise.clone(), opts, &mut Rng::new(3, Stream::Eval, 0), &mut observe)
-                    .unwrap();
+            let out = ddpm(
+                &oracle(&s, &x_star),
+                &s,
+                noise.clone(),
+                opts,
+                &mut RowStreams::new(3, Stream::Sample, 0..n),
+                &mut observe,
+            )
+            .unwrap();
             assert!(max_err(&out, &x_star) < 1e-4, "{variance:?}: {}", max_err(&out, &x_star));
             if variance == Variance::BetaTilde {
                 // x_{499} ~ q(x_499 | x*): 4000 samples give standard errors of about 0.016
@@ -243,9 +250,15 @@ mod tests {
                 }
             };
             let opts = DdimOptions { from_t: 999, steps, eta, clip: false };
-            let out =
-                ddim(&oracle(&s, &x_star), &s, noise.clone(), opts, &mut Rng::new(4, Stream::Eval, 0), &mut observe)
-                    .unwrap();
+            let out = ddim(
+                &oracle(&s, &x_star),
+                &s,
+                noise.clone(),
+                opts,
+                &mut RowStreams::new(4, Stream::Sample, 0..n),
+                &mut observe,
+            )
+            .unwrap();
             assert!(max_err(&out, &x_star) < 1e-4, "steps {steps} eta {eta}: {}", max_err(&out, &x_star));
             // DDIM preserves the marginals q(x_t | x*) for every eta.
             let (t, x) = mid.unwrap();
@@ -259,8 +272,15 @@ mod tests {
         let (s, x_star, noise) = setup(8);
         let opts = DdimOptions { from_t: 999, steps: 25, eta: 0.0, clip: true };
         let run = |seed| {
-            ddim(&oracle(&s, &x_star), &s, noise.clone(), opts, &mut Rng::new(seed, Stream::Eval, 0), &mut |_, _| {})
-                .unwrap()
+            ddim(
+                &oracle(&s, &x_star),
+                &s,
+                noise.clone(),
+                opts,
+                &mut RowStreams::new(seed, Stream::Sample, 0..8),
+                &mut |_, _| {},
+            )
+            .unwrap()
         };
         let (a, b) = (
             run(1).flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -272,7 +292,14 @@ mod tests {
         assert!(ts.windows(2).all(|w| w[0] > w[1]));
         assert_eq!(ddim_timesteps(299, 1000).len(), 300);
         let past_the_end = DdpmOptions { from_t: 1000, variance: Variance::Beta, clip: false };
-        assert!(ddpm(&oracle(&s, &x_star), &s, noise, past_the_end, &mut Rng::new(0, Stream::Eval, 0), &mut |_, _| {})
-            .is_err());
+        assert!(ddpm(
+            &oracle(&s, &x_star),
+            &s,
+            noise,
+            past_the_end,
+            &mut RowStreams::new(0, Stream::Sample, 0..8),
+            &mut |_, _| {}
+        )
+        .is_err());
     }
 }

@@ -8,5 +8,5 @@ pub mod path;
 pub mod safetensors;
 pub mod tensor_file;
 
-pub use path::{at_most_one_stdin, check_io, remove_temporaries, InputPath, Output, OutputPath};
+pub use path::{at_most_one_stdin, check_io, remove_temporaries, Input, InputPath, Output, OutputPath, Skip};
 pub use tensor_file::{read_tensor_file, TensorFile};

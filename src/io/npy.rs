@@ -8,6 +8,7 @@
 
 use std::io::{self, Read, Write};
 
+use super::path::Skip;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -465,18 +466,33 @@ impl<R: Read> NpyReader<R> {
             bytes.resize(start + STEP.min(total - start), 0);
             let complete = read_fully(&mut self.inner, &mut bytes[start..]).map_err(|e| Error::io(&self.name, e))?;
             if !complete {
-                return Err(Error::bad_input(
-                    &self.name,
-                    format!(
-                        "truncated: header says {} {:?}, the data ends early",
-                        self.header.dtype.name(),
-                        self.header.shape
-                    ),
-                ));
+                return Err(self.truncated());
             }
         }
         self.rows_left -= rows;
         Ok(bytes)
+    }
+
+    fn truncated(&self) -> Error {
+        Error::bad_input(
+            &self.name,
+            format!("truncated: header says {} {:?}, the data ends early", self.header.dtype.name(), self.header.shape),
+        )
+    }
+}
+
+impl<R: Read + Skip> NpyReader<R> {
+    /// Passes over the next `rows` rows (at most those left) without reading them into
+    /// memory, where a shard's rows start: a file seeks past them.
+    pub fn skip_rows(&mut self, rows: usize) -> Result<()> {
+        let rows = rows.min(self.rows_left);
+        let bytes = rows as u64 * self.header.row_len() as u64 * self.header.dtype.size() as u64;
+        self.inner.skip(bytes).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => self.truncated(),
+            _ => Error::io(&self.name, e),
+        })?;
+        self.rows_left -= rows;
+        Ok(())
     }
 }
 
@@ -527,6 +543,18 @@ impl<W: Write> NpyWriter<W> {
         self.inner.write_all(&self.buf)?;
         self.rows_written += rows;
         Ok(())
+    }
+
+    /// Appends whole rows as read from another array, of the writer's dtype.
+    pub fn write_elements(&mut self, values: &Elements) -> io::Result<()> {
+        match values {
+            Elements::U8(v) => self.write_rows(v),
+            Elements::U16(v) => self.write_rows(v),
+            Elements::I32(v) => self.write_rows(v),
+            Elements::I64(v) => self.write_rows(v),
+            Elements::F32(v) => self.write_rows(v),
+            Elements::F64(v) => self.write_rows(v),
+        }
     }
 
     /// Checks that every row promised by the header was written and returns the sink.
@@ -606,6 +634,13 @@ mod tests {
             all.extend(x);
         }
         assert_eq!(all, v);
+        // Skipped rows are passed over; a stream that ends inside them is truncated.
+        let mut r = NpyReader::new(&bytes[..], None, "s").unwrap();
+        r.skip_rows(3).unwrap();
+        assert_eq!(r.read_rows(5).unwrap().unwrap().data, Elements::U8(v[30..].to_vec()));
+        let short = &bytes[..bytes.len() - 25];
+        let mut r = NpyReader::new(short, None, "s").unwrap();
+        assert!(r.skip_rows(5).unwrap_err().to_string().contains("truncated"));
     }
 
     #[test]

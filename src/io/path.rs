@@ -24,18 +24,22 @@ pub enum InputPath {
 impl InputPath {
     /// Opens the input for buffered reading; also returns the file's length when known, so
     /// readers can check a header's claims before allocating.
-    pub fn open(&self) -> Result<(Box<dyn Read>, Option<u64>)> {
+    pub fn open(&self) -> Result<(Input, Option<u64>)> {
         match self {
-            InputPath::Stdin => Ok((Box::new(BufReader::with_capacity(1 << 16, io::stdin())), None)),
+            InputPath::Stdin => Ok((Input::Stdin(BufReader::with_capacity(1 << 16, io::stdin())), None)),
             InputPath::File(p) => {
                 let file = File::open(p).map_err(|e| Error::io(self, e))?;
                 let meta = file.metadata().map_err(|e| Error::io(self, e))?;
                 if meta.is_dir() {
                     return Err(Error::bad_input(self, "is a directory, expected a file"));
                 }
-                // Only a regular file's length is its content's (not a FIFO's or a device's).
-                let len = meta.is_file().then_some(meta.len());
-                Ok((Box::new(BufReader::with_capacity(1 << 16, file)), len))
+                // Only a regular file's length is its content's (not a FIFO's or a device's),
+                // and only a regular file can seek.
+                let reader = BufReader::with_capacity(1 << 16, file);
+                Ok(match meta.is_file() {
+                    true => (Input::File(reader), Some(meta.len())),
+                    false => (Input::Stream(reader), None),
+                })
             }
         }
     }
@@ -47,6 +51,65 @@ impl InputPath {
         r.read_to_end(&mut buf).map_err(|e| Error::io(self, e))?;
         Ok(buf)
     }
+}
+
+/// A byte stream that can pass over bytes without handing them out, so that a shard of a
+/// file reads only its own rows: a regular file seeks past them, a pipe reads and drops
+/// them.
+pub trait Skip {
+    /// Passes over the next `bytes` bytes; an `UnexpectedEof` error when a stream ends
+    /// first (a file may seek past its end: its length is checked against its header).
+    fn skip(&mut self, bytes: u64) -> io::Result<()>;
+}
+
+/// An opened input, buffered.
+pub enum Input {
+    Stdin(BufReader<io::Stdin>),
+    /// A regular file.
+    File(BufReader<File>),
+    /// A FIFO or a device, read in order.
+    Stream(BufReader<File>),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Stdin(r) => r.read(buf),
+            Input::File(r) | Input::Stream(r) => r.read(buf),
+        }
+    }
+}
+
+impl Skip for Input {
+    fn skip(&mut self, bytes: u64) -> io::Result<()> {
+        match self {
+            Input::File(r) => {
+                let offset = i64::try_from(bytes).map_err(|_| io::Error::other("skipping past any file's end"))?;
+                r.seek_relative(offset)
+            }
+            Input::Stdin(r) => drop_bytes(r, bytes),
+            Input::Stream(r) => drop_bytes(r, bytes),
+        }
+    }
+}
+
+impl Skip for &[u8] {
+    fn skip(&mut self, bytes: u64) -> io::Result<()> {
+        let n = usize::try_from(bytes).unwrap_or(usize::MAX);
+        if n > self.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        *self = &self[n..];
+        Ok(())
+    }
+}
+
+/// Reads and drops the next `bytes` bytes of `r`.
+fn drop_bytes(r: &mut impl Read, bytes: u64) -> io::Result<()> {
+    if io::copy(&mut r.take(bytes), &mut io::sink())? < bytes {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 impl FromStr for InputPath {

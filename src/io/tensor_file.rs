@@ -2,12 +2,12 @@
 //! `.npy` starts with `\x93NUMPY`; `.safetensors` with a little-endian u64 header length
 //! followed by `{`.
 
-use std::io::{Cursor, Read};
+use std::io::{self, Cursor, Read};
 
 use candle_core::Device;
 
 use super::npy::NpyReader;
-use super::path::InputPath;
+use super::path::{Input, InputPath, Skip};
 use super::safetensors::TensorMap;
 use crate::error::{Error, Result};
 
@@ -19,10 +19,10 @@ pub enum Format {
 }
 
 /// An opened input whose first bytes have been read to recognise its format; the whole
-/// stream, those bytes included, is still there to read.
+/// stream, those bytes included, is still there to read (and to [`Skip`] through).
 pub struct Peeked {
-    head: Vec<u8>,
-    rest: Box<dyn Read>,
+    head: Cursor<Vec<u8>>,
+    rest: Input,
     /// The input's length when it is a regular file.
     pub len: Option<u64>,
 }
@@ -37,18 +37,19 @@ impl Peeked {
         let (mut rest, len) = input.open()?;
         let mut head = Vec::with_capacity(HEAD_LEN as usize);
         (&mut rest).take(HEAD_LEN).read_to_end(&mut head).map_err(|e| Error::io(input, e))?;
-        Ok(Peeked { head, rest, len })
+        Ok(Peeked { head: Cursor::new(head), rest, len })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.head.is_empty()
+        self.head.get_ref().is_empty()
     }
 
     /// The format the first bytes announce, if any.
     pub fn format(&self) -> Option<Format> {
-        if self.head.starts_with(b"\x93NUMPY") {
+        let head = self.head.get_ref();
+        if head.starts_with(b"\x93NUMPY") {
             Some(Format::Npy)
-        } else if self.head.len() == HEAD_LEN as usize && self.head[8] == b'{' {
+        } else if head.len() == HEAD_LEN as usize && head[8] == b'{' {
             Some(Format::Safetensors)
         } else {
             None
@@ -57,18 +58,35 @@ impl Peeked {
 
     /// Whether the first bytes are printable text (for a hint in error messages).
     pub fn looks_like_text(&self) -> bool {
-        self.head.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+        self.head.get_ref().iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
     }
 
-    /// The whole input from its first byte.
-    pub fn into_reader(self) -> Box<dyn Read> {
-        Box::new(Cursor::new(self.head).chain(self.rest))
+    /// Bytes of the head not read yet.
+    fn head_left(&self) -> u64 {
+        self.head.get_ref().len() as u64 - self.head.position()
+    }
+}
+
+impl Read for Peeked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.head_left() > 0 {
+            return self.head.read(buf);
+        }
+        self.rest.read(buf)
+    }
+}
+
+impl Skip for Peeked {
+    fn skip(&mut self, bytes: u64) -> io::Result<()> {
+        let in_head = bytes.min(self.head_left());
+        self.head.set_position(self.head.position() + in_head);
+        self.rest.skip(bytes - in_head)
     }
 }
 
 /// An opened tensor file: `.npy` streams by rows; `.safetensors` is read whole.
 pub enum TensorFile {
-    Npy(NpyReader<Box<dyn Read>>),
+    Npy(NpyReader<Peeked>),
     Safetensors(TensorMap),
 }
 
@@ -82,11 +100,12 @@ pub fn read_tensor_file(input: &InputPath, device: &Device) -> Result<TensorFile
     match peeked.format() {
         Some(Format::Npy) => {
             let len = peeked.len;
-            Ok(TensorFile::Npy(NpyReader::new(peeked.into_reader(), len, &name)?))
+            Ok(TensorFile::Npy(NpyReader::new(peeked, len, &name)?))
         }
         Some(Format::Safetensors) => {
             let mut bytes = Vec::new();
-            peeked.into_reader().read_to_end(&mut bytes).map_err(|e| Error::io(input, e))?;
+            let mut peeked = peeked;
+            peeked.read_to_end(&mut bytes).map_err(|e| Error::io(input, e))?;
             Ok(TensorFile::Safetensors(TensorMap::decode(&bytes, &name, device)?))
         }
         None => Err(Error::bad_input(
@@ -113,11 +132,19 @@ mod tests {
     #[test]
     fn the_first_bytes_tell_the_format_and_the_stream_stays_whole() {
         let npy = crate::io::npy::to_bytes(&[2], &[1u8, 2]);
-        let p = peek(&npy);
+        let mut p = peek(&npy);
         assert_eq!((p.format(), p.len), (Some(Format::Npy), Some(npy.len() as u64)));
         let mut all = Vec::new();
-        p.into_reader().read_to_end(&mut all).unwrap();
+        p.read_to_end(&mut all).unwrap();
         assert_eq!(all, npy);
+        // Skipping runs through the head into the rest.
+        let mut p = peek(&npy);
+        let mut first = [0u8; 3];
+        p.read_exact(&mut first).unwrap();
+        p.skip(10).unwrap();
+        let mut rest = Vec::new();
+        p.read_to_end(&mut rest).unwrap();
+        assert_eq!((&first[..], &rest[..]), (&npy[..3], &npy[13..]));
         assert_eq!(peek(b"\x02\0\0\0\0\0\0\0{}").format(), Some(Format::Safetensors));
         let text = peek(b"0 0 255\n1 2 3\n");
         assert_eq!((text.format(), text.looks_like_text()), (None, true));

@@ -7,21 +7,23 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::ops::Range;
 
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 
-use crate::data::image_set::read_array;
-use crate::data::{Batch, Dataset};
+use crate::data::stream::open_npy;
+use crate::data::{Batch, Dataset, Shard};
 use crate::diffusion::{ddim, ddpm, q_sample, DdimOptions, DdpmOptions, Schedule, Variance};
 use crate::error::{Error, Result};
-use crate::io::npy::Elements;
+use crate::io::npy::{DType as NpyDType, Elements, NpyReader};
 use crate::io::safetensors::TensorMap;
+use crate::io::tensor_file::Peeked;
 use crate::io::InputPath;
 use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
-use crate::rng::{Rng, Stream};
+use crate::rng::{Rng, RowStreams, Stream};
 use crate::train::{Metrics, StepOutput, Task};
 
 /// Images per evaluation batch.
@@ -184,7 +186,10 @@ pub struct DenoiseOptions {
     pub from_t: usize,
     pub clip: bool,
     pub seed: u64,
+    /// Samples per network call; changes no sample.
     pub batch_size: usize,
+    /// The rows of the N samples (or of the N images of x_t) to run.
+    pub shard: Shard,
 }
 
 /// The reverse process from a start to x_0, checked and ready: [`run`](Self::run) draws
@@ -193,15 +198,18 @@ pub struct Denoising<'a> {
     model: &'a UNet,
     schedule: Schedule,
     opts: &'a DenoiseOptions,
-    /// x_t read from a file, when the start is one.
-    given: Option<Tensor>,
+    /// x_t from a file, when the start is one, read batch by batch.
+    given: Option<GivenX>,
     device: Device,
+    /// The rows of the whole run this one samples.
+    rows: Range<usize>,
     /// The number of samples.
     pub n: usize,
 }
 
 impl<'a> Denoising<'a> {
-    /// Checks the options and reads the start (when it is a file).
+    /// Checks the options and the start (the header of a file, whose rows of the shard are
+    /// then the only ones read).
     pub fn new(model: &'a UNet, start: &Start, opts: &'a DenoiseOptions, device: &Device) -> Result<Self> {
         let cfg = &model.config;
         let schedule = Schedule::new(cfg.schedule, cfg.timesteps);
@@ -211,15 +219,16 @@ impl<'a> Denoising<'a> {
         if opts.batch_size == 0 {
             return Err(Error::config("--batch-size must be at least 1"));
         }
-        let (given, n) = match start {
+        let (given, rows) = match start {
             Start::Input(path) => {
-                let x = read_x_t(path, cfg.geometry(), device)?;
-                let n = x.dim(0)?;
-                (Some(x), n)
+                let mut x = GivenX::open(path, cfg.geometry())?;
+                let rows = opts.shard.rows(x.reader.header().rows());
+                x.reader.skip_rows(rows.start)?;
+                (Some(x), rows)
             }
-            Start::Noise(n) => (None, *n),
+            Start::Noise(n) => (None, opts.shard.rows(*n)),
         };
-        Ok(Denoising { model, schedule, opts, given, device: device.clone(), n })
+        Ok(Denoising { model, schedule, opts, given, device: device.clone(), n: rows.len(), rows })
     }
 
     /// The size of the images.
@@ -228,28 +237,28 @@ impl<'a> Denoising<'a> {
     }
 
     /// Runs the reverse process and hands each batch of images, in [0,1] [B, C, H, W], to
-    /// `each` in order. Batch b's starting noise comes from the stream (seed, Eval, 2b) and
-    /// its sampling noise from (seed, Eval, 2b + 1), so a seed and a batch size repeat
-    /// exactly. With `progress`, a line on stderr.
-    pub fn run(&self, progress: bool, mut each: impl FnMut(Tensor) -> Result<()>) -> Result<()> {
-        let (opts, n, g) = (self.opts, self.n, self.model.config.geometry());
+    /// `each` in order. Sample i draws its starting noise (from pure noise) and then its
+    /// noise of every step from the stream (seed, Sample, i), so neither the batch size nor
+    /// the shard changes a sample. With `progress`, a line on stderr.
+    pub fn run(&mut self, progress: bool, mut each: impl FnMut(Tensor) -> Result<()>) -> Result<()> {
+        let (opts, g) = (self.opts, self.model.config.geometry());
         let steps = match opts.sampler {
             Sampler::Ddpm(_) => opts.from_t + 1,
             Sampler::Ddim { steps, .. } => crate::diffusion::sampler::ddim_timesteps(opts.from_t, steps).len(),
         };
-        let batches = n.div_ceil(opts.batch_size);
+        let batches = self.n.div_ceil(opts.batch_size);
         let show = progress && std::io::stderr().is_terminal();
+        let model = self.model;
         // Detached: the parameters are variables, so each prediction would otherwise keep its
         // step's whole graph alive, and through x every earlier step's.
-        let predictor = |x: &Tensor, t: usize| Ok(self.model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
-        for b in 0..batches {
-            let rows = opts.batch_size.min(n - b * opts.batch_size);
-            let x_t = match &self.given {
-                Some(x) => x.narrow(0, b * opts.batch_size, rows)?,
-                None => Rng::new(opts.seed, Stream::Eval, 2 * b as u64)
-                    .normal(&[rows, g.channels, g.height, g.width], &self.device)?,
+        let predictor = |x: &Tensor, t: usize| Ok(model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
+        for (b, start) in self.rows.clone().step_by(opts.batch_size).enumerate() {
+            let rows = opts.batch_size.min(self.rows.end - start);
+            let mut noise = RowStreams::new(opts.seed, Stream::Sample, start..start + rows);
+            let x_t = match &mut self.given {
+                Some(x) => x.read(rows, g, &self.device)?,
+                None => noise.normal(&[rows, g.channels, g.height, g.width], &self.device)?,
             };
-            let mut rng = Rng::new(opts.seed, Stream::Eval, 2 * b as u64 + 1);
             let mut done = 0;
             let mut observe = |_: usize, _: &Tensor| {
                 done += 1;
@@ -260,11 +269,11 @@ impl<'a> Denoising<'a> {
             let x0 = match opts.sampler {
                 Sampler::Ddpm(variance) => {
                     let o = DdpmOptions { from_t: opts.from_t, variance, clip: opts.clip };
-                    ddpm(&predictor, &self.schedule, x_t, o, &mut rng, &mut observe)?
+                    ddpm(&predictor, &self.schedule, x_t, o, &mut noise, &mut observe)?
                 }
                 Sampler::Ddim { steps, eta } => {
                     let o = DdimOptions { from_t: opts.from_t, steps, eta, clip: opts.clip };
-                    ddim(&predictor, &self.schedule, x_t, o, &mut rng, &mut observe)?
+                    ddim(&predictor, &self.schedule, x_t, o, &mut noise, &mut observe)?
                 }
             };
             each(((x0 + 1.0)? * 0.5)?.clamp(0f32, 1f32)?)?;
@@ -276,30 +285,49 @@ impl<'a> Denoising<'a> {
     }
 }
 
-/// Reads x_t: f32 or f64 [N, C, H, W] (or [N, H, W] for one channel) of the model's size.
-fn read_x_t(path: &InputPath, g: crate::data::Geometry, device: &Device) -> Result<Tensor> {
-    let a = read_array(path)?;
-    let want = format!(
-        "[N, {}, {}, {}] floats (x_t in the model's space, as ddpm-noise writes)",
-        g.channels, g.height, g.width
-    );
-    let shape_ok = match *a.shape.as_slice() {
-        [_, c, h, w] => (c, h, w) == (g.channels, g.height, g.width),
-        [_, h, w] => g.channels == 1 && (h, w) == (g.height, g.width),
-        _ => false,
-    };
-    if !shape_ok {
-        return Err(Error::bad_input(path, format!("has shape {:?}, expected {want}", a.shape)));
+/// x_t from a file, read batch by batch: f32 or f64 [N, C, H, W] (or [N, H, W] for one
+/// channel) of the model's size.
+struct GivenX {
+    reader: NpyReader<Peeked>,
+    name: String,
+}
+
+impl GivenX {
+    /// Opens the file and checks its shape and dtype.
+    fn open(path: &InputPath, g: crate::data::Geometry) -> Result<Self> {
+        let reader = open_npy(path)?;
+        let want = format!(
+            "[N, {}, {}, {}] floats (x_t in the model's space, as ddpm-noise writes)",
+            g.channels, g.height, g.width
+        );
+        let header = reader.header();
+        let shape_ok = match *header.shape.as_slice() {
+            [_, c, h, w] => (c, h, w) == (g.channels, g.height, g.width),
+            [_, h, w] => g.channels == 1 && (h, w) == (g.height, g.width),
+            _ => false,
+        };
+        if !shape_ok {
+            return Err(Error::bad_input(path, format!("has shape {:?}, expected {want}", header.shape)));
+        }
+        if !matches!(header.dtype, NpyDType::F32 | NpyDType::F64) {
+            return Err(Error::bad_input(path, format!("has dtype {}, expected {want}", header.dtype.name())));
+        }
+        Ok(GivenX { reader, name: path.to_string() })
     }
-    let v: Vec<f32> = match a.data {
-        Elements::F32(v) => v,
-        Elements::F64(v) => v.into_iter().map(|x| x as f32).collect(),
-        other => return Err(Error::bad_input(path, format!("has dtype {}, expected {want}", other.dtype().name()))),
-    };
-    if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
-        return Err(Error::bad_input(path, format!("holds a non-finite value ({bad})")));
+
+    /// The next `rows` images, [rows, C, H, W]; a non-finite value is an error.
+    fn read(&mut self, rows: usize, g: crate::data::Geometry, device: &Device) -> Result<Tensor> {
+        let a = self.reader.read_rows(rows)?.ok_or_else(|| Error::bad_input(&self.name, "ended early"))?;
+        let v: Vec<f32> = match a.data {
+            Elements::F32(v) => v,
+            Elements::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+            other => return Err(Error::bad_input(&self.name, format!("has dtype {}", other.dtype().name()))),
+        };
+        if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+            return Err(Error::bad_input(&self.name, format!("holds a non-finite value ({bad})")));
+        }
+        Ok(Tensor::from_vec(v, (rows, g.channels, g.height, g.width), device)?)
     }
-    Ok(Tensor::from_vec(v, (a.shape[0], g.channels, g.height, g.width), device)?)
 }
 
 #[cfg(test)]
@@ -393,7 +421,7 @@ mod tests {
 
     /// Every image of a [`Denoising`] in one tensor.
     fn denoise(model: &UNet, start: &Start, opts: &DenoiseOptions, device: &Device) -> Result<Tensor> {
-        let run = Denoising::new(model, start, opts, device)?;
+        let mut run = Denoising::new(model, start, opts, device)?;
         let mut batches = vec![Tensor::zeros((0, 1, 32, 32), DType::F32, device)?];
         run.run(false, |x| {
             batches.push(x);
@@ -411,6 +439,7 @@ mod tests {
             clip: true,
             seed,
             batch_size,
+            shard: Shard::default(),
         };
         let device = Device::Cpu;
         let a = denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device).unwrap();
@@ -425,6 +454,35 @@ mod tests {
         assert!(e.contains("--from-t 50 is outside [0, 49]"), "{e}");
         let e = denoise(&t.model, &Start::Noise(1), &opts(0, 1), &device).unwrap_err().to_string();
         assert!(e.contains("--batch-size"), "{e}");
+    }
+
+    /// A sample is the same bits in a batch of any size and in any shard: ancestral
+    /// sampling (noise at every step) over 5 samples, in batches of 5, 2 and 1, and as shards
+    /// 0..3 of 3 in batches of 2.
+    #[test]
+    fn neither_the_batch_size_nor_the_shard_changes_a_sample() {
+        let t = task();
+        let opts = |batch_size, shard| DenoiseOptions {
+            sampler: Sampler::Ddpm(Variance::Beta),
+            from_t: 4,
+            clip: false,
+            seed: 3,
+            batch_size,
+            shard,
+        };
+        let device = Device::Cpu;
+        let whole = values(&denoise(&t.model, &Start::Noise(5), &opts(5, Shard::default()), &device).unwrap());
+        for batch_size in [2, 1] {
+            let v = values(&denoise(&t.model, &Start::Noise(5), &opts(batch_size, Shard::default()), &device).unwrap());
+            assert!(v.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()), "batches of {batch_size}");
+        }
+        let shards: Vec<f32> = (0..3)
+            .flat_map(|index| {
+                let shard = Shard { index, count: 3 };
+                values(&denoise(&t.model, &Start::Noise(5), &opts(2, shard), &device).unwrap())
+            })
+            .collect();
+        assert!(shards.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()) && shards.len() == whole.len());
     }
 
     #[test]

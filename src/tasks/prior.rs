@@ -5,13 +5,13 @@ use candle_core::{DType, Tensor};
 use crate::data::code_set::CodeSet;
 use crate::data::codes::{CodeBatch, CodeLayout, CodeReader, CodeWriter, Level};
 use crate::data::image_set::{expect_label_count, read_label_file};
-use crate::data::{Batch, Dataset};
+use crate::data::{Batch, Dataset, Shard};
 use crate::error::{Error, Result};
 use crate::io::{InputPath, OutputPath};
 use crate::models::pixelcnn::{sample, PixelCnn, PixelCnnConfig, SampleOptions, TopCondition};
 use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
-use crate::rng::{Rng, Stream};
+use crate::rng::{Rng, RowStreams, Stream};
 use crate::train::{Means, Metrics, StepOutput, Task};
 
 const EVAL_BATCH: usize = 500;
@@ -179,17 +179,21 @@ impl SampleClasses {
 
     /// Checks that every class is below `k`.
     fn check(&self, k: usize) -> Result<()> {
-        let bad = match self {
-            SampleClasses::One(c) => Some(*c).filter(|&c| c as usize >= k),
-            SampleClasses::Blocks { .. } => None,
-            SampleClasses::Given(labels) => labels.iter().copied().find(|&l| l as usize >= k),
-        };
-        match bad {
-            Some(bad) => {
-                Err(Error::config(format!("class {bad} is out of range: the prior knows {k} classes (0..{})", k - 1)))
-            }
-            None => Ok(()),
+        match self {
+            SampleClasses::One(c) => check_classes(&[*c], k),
+            SampleClasses::Blocks { .. } => Ok(()),
+            SampleClasses::Given(labels) => check_classes(labels, k),
         }
+    }
+}
+
+/// Checks that every class of `labels` is below `k`.
+fn check_classes(labels: &[u32], k: usize) -> Result<()> {
+    match labels.iter().find(|&&l| l as usize >= k) {
+        Some(bad) => {
+            Err(Error::config(format!("class {bad} is out of range: the prior knows {k} classes (0..{})", k - 1)))
+        }
+        None => Ok(()),
     }
 }
 
@@ -204,51 +208,67 @@ pub struct SampleRequest {
     pub labels: Option<InputPath>,
     /// Top codes to condition a bottom prior on, instead of sampling them.
     pub top: Option<InputPath>,
+    /// The rows of the N samples to draw: sample i is the same in any shard.
+    pub shard: Shard,
 }
 
-/// Top codes read from a file: its top level, or its only level.
+/// Top codes read from a file batch by batch: its top level, or its only level.
 struct GivenTop {
-    name: String,
+    reader: CodeReader,
     n: usize,
     level: Level,
-    codes: Vec<u32>,
-    labels: Option<Vec<u32>>,
+    /// Whether the codes are the file's top level (else its only one).
+    of_two: bool,
+    labels: bool,
 }
 
 impl GivenTop {
-    fn read(path: &InputPath) -> Result<Self> {
+    fn open(path: &InputPath) -> Result<Self> {
         let reader = CodeReader::open(path)?;
         let layout = reader.layout().clone();
-        let name = reader.name().to_string();
-        let all = reader.read_all()?;
-        let (level, codes) = match layout.top {
-            Some(level) => (level, all.top.unwrap_or_default()),
-            None => (layout.bottom, all.bottom),
+        let (level, of_two) = match layout.top {
+            Some(level) => (level, true),
+            None => (layout.bottom, false),
         };
-        Ok(GivenTop { name, n: layout.n, level, codes, labels: all.labels })
+        Ok(GivenTop { reader, n: layout.n, level, of_two, labels: layout.labels })
     }
 
-    /// Checks the codes against the top conditioning of a bottom prior.
+    /// Checks the codes' map size against the top conditioning of a bottom prior.
     fn check(&self, prior: &PixelCnnConfig) -> Result<()> {
         let Some(t) = &prior.top else {
             return Err(Error::config("this prior is not conditioned on top codes, so --top does not apply"));
         };
         if (self.level.height, self.level.width) != (t.height, t.width) {
             return Err(Error::bad_input(
-                &self.name,
+                self.reader.name(),
                 format!(
                     "top codes are {}x{}, the prior is conditioned on {}x{}",
                     self.level.height, self.level.width, t.height, t.width
                 ),
             ));
         }
-        if let Some(bad) = self.codes.iter().find(|&&c| c as usize >= t.n_embed) {
+        Ok(())
+    }
+
+    /// The next `rows` code maps, each code checked against the codebook of `n_embed`, and
+    /// their labels when the file has them.
+    fn read(&mut self, rows: usize, n_embed: usize) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
+        let first = self.reader.position();
+        let name = self.reader.name().to_string();
+        let batch =
+            self.reader.read(rows)?.filter(|b| b.n == rows).ok_or_else(|| Error::bad_input(&name, "ended early"))?;
+        let codes = if self.of_two { batch.top.unwrap_or_default() } else { batch.bottom };
+        if let Some(i) = codes.iter().position(|&c| c as usize >= n_embed) {
             return Err(Error::bad_input(
-                &self.name,
-                format!("top code {bad} is outside the codebook of {}", t.n_embed),
+                &name,
+                format!(
+                    "top code {} of image {} is outside the codebook of {n_embed}",
+                    codes[i],
+                    first + i / self.level.len().max(1)
+                ),
             ));
         }
-        Ok(())
+        Ok((codes, batch.labels))
     }
 }
 
@@ -256,9 +276,9 @@ impl GivenTop {
 #[derive(Debug, Clone, Copy)]
 pub struct Draw {
     pub opts: SampleOptions,
-    /// Samples drawn together.
+    /// Samples drawn together; changes no sample.
     pub batch_size: usize,
-    /// Batch `b` draws from the stream (seed, Eval, b).
+    /// Sample i draws from the stream (seed, Sample, i): its top codes, then its bottom ones.
     pub seed: u64,
 }
 
@@ -271,7 +291,7 @@ pub fn sample_codes(
     draw: &Draw,
     out: &OutputPath,
 ) -> Result<()> {
-    let given = request.top.as_ref().map(GivenTop::read).transpose()?;
+    let given = request.top.as_ref().map(GivenTop::open).transpose()?;
     if let Some(g) = &given {
         g.check(&prior.config)?;
     }
@@ -291,44 +311,65 @@ pub fn sample_codes(
         }
         None => None,
         Some(k) => {
-            let labels = match (request.class, requested, given.as_ref().and_then(|g| g.labels.clone())) {
-                (Some(c), _, _) => SampleClasses::One(c),
-                (None, Some((path, l)), _) => SampleClasses::Given(expect_label_count(path, l, n)?),
-                (None, None, Some(from_file)) => SampleClasses::Given(from_file),
-                (None, None, None) => SampleClasses::Blocks { n, classes: k },
-            };
-            labels.check(k)?;
-            Some(labels)
+            let checked = |l: SampleClasses| l.check(k).map(|()| Classes::Of(l));
+            Some(match (request.class, requested, given.as_ref().is_some_and(|g| g.labels)) {
+                (Some(c), _, _) => checked(SampleClasses::One(c))?,
+                (None, Some((path, l)), _) => checked(SampleClasses::Given(expect_label_count(path, l, n)?))?,
+                (None, None, true) => Classes::OfTop(k),
+                (None, None, false) => checked(SampleClasses::Blocks { n, classes: k })?,
+            })
         }
     };
-    let top = match (top_prior, given) {
+    sample_to(prior, top(top_prior, given, request)?, labels, n, request.shard, draw, out)
+}
+
+/// Where the top codes come from: the top prior, or the file given, restricted to the rows
+/// of the request's shard of its code maps.
+fn top<'a>(
+    top_prior: Option<&'a PixelCnn>,
+    given: Option<GivenTop>,
+    request: &SampleRequest,
+) -> Result<Option<TopCodes<'a>>> {
+    Ok(match (top_prior, given) {
         (Some(p), _) => Some(TopCodes::Prior(p)),
-        (None, Some(g)) => Some(TopCodes::Given(g.codes)),
+        (None, Some(mut g)) => {
+            g.reader.only(request.shard.rows(g.n))?;
+            Some(TopCodes::Given(Box::new(g)))
+        }
         (None, None) => None,
-    };
-    sample_to(prior, top, labels, n, draw, out)
+    })
 }
 
 /// Where the top codes of a bottom-level sample come from.
 enum TopCodes<'a> {
     /// Sampled first from this top prior.
     Prior(&'a PixelCnn),
-    /// Given (e.g. read from a file), [n, h, w].
-    Given(Vec<u32>),
+    /// Read from a file (boxed: its reader is large beside a reference).
+    Given(Box<GivenTop>),
 }
 
-/// Draws `n` samples in batches and writes them in the form vq-decode reads: with a bottom
-/// prior, a `.safetensors` file of `top`, `bottom` (and `labels` for class-conditional
-/// priors); with one prior alone, an `.npy` array of its codes.
+/// Where the samples' classes come from.
+enum Classes {
+    Of(SampleClasses),
+    /// The labels of the given top codes, read with them, of a prior of this many classes.
+    OfTop(usize),
+}
+
+/// Draws the rows of `shard` of `n` samples in batches and writes them in the form
+/// vq-decode reads: with a bottom prior, a `.safetensors` file of `top`, `bottom` (and
+/// `labels` for class-conditional priors); with one prior alone, an `.npy` array of its
+/// codes. Sample i draws from its own stream, so neither the batch size nor the shard
+/// changes it.
 fn sample_to(
     prior: &PixelCnn,
-    top: Option<TopCodes>,
-    labels: Option<SampleClasses>,
+    mut top: Option<TopCodes>,
+    labels: Option<Classes>,
     n: usize,
+    shard: Shard,
     draw: &Draw,
     out: &OutputPath,
 ) -> Result<()> {
-    let (opts, batch_size, seed) = (&draw.opts, draw.batch_size, draw.seed);
+    let (opts, batch_size, seed) = (&draw.opts, draw.batch_size.max(1), draw.seed);
     let device = prior.device().clone();
     let c = &prior.config;
     let level = |c: &PixelCnnConfig| Level { height: c.height, width: c.width, n_embed: Some(c.n_embed) };
@@ -352,29 +393,39 @@ fn sample_to(
         }
         (Some(_), None) => return Err(Error::config("this prior is not conditioned on top codes, so it takes none")),
     };
-    let layout = CodeLayout { n, top: top_level, bottom: level(c), labels: labels.is_some() && top_level.is_some() };
+    let rows = shard.rows(n);
+    let layout =
+        CodeLayout { n: rows.len(), top: top_level, bottom: level(c), labels: labels.is_some() && top_level.is_some() };
     let mut writer = CodeWriter::create(out, layout)?;
-    for (b, start) in (0..n).step_by(batch_size.max(1)).enumerate() {
-        let rows = batch_size.min(n - start);
-        let mut rng = Rng::new(seed, Stream::Eval, b as u64);
-        let classes = labels.as_ref().map(|l| l.rows(start, rows));
-        let y = classes.as_deref().map(|l| Tensor::new(l, &device)).transpose()?;
-        let top_codes = match (&top, top_level) {
-            (Some(TopCodes::Prior(p)), Some(_)) => {
-                let y = p.config.n_classes.and(y.as_ref());
-                Some(sample(p, rows, y, None, opts, &mut rng)?)
-            }
-            (Some(TopCodes::Given(codes)), Some(t)) => {
-                let per = t.len();
-                Some(Tensor::from_slice(&codes[start * per..(start + rows) * per], (rows, t.height, t.width), &device)?)
+    for start in rows.clone().step_by(batch_size) {
+        let len = batch_size.min(rows.end - start);
+        let mut rngs = RowStreams::new(seed, Stream::Sample, start..start + len);
+        let given = match (&mut top, &c.top) {
+            (Some(TopCodes::Given(g)), Some(t)) => Some(g.read(len, t.n_embed)?),
+            _ => None,
+        };
+        let classes = match (&labels, &given) {
+            (Some(Classes::Of(l)), _) => Some(l.rows(start, len)),
+            (Some(Classes::OfTop(k)), Some((_, Some(l)))) => {
+                check_classes(l, *k)?;
+                Some(l.clone())
             }
             _ => None,
         };
+        let y = classes.as_deref().map(|l| Tensor::new(l, &device)).transpose()?;
+        let top_codes = match (&top, given, top_level) {
+            (Some(TopCodes::Prior(p)), _, Some(_)) => {
+                let y = p.config.n_classes.and(y.as_ref());
+                Some(sample(p, len, y, None, opts, &mut rngs)?)
+            }
+            (_, Some((codes, _)), Some(t)) => Some(Tensor::from_vec(codes, (len, t.height, t.width), &device)?),
+            _ => None,
+        };
         let y_bottom = c.n_classes.and(y.as_ref());
-        let bottom = sample(prior, rows, y_bottom, top_codes.as_ref(), opts, &mut rng)?;
+        let bottom = sample(prior, len, y_bottom, top_codes.as_ref(), opts, &mut rngs)?;
         let flat = |t: &Tensor| -> Result<Vec<u32>> { Ok(t.flatten_all()?.to_vec1::<u32>()?) };
         writer.write(&CodeBatch {
-            n: rows,
+            n: len,
             top: top_codes.as_ref().map(flat).transpose()?,
             bottom: flat(&bottom)?,
             labels: classes,

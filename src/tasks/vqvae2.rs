@@ -221,7 +221,7 @@ pub fn decode(
     let map = |spec: LevelSpec, values: Vec<u32>, rows: usize| {
         Tensor::from_vec(values, (rows, spec.height, spec.width), device)
     };
-    let mut done = 0;
+    let mut done = codes.position();
     while let Some(batch) = codes.read(batch_size)? {
         batch.check_range(&source, done, top_spec.map(|s| s.n_embed), bottom_spec.n_embed)?;
         let rows = batch.n;

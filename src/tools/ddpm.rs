@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::ModelSource;
 use crate::data::pack::Images;
+use crate::data::Shard;
 use crate::diffusion::forward::{noise, NoiseOptions, NoiseSteps};
 use crate::diffusion::sampler::check_ddim_steps;
 use crate::diffusion::{ScheduleKind, Variance};
@@ -150,6 +151,8 @@ pub struct DdpmDenoise {
     pub clip: bool,
     pub seed: u64,
     pub batch_size: usize,
+    /// The samples (or images of x_t) to run, of all.
+    pub shard: Shard,
     pub output: DenoiseOutput,
     pub device: Device,
 }
@@ -173,8 +176,9 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
         clip: r.clip,
         seed: r.seed,
         batch_size: r.batch_size,
+        shard: r.shard,
     };
-    let run = Denoising::new(&model, &r.start, &opts, &r.device)?;
+    let mut run = Denoising::new(&model, &r.start, &opts, &r.device)?;
     match &r.output {
         DenoiseOutput::Png(png) => {
             if run.n > MAX_PNG_TILES {
@@ -192,7 +196,7 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
             batches.push(Tensor::zeros((0, g.channels, g.height, g.width), candle_core::DType::F32, &r.device)?);
             write_png(&Tensor::cat(&batches, 0)?, png, 2)
         }
-        DenoiseOutput::Array(out) => write_npy(&run, out),
+        DenoiseOutput::Array(out) => write_npy(&mut run, out),
     }
 }
 
@@ -200,7 +204,7 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
 const MAX_PNG_TILES: usize = 10_000;
 
 /// The images as .npy f32 [N, C, H, W] in [0,1], written batch by batch.
-fn write_npy(run: &Denoising, out: &OutputPath) -> Result<()> {
+fn write_npy(run: &mut Denoising, out: &OutputPath) -> Result<()> {
     let g = run.geometry();
     let shape = [run.n, g.channels, g.height, g.width];
     let mut w = NpyWriter::new(out.create()?, NpyDType::F32, &shape).map_err(|e| Error::io(out, e))?;

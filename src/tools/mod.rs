@@ -16,7 +16,9 @@
 //! | `vq-decode` | [`vq::vq_decode`] |
 //! | `ddpm-noise` | [`ddpm::ddpm_noise`] |
 //! | `ddpm-denoise` | [`ddpm::ddpm_denoise`] |
+//! | `tensor-cat` | [`cat::tensor_cat`] |
 
+pub mod cat;
 pub mod ddpm;
 pub mod img;
 pub mod prior;

@@ -6,6 +6,7 @@ use candle_core::Device;
 use crate::checkpoint::ModelSource;
 use crate::data::codes::CodeReader;
 use crate::data::Geometry;
+use crate::data::Shard;
 use crate::error::Result;
 use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::vqvae2::VqVae2;
@@ -19,6 +20,8 @@ pub struct VqEncode {
     /// Class labels of the images, written beside the codes.
     pub labels: Option<InputPath>,
     pub batch_size: usize,
+    /// The images to encode, of all.
+    pub shard: Shard,
     pub output: OutputPath,
     pub device: Device,
 }
@@ -38,6 +41,8 @@ pub fn vq_encode(r: &VqEncode) -> Result<()> {
     if let Some(labels) = &r.labels {
         images = images.with_labels(labels)?;
     }
+    let rows = r.shard.rows(images.len());
+    let mut images = images.only(rows)?;
     crate::tasks::vqvae2::encode(&model, &mut images, &r.output, &r.device)
 }
 
@@ -48,6 +53,8 @@ pub struct VqDecode {
     pub input: InputPath,
     pub output: DecodeOutput,
     pub batch_size: usize,
+    /// The code maps to decode, of all.
+    pub shard: Shard,
     pub device: Device,
 }
 
@@ -64,5 +71,6 @@ pub fn vq_decode(r: &VqDecode) -> Result<()> {
     let bottom = codes.layout().bottom;
     let image = Geometry { height: 4 * bottom.height, width: 4 * bottom.width, ..ckpt.config_of::<VqVae2>()?.image };
     let model: VqVae2 = ckpt.fit_preset_to(image)?.into_network(&r.device)?;
+    codes.only(r.shard.rows(codes.layout().n))?;
     crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, r.batch_size, &r.device)
 }

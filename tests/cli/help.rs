@@ -11,13 +11,14 @@ const HELP: &[(&str, &str, &[&str])] = &[
     ("vae-eval", "vae-eval --model", &[]),
     ("vae-encode", "vae-encode --model", &[]),
     ("vae-decode", "vae-decode --model", &[]),
-    ("vq-encode", "vq-encode --model vqvae2.safetensors --data mnist", &[]),
-    ("vq-decode", "vq-decode --model vqvae2.safetensors codes.safetensors", &[]),
+    ("vq-encode", "vq-encode --model vqvae2.safetensors --data mnist", &["--shard"]),
+    ("vq-decode", "vq-decode --model vqvae2.safetensors codes.safetensors", &["--shard"]),
     ("prior-fit", "prior-fit train.safetensors --level top", &[]),
-    ("prior-sample", "prior-sample --model prior-top.safetensors", &[]),
+    ("prior-sample", "prior-sample --model prior-top.safetensors", &["--shard"]),
     ("ddpm-train", "ddpm-train --preset ddpm-unet-mnist", &["--schedule"]),
     ("ddpm-noise", "ddpm-noise --t 300", &["[N*k, 1, 32, 32]"]),
-    ("ddpm-denoise", "ddpm-denoise --model", &[]),
+    ("ddpm-denoise", "ddpm-denoise --model", &["--shard"]),
+    ("tensor-cat", "tensor-cat codes.0.safetensors", &["metadata"]),
 ];
 
 /// The Makefile's TOOLS, the list of every binary the project builds.

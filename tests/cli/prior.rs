@@ -11,7 +11,7 @@ use crate::common::{assert_fails_naming, bin_path, json_lines, tool, train_vq, w
 const SMALL: [&str; 4] = ["--layers", "2", "--channels", "8"];
 
 /// A tiny VQ-VAE-2 and the codes of its 16 images with their labels: `codes.safetensors`.
-fn codes(dir: &Path) {
+pub fn codes(dir: &Path) {
     train_vq(dir, "vq.safetensors", 2);
     tool("vq-encode")
         .current_dir(dir)
@@ -20,7 +20,8 @@ fn codes(dir: &Path) {
         .success();
 }
 
-fn fit(dir: &Path, level: &str, out: &str, epochs: &str, resume: bool) -> String {
+/// Fits a small prior on one level of `codes.safetensors` into `out`; returns its stderr.
+pub fn fit(dir: &Path, level: &str, out: &str, epochs: &str, resume: bool) -> String {
     let mut cmd = tool("prior-fit");
     cmd.current_dir(dir)
         .args(["codes.safetensors", "--level", level, "--eval-data", "codes.safetensors"])

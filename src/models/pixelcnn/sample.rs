@@ -5,8 +5,10 @@
 //! each new code changes: the vertical stacks depend only on earlier rows, so every layer's
 //! is computed once per row, for the whole row; the horizontal stacks are then advanced one
 //! position at a time from each layer's output at the position before. Both draw each code by
-//! inverse CDF from one uniform number per (position, sample), in that order, so they differ
-//! only where rounding differences of the logits move a CDF boundary across the uniform.
+//! inverse CDF from one uniform number per position, in raster order, from the sample's own
+//! stream ([`RowStreams`]), so they differ only where rounding differences of the logits move
+//! a CDF boundary across the uniform, and a sample's codes do not depend on the samples drawn
+//! with it.
 
 use candle_core::{Module, Tensor};
 use rand::Rng as _;
@@ -16,7 +18,7 @@ use super::PixelCnn;
 use crate::error::{Error, Result};
 use crate::nn::gemm::{matmul, Mat};
 use crate::nn::linear::Linear;
-use crate::rng::Rng;
+use crate::rng::RowStreams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SampleMethod {
@@ -42,15 +44,18 @@ impl Default for SampleOptions {
 }
 
 /// Draws `n` code maps [n, H, W] (u32) in raster order, given class labels [n] and top codes
-/// [n, H/2, W/2] when the model is conditioned on them.
+/// [n, H/2, W/2] when the model is conditioned on them; map i draws from `rngs.row(i)`.
 pub fn sample(
     model: &PixelCnn,
     n: usize,
     labels: Option<&Tensor>,
     top: Option<&Tensor>,
     opts: &SampleOptions,
-    rng: &mut Rng,
+    rngs: &mut RowStreams,
 ) -> Result<Tensor> {
+    if rngs.len() != n {
+        return Err(Error::config(format!("pixelcnn-prior: {} random streams for {n} samples", rngs.len())));
+    }
     if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
         return Err(Error::config(format!("pixelcnn-prior: temperature {} must be positive", opts.temperature)));
     }
@@ -64,8 +69,8 @@ pub fn sample(
     model.check(&Tensor::from_slice(&codes, (n, h, w), &device)?, labels, top)?;
     if n > 0 {
         match opts.method {
-            SampleMethod::Plain => plain(model, n, &mut codes, labels, top, opts, rng)?,
-            SampleMethod::Cached => Cached::new(model, n, labels, top)?.run(&mut codes, opts, rng)?,
+            SampleMethod::Plain => plain(model, n, &mut codes, labels, top, opts, rngs)?,
+            SampleMethod::Cached => Cached::new(model, n, labels, top)?.run(&mut codes, opts, rngs)?,
         }
     }
     Ok(Tensor::from_vec(codes, (n, h, w), &device)?)
@@ -79,7 +84,7 @@ fn plain(
     labels: Option<&Tensor>,
     top: Option<&Tensor>,
     opts: &SampleOptions,
-    rng: &mut Rng,
+    rngs: &mut RowStreams,
 ) -> Result<()> {
     let (h, w, e) = (model.config.height, model.config.width, model.config.n_embed);
     let device = model.embed.embeddings().device().clone();
@@ -88,19 +93,20 @@ fn plain(
         // (n h w, e) -> (n, h w, e) -> the rows of position p, (n, e)
         let logits = model.logits_rows(&x, labels, top)?.reshape((n, h * w, e))?;
         let at = logits.narrow(1, p, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        for (b, code) in draw_all(&at, e, opts, rng).into_iter().enumerate() {
+        for (b, code) in draw_all(&at, e, opts, rngs).into_iter().enumerate() {
             codes[b * h * w + p] = code;
         }
     }
     Ok(())
 }
 
-/// One code for each row of `logits` [N, E], with one uniform number per row, in order.
-fn draw_all(logits: &[f32], e: usize, opts: &SampleOptions, rng: &mut Rng) -> Vec<u32> {
+/// One code for each row of `logits` [N, E], with the next uniform number of the row's stream.
+fn draw_all(logits: &[f32], e: usize, opts: &SampleOptions, rngs: &mut RowStreams) -> Vec<u32> {
     logits
         .chunks_exact(e)
-        .map(|row| {
-            let u: f64 = rng.inner().random();
+        .enumerate()
+        .map(|(b, row)| {
+            let u: f64 = rngs.row(b).inner().random();
             draw(row, opts.temperature, opts.top_k, u)
         })
         .collect()
@@ -232,7 +238,7 @@ impl Cached {
         })
     }
 
-    fn run(&self, codes: &mut [u32], opts: &SampleOptions, rng: &mut Rng) -> Result<()> {
+    fn run(&self, codes: &mut [u32], opts: &SampleOptions, rngs: &mut RowStreams) -> Result<()> {
         let (n, h, w, c, e) = (self.n, self.h, self.w, self.c, self.e);
         let nl = self.layers.len();
         let row = n * w * c;
@@ -314,7 +320,7 @@ impl Cached {
                 self.head1.apply(&x, &mut head);
                 head.iter_mut().for_each(|v| *v = v.max(0.0));
                 self.head3.apply(&head, &mut logits);
-                for (b, code) in draw_all(&logits, e, opts, rng).into_iter().enumerate() {
+                for (b, code) in draw_all(&logits, e, opts, rngs).into_iter().enumerate() {
                     codes[(b * h + i) * w + j] = code;
                     let embedded = &self.embed[code as usize * c..][..c];
                     emb_prev[b * c..][..c].copy_from_slice(embedded);

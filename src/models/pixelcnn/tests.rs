@@ -4,7 +4,7 @@ use rand::Rng as _;
 use super::sample::draw;
 use super::*;
 use crate::nn::ParamSet;
-use crate::rng::{Rng, Stream};
+use crate::rng::{Rng, RowStreams, Stream};
 
 fn config(height: usize, width: usize, layers: usize, classes: bool, top: bool) -> PixelCnnConfig {
     PixelCnnConfig {
@@ -239,8 +239,8 @@ fn plain_and_cached_samplers_draw_the_same_codes() {
         for (temperature, top_k) in [(1.0, None), (0.7, Some(3)), (1.5, Some(1)), (2.0, Some(6))] {
             let draw = |method, seed| {
                 let opts = SampleOptions { temperature, top_k, method };
-                let mut rng = Rng::new(seed, Stream::Eval, 0);
-                sample(&model, 5, labels.as_ref(), top.as_ref(), &opts, &mut rng).unwrap()
+                let mut rngs = RowStreams::new(seed, Stream::Sample, 0..5);
+                sample(&model, 5, labels.as_ref(), top.as_ref(), &opts, &mut rngs).unwrap()
             };
             let (plain, cached) = (draw(SampleMethod::Plain, 1), draw(SampleMethod::Cached, 1));
             assert_eq!(cached.dims(), [5, 4, 6]);
@@ -253,6 +253,29 @@ fn plain_and_cached_samplers_draw_the_same_codes() {
     }
 }
 
+fn bad_streams(model: &PixelCnn) -> String {
+    let mut two = RowStreams::new(0, Stream::Sample, 0..2);
+    sample(model, 1, None, None, &SampleOptions::default(), &mut two).unwrap_err().to_string()
+}
+
+/// A sample's codes are those it gets in any batch: rows 2..4 of a batch of 5, drawn alone
+/// with their own streams, get the codes they got in the batch, with either sampler.
+#[test]
+fn a_sample_does_not_depend_on_the_samples_drawn_with_it() {
+    let cfg = config(4, 4, 2, true, true);
+    let (model, _) = build(&cfg, 13);
+    let (_, labels, top) = inputs(&cfg, 5, 14);
+    let part = |t: &Option<Tensor>| t.as_ref().map(|t| t.narrow(0, 2, 2).unwrap());
+    for method in [SampleMethod::Plain, SampleMethod::Cached] {
+        let opts = SampleOptions { method, ..SampleOptions::default() };
+        let mut all = RowStreams::new(3, Stream::Sample, 0..5);
+        let whole = sample(&model, 5, labels.as_ref(), top.as_ref(), &opts, &mut all).unwrap();
+        let mut some = RowStreams::new(3, Stream::Sample, 2..4);
+        let alone = sample(&model, 2, part(&labels).as_ref(), part(&top).as_ref(), &opts, &mut some).unwrap();
+        assert_eq!(alone.to_vec3::<u32>().unwrap(), whole.narrow(0, 2, 2).unwrap().to_vec3::<u32>().unwrap());
+    }
+}
+
 /// With top-k 1 each code is the most likely one given those before it, by the forward pass
 /// on either path (the cached sampler runs its own host kernels on any device).
 #[test]
@@ -261,7 +284,8 @@ fn greedy_samples_are_the_argmax_of_the_forward_pass() {
     let (model, _) = build(&cfg, 11);
     let (_, labels, top) = inputs(&cfg, 3, 12);
     let opts = SampleOptions { temperature: 1.0, top_k: Some(1), method: SampleMethod::Cached };
-    let codes = sample(&model, 3, labels.as_ref(), top.as_ref(), &opts, &mut Rng::new(0, Stream::Eval, 0)).unwrap();
+    let codes =
+        sample(&model, 3, labels.as_ref(), top.as_ref(), &opts, &mut RowStreams::new(0, Stream::Sample, 0..3)).unwrap();
     for ops in [OpPath::Fused, OpPath::Composed] {
         let logits = model.logits_rows_by(ops, &codes, labels.as_ref(), top.as_ref()).unwrap();
         let argmax = logits.argmax(1).unwrap().reshape(codes.dims()).unwrap();
@@ -309,15 +333,16 @@ fn bad_inputs_and_settings_are_errors_that_say_what_is_wrong() {
     let (c2, _, _) = inputs(&plain.config, 2, 0);
     assert!(plain.forward(&c2, y, None).unwrap_err().to_string().contains("takes no labels"));
     assert!(plain.forward(&c2, None, t).unwrap_err().to_string().contains("takes no top codes"));
-    let mut rng = Rng::new(0, Stream::Eval, 0);
     let bad = |opts: SampleOptions| {
-        sample(&plain, 1, None, None, &opts, &mut Rng::new(0, Stream::Eval, 0)).unwrap_err().to_string()
+        sample(&plain, 1, None, None, &opts, &mut RowStreams::new(0, Stream::Sample, 0..1)).unwrap_err().to_string()
     };
     assert!(
         bad(SampleOptions { temperature: 0.0, ..SampleOptions::default() }).contains("temperature 0 must be positive")
     );
     assert!(bad(SampleOptions { top_k: Some(0), ..SampleOptions::default() }).contains("top-k must be at least 1"));
-    assert_eq!(sample(&plain, 0, None, None, &SampleOptions::default(), &mut rng).unwrap().dims(), [0, 4, 4]);
+    let mut none = RowStreams::new(0, Stream::Sample, 0..0);
+    assert_eq!(sample(&plain, 0, None, None, &SampleOptions::default(), &mut none).unwrap().dims(), [0, 4, 4]);
+    assert!(bad_streams(&plain).contains("2 random streams for 1 samples"));
     let mismatched =
         PixelCnnConfig { top: Some(TopCondition { n_embed: 4, height: 3, width: 2 }), ..config(4, 4, 1, false, false) };
     let msg = PixelCnn::new(mismatched, &mut Params::init(0, d)).err().expect("an error").to_string();
