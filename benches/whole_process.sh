@@ -13,11 +13,31 @@
 # also carries "code_agreement": the fraction of the first 100 images' top and bottom codes
 # on which the peer, loading genimg's checkpoint, agrees with genimg.
 #
+# The colour stages (preset vqvae2 at the data's geometry, priors over its 32x32 and 64x64
+# codes, all unconditioned on labels, one epoch) also carry "genimg_images_per_s" (images
+# over genimg's whole-process seconds) and "torch_images_per_s" (over the peer's seconds
+# without import), the figures the issue gives for PyTorch (2 threads):
+#   vqvae2-64    vae-train --preset vqvae2, 3x64x64, batch 32: the first 640 bundled emoji of
+#                the train split (20 steps)
+#   vqvae2-256   the same at 3x256x256, batch 4: the first 40 emoji of the test split upscaled
+#                by img-pack --size 256 (10 steps)
+#   prior-32     prior-fit --level top, 32x32 codes (n_embed 512), batch 16: vq-encode of the
+#                first 160 upscaled emoji by vqvae2-256's checkpoint (10 steps)
+#   prior-64     prior-fit --level bottom, 64x64 codes on the 32x32 top codes, batch 16: the
+#                first 48 of them (3 steps)
+#   sample-256   prior-sample --model prior-32's --bottom prior-64's -n 16 (cached sampler):
+#                genimg only, torch null. PyTorch has no cached sampler, and the plain one
+#                (the whole network per code) takes about 260 s for ONE sample here (1,024
+#                forwards at 16 ms + 4,096 at 59 ms), too slow to be part of the run.
+# BENCH_QUICK cuts them to 64, 8, 32 and 16 images, the priors to 2 layers of 16 channels,
+# and samples 2.
+#
 # Builds nothing (the Makefile builds first); binaries come from ${BIN:-target/release}.
 # Environment:
 #   BENCH_STAGES=a,b,...  only these stages (vae-mlp vib-mlp vqvae2-mnist vq-encode
-#                         prior-top prior-bottom vq-decode ddpm-train ddim); a checkpoint or
-#                         code file that a chosen stage needs is made by genimg, untimed
+#                         prior-top prior-bottom vq-decode ddpm-train ddim vqvae2-64
+#                         vqvae2-256 prior-32 prior-64 sample-256); a checkpoint or code file
+#                         that a chosen stage needs is made by genimg, untimed
 #   BENCH_QUICK=1         every stage on a tiny budget (the 1,000 test digits, one epoch,
 #                         priors of 2 layers of 16 channels, ddpm-train on 256 digits,
 #                         DDIM -n 8 --steps 5), to check the harness in a few minutes
@@ -35,10 +55,11 @@ PYTHON=${PYTHON:-python3}
 QUICK=${BENCH_QUICK:-0}
 THREADS=${BENCH_THREADS:-$(nproc)}
 ALL_STAGES="vae-mlp,vib-mlp,vqvae2-mnist,vq-encode,prior-top,prior-bottom,vq-decode,ddpm-train,ddim"
+ALL_STAGES+=",vqvae2-64,vqvae2-256,prior-32,prior-64,sample-256"
 STAGES=${BENCH_STAGES:-$ALL_STAGES}
 PEER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/peer/torch_stages.py"
 
-for tool in img-pack vae-train vq-encode vq-decode prior-fit ddpm-train ddpm-denoise; do
+for tool in img-pack vae-train vq-encode vq-decode prior-fit prior-sample ddpm-train ddpm-denoise; do
   if [[ ! -x "$BIN/$tool" ]]; then
     echo "whole_process.sh: $BIN/$tool is missing: build first (make build)" >&2
     exit 1
@@ -75,9 +96,12 @@ SEED=(--seed 0 --device cpu)
 if [[ $QUICK == 1 ]]; then
   TRAIN_SPLIT=test MLP_EPOCHS=1 VQ_EPOCHS=1 PRIOR_EPOCHS=1 DDIM_N=8 DDIM_STEPS=5
   PRIOR_NET=(--layers 2 --channels 16) # as pipelines/vqvae2.mk with SMOKE=1
+  # The colour stages: images at 64 and 256 px, top and bottom code maps, samples.
+  N_64=64 N_256=8 N_TOP=32 N_BOTTOM=16 SAMPLE_N=2
 else
   TRAIN_SPLIT=train MLP_EPOCHS=10 VQ_EPOCHS=1 PRIOR_EPOCHS=2 DDIM_N=64 DDIM_STEPS=50
   PRIOR_NET=()
+  N_64=640 N_256=40 N_TOP=160 N_BOTTOM=48 SAMPLE_N=16
 fi
 
 wants() { [[ ",$STAGES," == *",$1,"* ]]; }
@@ -100,11 +124,15 @@ timed() {
 # A JSON field's value from a one-line object (numbers only).
 field() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" "$2" | head -n 1; }
 
+# $(per_s COUNT SECONDS): COUNT / SECONDS with two decimals, null without seconds.
+per_s() { awk -v n="$1" -v s="$2" 'BEGIN { if (s == "null" || s <= 0) print "null"; else printf "%.2f", n / s }'; }
+
 ROWS=()
-# stage_line STAGE GENIMG_NAME [TORCH_NAME] [EXTRA_JSON]: one result line from the timings.
+# stage_line STAGE GENIMG_NAME [TORCH_NAME] [EXTRA_JSON] [IMAGES]: one result line from the
+# timings; with IMAGES (genimg's; the peer's come from its "images") also images per second.
 stage_line() {
-  local stage=$1 g=$2 t=${3:-} extra=${4:-}
-  local g_sec g_kib t_sec=null t_wo=null t_mib=null ratio=null
+  local stage=$1 g=$2 t=${3:-} extra=${4:-} images=${5:-}
+  local g_sec g_kib t_sec=null t_wo=null t_mib=null ratio=null g_ips="" t_ips=""
   read -r g_sec g_kib < "$g.time"
   if [[ -n $t ]]; then
     local t_kib import
@@ -114,11 +142,19 @@ stage_line() {
     t_mib=$(mib "$t_kib")
     ratio=$(awk -v a="$t_wo" -v b="$g_sec" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   fi
+  if [[ -n $images ]]; then
+    g_ips=$(per_s "$images" "$g_sec")
+    t_ips=null
+    if [[ -n $t ]]; then
+      t_ips=$(per_s "$(field images "$t.out")" "$t_wo")
+    fi
+    extra+=", \"genimg_images_per_s\": $g_ips, \"torch_images_per_s\": $t_ips"
+  fi
   local line
   line=$(printf '{"stage": "%s", "genimg_seconds": %s, "genimg_peak_rss_mib": %s, "torch_seconds": %s, "torch_seconds_without_import": %s, "torch_peak_rss_mib": %s, "ratio": %s%s}' \
     "$stage" "$g_sec" "$(mib "$g_kib")" "$t_sec" "$t_wo" "$t_mib" "$ratio" "$extra")
   echo "$line"
-  ROWS+=("$stage|$g_sec|$(mib "$g_kib")|$t_sec|$t_wo|$t_mib|$ratio")
+  ROWS+=("$stage|$g_sec|$(mib "$g_kib")|$t_sec|$t_wo|$t_mib|$ratio|$g_ips|$t_ips")
 }
 
 PEER_CMD=("$PYTHON" "$PEER" --threads "$THREADS" --seed 0)
@@ -240,10 +276,97 @@ if wants ddim; then
   stage_line ddim g-ddim "$t"
 fi
 
+# The colour stages (see the top): inputs made untimed; each genimg command as a user runs it,
+# then the peer on the same files.
+colour() { wants vqvae2-64 || wants vqvae2-256 || wants prior-32 || wants prior-64 || wants sample-256; }
+
+# npy_head IN N OUT: the first N images of an .npy (version 1-3 header, C order), with the
+# standard library only, so genimg's side needs no numpy.
+npy_head() {
+  "$PYTHON" - "$@" <<'PY'
+import ast, struct, sys
+src, n, dst = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(src, "rb") as f:
+    magic = f.read(8)
+    size = struct.unpack("<H" if magic[6] == 1 else "<I", f.read(2 if magic[6] == 1 else 4))[0]
+    header = ast.literal_eval(f.read(size).decode("latin1"))
+    shape = header["shape"]
+    if header["fortran_order"] or shape[0] < n:
+        sys.exit(f"npy_head: {src}: {shape[0]} images in C order needed, at least {n}")
+    row = int(header["descr"][2:])
+    for d in shape[1:]:
+        row *= d
+    header["shape"] = (n,) + tuple(shape[1:])
+    text = repr(header).encode("latin1")
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    with open(dst, "wb") as out:
+        out.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + f.read(n * row))
+PY
+}
+
+if colour; then
+  "$BIN/img-pack" emoji --split train -o emoji.npy
+  npy_head emoji.npy "$N_64" emoji-64px.npy
+  "$BIN/img-pack" emoji --split test --size 256 -o emoji-256px-all.npy
+  npy_head emoji-256px-all.npy "$N_256" emoji-256px.npy
+fi
+
+if wants vqvae2-64; then
+  timed g-vqvae2-64 "$BIN/vae-train" --preset vqvae2 --data emoji-64px.npy --batch-size 32 \
+    --epochs 1 "${SEED[@]}" --metrics vqvae2-64.jsonl -o vq64.safetensors
+  t=$(torch_stage t-vqvae2-64 vqvae2 --data emoji-64px.npy --batch-size 32 --epochs 1 \
+    -o torch-vq64.safetensors)
+  stage_line vqvae2-64 g-vqvae2-64 "$t" "" "$N_64"
+fi
+
+# vqvae2-256; made untimed when a prior stage needs its codes.
+VQ256=(--preset vqvae2 --data emoji-256px.npy --batch-size 4 --epochs 1 "${SEED[@]}")
+if wants vqvae2-256; then
+  timed g-vqvae2-256 "$BIN/vae-train" "${VQ256[@]}" --metrics vqvae2-256.jsonl -o vq256.safetensors
+  t=$(torch_stage t-vqvae2-256 vqvae2 --data emoji-256px.npy --batch-size 4 --epochs 1 \
+    -o torch-vq256.safetensors)
+  stage_line vqvae2-256 g-vqvae2-256 "$t" "" "$N_256"
+elif wants prior-32 || wants prior-64 || wants sample-256; then
+  timed g-vqvae2-256 "$BIN/vae-train" "${VQ256[@]}" -o vq256.safetensors
+fi
+
+# 32x32 top and 64x64 bottom codes of the upscaled emoji, by vqvae2-256's checkpoint.
+if wants prior-32 || wants prior-64 || wants sample-256; then
+  for level in top bottom; do
+    n=$N_TOP
+    [[ $level == bottom ]] && n=$N_BOTTOM
+    npy_head emoji-256px-all.npy "$n" "codes-$level-images.npy"
+    "$BIN/vq-encode" --model vq256.safetensors "codes-$level-images.npy" --device cpu \
+      -o "codes-$level.safetensors"
+  done
+fi
+
+# prior-32 (top) and prior-64 (bottom, on the top codes); made untimed for sample-256.
+for level in top bottom; do
+  stage=prior-32 n=$N_TOP
+  [[ $level == bottom ]] && stage=prior-64 n=$N_BOTTOM
+  fit=(prior-fit "codes-$level.safetensors" --level "$level" --no-labels --batch-size 16 --epochs 1
+    "${PRIOR_NET[@]}" "${SEED[@]}")
+  if wants "$stage"; then
+    timed "g-$stage" "$BIN/${fit[0]}" "${fit[@]:1}" --metrics "$stage.jsonl" -o "$stage.safetensors"
+    t=$(torch_stage "t-$stage" "prior-$level" --data "codes-$level.safetensors" --no-labels \
+      --batch-size 16 --epochs 1 "${PRIOR_NET[@]}" -o "torch-$stage.safetensors")
+    stage_line "$stage" "g-$stage" "$t" "" "$n"
+  elif wants sample-256; then
+    timed "g-$stage" "$BIN/${fit[0]}" "${fit[@]:1}" -o "$stage.safetensors"
+  fi
+done
+
+if wants sample-256; then
+  timed g-sample-256 "$BIN/prior-sample" --model prior-32.safetensors --bottom prior-64.safetensors \
+    -n "$SAMPLE_N" "${SEED[@]}" -o sample-256.safetensors
+  stage_line sample-256 g-sample-256 "" "" "$SAMPLE_N"
+fi
+
 echo
-echo "| stage | genimg s | genimg MiB | PyTorch s | PyTorch s without import | PyTorch MiB | ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "| stage | genimg s | genimg MiB | PyTorch s | PyTorch s without import | PyTorch MiB | ratio | genimg images/s | PyTorch images/s |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for row in "${ROWS[@]}"; do
-  IFS='|' read -r s gs gm ts tw tm r <<< "$row"
-  echo "| $s | $gs | $gm | $ts | $tw | $tm | $r |"
+  IFS='|' read -r s gs gm ts tw tm r gi ti <<< "$row"
+  echo "| $s | $gs | $gm | $ts | $tw | $tm | $r | $gi | $ti |"
 done

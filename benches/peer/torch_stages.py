@@ -22,9 +22,13 @@ do exactly that):
   batch 100; held-out error with the softmax averaged over 12 samples (batch 500).
 - vqvae2-mnist: rosinality/vq-vae-2-pytorch's VQVAE and Quantize, on 28x28 digits zero-padded
   to 32x32 and mapped to [-1, 1] (background -1); MSE + 0.25 commitment, EMA codebooks
-  (decay 0.99, eps 1e-5); Adam 3e-4, batch 128; held-out MSE and code usage (batch 250).
-  LEFT OUT: genimg's first-batch codebook initialisation and its restarts of codes unused for
-  100 updates (the peer keeps rosinality's randn codebook); their cost is tiny. The EMA
+  (decay 0.99, eps 1e-5); Adam 3e-4, batch 128 (--batch-size); held-out MSE and code usage
+  (batch 250). LEFT OUT: genimg's first-batch codebook initialisation and its restarts of
+  codes unused for 100 updates (20 for vqvae2; the peer keeps rosinality's randn codebook);
+  their cost is tiny.
+- vqvae2: the same network and loop with rosinality's VQVAE() defaults on the image file's
+  own geometry (C x H x W, H and W multiples of 8, e.g. 3x64x64 or 3x256x256), mapped to
+  [-1, 1] without padding. The EMA
   update runs inside the forward pass, as rosinality's does (genimg: after the optimizer
   step, from the same forward pass's encoder outputs).
 - vq-encode / vq-decode: a genimg vqvae2 checkpoint, images or codes in batches of 500 (the
@@ -34,7 +38,10 @@ do exactly that):
   layers, C = 64), class-conditional on the code file's labels, the bottom prior conditioned
   on the top codes (top_embed, top_upsample, top_proj); the vertical and horizontal causal
   convolutions are nn.Conv2d on F.pad-ed NCHW maps, mask A a buffer multiplied into the first
-  layer's weights. Adam 3e-4, batch 128, held-out bits per code after each epoch (batch 500).
+  layer's weights. Adam 3e-4, batch 128 (--batch-size), held-out bits per code after each
+  epoch (batch 500). The map size is the code file's (e.g. 32x32 top, 64x64 bottom codes of
+  256x256 images), the codebook sizes its metadata's (genimg.n_embed_top / _bottom, else 512);
+  --no-labels ignores the file's labels (an unconditional prior).
 - ddpm-train: the U-Net of docs/models.md "ddpm-unet-mnist" (src/models/ddpm.rs), T = 1000
   linear betas, simple loss, dropout 0.1, Adam 2e-4, batch 128, EMA of the weights (0.9999
   warmed up as min(0.9999, (1 + n) / (10 + n))) after each step. Attention uses
@@ -462,15 +469,24 @@ def usage(codes, n_embed):
     return int((counts > 0).sum()), float(torch.exp(-(p * p.log()).sum()))
 
 
-def train_vqvae2(args):
-    x = vq_images(args.data)
-    eval_x = vq_images(args.eval_data) if args.eval_data else None
-    model = VQVAE()
+def colour_images(path):
+    """An image file as vqvae2 sees it: its own geometry, in [-1, 1]."""
+    x = load_images(path)
+    if x.shape[2] % 8 or x.shape[3] % 8:
+        sys.exit(f"torch_stages: {path}: images are {x.shape[2]}x{x.shape[3]}, vqvae2 needs multiples of 8")
+    return x * 2 - 1
+
+
+def train_vqvae2(args, stage):
+    images = vq_images if stage == "vqvae2-mnist" else colour_images
+    x = images(args.data)
+    eval_x = images(args.eval_data) if args.eval_data else None
+    model = VQVAE(in_channel=x.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     start = time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
-        for rows in batches(len(x), 128, shuffle=True):
+        for rows in batches(len(x), args.batch_size, shuffle=True):
             xb = x[rows]
             recon, diff = model(xb)
             loss = F.mse_loss(recon, xb) + 0.25 * diff
@@ -492,8 +508,8 @@ def train_vqvae2(args):
                 metrics["codes_used_t"], metrics["perplexity_t"] = usage(torch.cat(tops), 512)
                 metrics["codes_used_b"], metrics["perplexity_b"] = usage(torch.cat(bottoms), 512)
         write_safetensors(args.output, model.state_dict())
-        log(f"vqvae2-mnist epoch {epoch + 1}: {json.dumps(metrics)}")
-    report("vqvae2-mnist", time.perf_counter() - start, args.epochs * len(x))
+        log(f"{stage} epoch {epoch + 1}: {json.dumps(metrics)}")
+    report(stage, time.perf_counter() - start, args.epochs * len(x))
 
 
 def load_vqvae2(path):
@@ -620,22 +636,28 @@ def train_prior(args, level):
     def load(path):
         t, _ = read_safetensors(path)
         codes = torch.from_numpy(t[level].astype(np.int64))
-        labels = torch.from_numpy(t["labels"].astype(np.int64)) if "labels" in t else None
+        labels = None if args.no_labels or "labels" not in t else torch.from_numpy(t["labels"].astype(np.int64))
         top = torch.from_numpy(t["top"].astype(np.int64)) if level == "bottom" else None
         return codes, labels, top
 
     codes, labels, top = load(args.data)
     eval_set = load(args.eval_data) if args.eval_data else None
+    _, metadata = read_safetensors(args.data)
+    n_embed = lambda lv: int(metadata.get(f"genimg.n_embed_{lv}", 512))  # noqa: E731
     n_classes = int(labels.max()) + 1 if labels is not None else None
     model = PixelCNN(
-        channels=args.channels, layers=args.layers, n_classes=n_classes, n_embed_top=512 if level == "bottom" else None
+        n_embed=n_embed(level),
+        channels=args.channels,
+        layers=args.layers,
+        n_classes=n_classes,
+        n_embed_top=n_embed("top") if level == "bottom" else None,
     )
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     pick = lambda t, rows: None if t is None else t[rows]  # noqa: E731
     start = time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
-        for rows in batches(len(codes), 128, shuffle=True):
+        for rows in batches(len(codes), args.batch_size, shuffle=True):
             logits = model(codes[rows], pick(labels, rows), pick(top, rows))
             loss = F.cross_entropy(logits, codes[rows])
             opt.zero_grad(set_to_none=True)
@@ -857,7 +879,7 @@ def agree(args):
     print(json.dumps(result))
 
 
-TRAINING_STAGES = ("vae-mlp", "vib-mlp", "vqvae2-mnist", "prior-top", "prior-bottom", "ddpm-train")
+TRAINING_STAGES = ("vae-mlp", "vib-mlp", "vqvae2-mnist", "vqvae2", "prior-top", "prior-bottom", "ddpm-train")
 
 
 def main():
@@ -872,15 +894,19 @@ def main():
             s.add_argument(flag, required=flag in ("--data", "--model", "--codes", "--genimg", "--peer"))
         return s
 
-    for name in ("vae-mlp", "vib-mlp", "vqvae2-mnist", "ddpm-train"):
+    for name in ("vae-mlp", "vib-mlp", "vqvae2-mnist", "vqvae2", "ddpm-train"):
         s = stage(name, "--data", "--labels", "--eval-data", "--eval-labels")
         s.add_argument("--epochs", type=int, default=1)
+        if name.startswith("vqvae2"):
+            s.add_argument("--batch-size", type=int, default=128)
         s.add_argument("-o", "--output", default=f"torch-{name}.safetensors")
     for name in ("prior-top", "prior-bottom"):
         s = stage(name, "--data", "--eval-data")
         s.add_argument("--epochs", type=int, default=1)
         s.add_argument("--channels", type=int, default=64)
         s.add_argument("--layers", type=int, default=12)
+        s.add_argument("--batch-size", type=int, default=128)
+        s.add_argument("--no-labels", action="store_true", help="ignore the code file's labels")
         s.add_argument("-o", "--output", default=f"torch-{name}.safetensors")
     stage("vq-encode", "--model", "--data", "--labels").add_argument("-o", "--output")
     stage("vq-decode", "--model", "--codes").add_argument("-o", "--output")
@@ -906,7 +932,8 @@ def main():
     run = {
         "vae-mlp": lambda: train_mlp(args, "vae-mlp"),
         "vib-mlp": lambda: train_mlp(args, "vib-mlp"),
-        "vqvae2-mnist": lambda: train_vqvae2(args),
+        "vqvae2-mnist": lambda: train_vqvae2(args, "vqvae2-mnist"),
+        "vqvae2": lambda: train_vqvae2(args, "vqvae2"),
         "vq-encode": lambda: vq_encode(args),
         "vq-decode": lambda: vq_decode(args),
         "prior-top": lambda: train_prior(args, "top"),
