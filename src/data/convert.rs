@@ -63,6 +63,16 @@ impl Geometry {
         Geometry { channels: self.channels, height: size.0, width: size.1 }
     }
 
+    /// The longer of height and width, named (`height` when they are equal): the field a
+    /// size demand names.
+    pub fn longer_side(&self) -> (&'static str, usize) {
+        if self.height >= self.width {
+            ("height", self.height)
+        } else {
+            ("width", self.width)
+        }
+    }
+
     /// An error unless the height and width are positive multiples of `stride`, for a
     /// network (`model` names it) that halves its maps that many times over.
     pub fn check_stride(&self, model: &str, stride: usize) -> Result<()> {

@@ -141,6 +141,14 @@ impl DataSpec {
         }
     }
 
+    /// `e` as an error of the file images are read from, when they are; a bundled set's as it is.
+    pub fn blame(&self, e: Error) -> Error {
+        match self.file() {
+            Some(path) => Error::bad_input(path, e.to_string()),
+            None => e,
+        }
+    }
+
     /// The file images are read from; `None` for a bundled set.
     pub fn file(&self) -> Option<&InputPath> {
         match self {

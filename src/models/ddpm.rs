@@ -77,7 +77,7 @@ impl DdpmConfig {
         let Geometry { height, width, .. } = self.image;
         let widest = self.channel_mult.iter().copied().max().unwrap_or(1);
         let bytes = bytes_of(&[height, width, self.base_channels, widest], 4);
-        let (field, value) = if height >= width { ("height", height) } else { ("width", width) };
+        let (field, value) = self.image.longer_side();
         vec![Demand { field, value, what: "one image's activations", bytes }]
     }
 

@@ -209,10 +209,7 @@ impl ModelConfig {
             ModelConfig::Vae(c) => ModelConfig::Vae(vae::VaeConfig { image: fitted, ..c }),
             ModelConfig::Vib(c) => ModelConfig::Vib(vib::VibConfig { image: fitted, ..c }),
             ModelConfig::VaeConv(c) => ModelConfig::VaeConv(c.with_geometry(fitted)?),
-            ModelConfig::VqVae2(c) => {
-                fitted.check_stride(&format!("vqvae2 with {} level(s)", c.levels), c.stride())?;
-                ModelConfig::VqVae2(vqvae2::VqVae2Config { image: fitted, ..c })
-            }
+            ModelConfig::VqVae2(c) => ModelConfig::VqVae2(vqvae2::VqVae2Config { image: fitted, ..c }),
             ModelConfig::Ddpm(c) => ModelConfig::Ddpm(ddpm::DdpmConfig { image: fitted, ..c }),
             ModelConfig::PixelCnn(_) => unreachable!("geometry() refused a prior"),
         };
@@ -230,7 +227,7 @@ impl ModelConfig {
             ModelConfig::PixelCnn(c) => c.validate(),
             ModelConfig::Ddpm(c) => c.validate(),
             ModelConfig::Vib(c) => c.validate(),
-            ModelConfig::VqVae2(_) => Ok(()),
+            ModelConfig::VqVae2(c) => c.validate(),
         }
     }
 

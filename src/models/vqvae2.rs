@@ -85,12 +85,21 @@ impl VqVae2Config {
     pub fn demands(&self) -> Vec<Demand> {
         let Geometry { channels, height, width } = self.image;
         let bytes = bytes_of(&[height, width, channels.max(self.channel)], 4);
-        let (field, value) = if height >= width { ("height", height) } else { ("width", width) };
+        let (field, value) = self.image.longer_side();
         vec![Demand { field, value, what: "one image's activations", bytes }]
     }
 
     pub fn geometry(&self) -> Geometry {
         self.image
+    }
+
+    /// An error naming what is out of range: the levels, the channels, or an image size the
+    /// strides cannot take.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=2).contains(&self.levels) || self.channel < 2 || self.image.channels == 0 {
+            return Err(Error::config("vqvae2: levels must be 1 or 2, channel >= 2, channels >= 1"));
+        }
+        self.image.check_stride(&format!("vqvae2 with {} level(s)", self.levels), self.stride())
     }
 
     /// What the image size must be a multiple of: the bottom codes are a quarter of it, the
@@ -274,10 +283,7 @@ pub struct Forward {
 
 impl VqVae2 {
     pub fn new(config: VqVae2Config, p: &mut Params) -> Result<Self> {
-        if !(1..=2).contains(&config.levels) || config.channel < 2 || config.image.channels == 0 {
-            return Err(Error::config("vqvae2: levels must be 1 or 2, channel >= 2, channels >= 1"));
-        }
-        config.image.check_stride("vqvae2", config.stride())?;
+        config.validate()?;
         let (c, d) = (config.channel, config.embed_dim);
         let enc_b = Encoder::new(p, "enc_b", config.image.channels, 4, &config)?;
         let top = if config.levels == 2 {

@@ -88,13 +88,8 @@ pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
         Diffusion::Model(_) => r.images.open(Some(config.geometry()), r.batch_size)?,
         Diffusion::Preset { .. } => {
             let images = r.images.open(None, r.batch_size)?;
-            let fitted = ModelConfig::Ddpm(config.clone()).fitted_to(images.geometry()).map_err(|e| {
-                match r.images.spec.file() {
-                    Some(path) => Error::bad_input(path, e.to_string()),
-                    None => e,
-                }
-            })?;
-            let fitted = fitted.geometry()?;
+            let fitted = ModelConfig::Ddpm(config.clone()).fitted_to(images.geometry());
+            let fitted = fitted.map_err(|e| r.images.spec.blame(e))?.geometry()?;
             images.fitted(fitted)?
         }
     };

@@ -2,7 +2,7 @@
 //! the shared loop, evaluated after each epoch, saved atomically, resumable.
 
 use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::{check_io, InputPath, OutputPath};
 use crate::models::vib::VibConfig;
 use crate::models::ModelConfig;
@@ -27,10 +27,7 @@ impl ImageTraining {
     /// and, when there are any, the held-out ones, both in the network's geometry.
     fn load_data(&self) -> Result<(ModelConfig, ImageSet, Option<ImageSet>)> {
         let train = ImageSet::load(&self.data, self.split, self.labels.as_ref(), self.range, None)?;
-        let config = self.config.clone().fitted_to(train.geometry).map_err(|e| match self.data.file() {
-            Some(path) => Error::bad_input(path, e.to_string()),
-            None => e,
-        })?;
+        let config = self.config.clone().fitted_to(train.geometry).map_err(|e| self.data.blame(e))?;
         let geometry = config.geometry()?;
         let train = train.fitted(geometry)?;
         let eval = match (&self.eval, &self.data) {
