@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DataArgs, DdpmOverrides, DeviceArgs, EvalArgs, OutputArgs, SeedArgs, TrainArgs};
+use genimg::cli::{self, AugmentArgs, DataArgs, DdpmOverrides, DeviceArgs, EvalArgs, OutputArgs, SeedArgs, TrainArgs};
 use genimg::models::{Family, Preset};
 use genimg::tools::train::train_on_images;
 
@@ -12,6 +12,7 @@ Examples:
   ddpm-train --preset ddpm-unet-mnist --data mnist --epochs 10 -o ddpm.safetensors
   ddpm-train --schedule cosine --metrics ddpm.jsonl -o ddpm-cos.safetensors
   ddpm-train --base-channels 16 --epochs 2 -o small.safetensors   # a smaller U-Net
+  ddpm-train --data emoji --size 32 --flip --lr-warmup 5000 --grad-clip 1 -o e.safetensors
   ddpm-train --resume --epochs 20 -o ddpm.safetensors             # continue a run
 
 Writes MODEL.safetensors (the moving average of the weights, which sampling uses; config
@@ -34,6 +35,8 @@ struct Args {
     #[command(flatten)]
     eval: EvalArgs,
     #[command(flatten)]
+    augment: AugmentArgs,
+    #[command(flatten)]
     train: TrainArgs,
     #[command(flatten)]
     output: OutputArgs,
@@ -55,6 +58,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.overrides.apply(args.preset.config())?;
     let train =
         args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
-    train_on_images("ddpm-train", &args.data.training(config, &args.eval, train)?)?;
+    train_on_images("ddpm-train", &args.data.training(config, &args.eval, &args.augment, train)?)?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DataArgs, DeviceArgs, EvalArgs, ModelOverrides, OutputArgs, SeedArgs, TrainArgs};
+use genimg::cli::{self, AugmentArgs, DataArgs, DeviceArgs, EvalArgs, ModelOverrides, OutputArgs, SeedArgs, TrainArgs};
 use genimg::models::{Family, Preset};
 use genimg::tools::train::train_on_images;
 
@@ -42,6 +42,8 @@ struct Args {
     #[command(flatten)]
     eval: EvalArgs,
     #[command(flatten)]
+    augment: AugmentArgs,
+    #[command(flatten)]
     train: TrainArgs,
     #[command(flatten)]
     output: OutputArgs,
@@ -59,6 +61,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.overrides.apply(args.preset.config())?;
     let train =
         args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
-    train_on_images("vae-train", &args.data.training(config, &args.eval, train)?)?;
+    train_on_images("vae-train", &args.data.training(config, &args.eval, &args.augment, train)?)?;
     Ok(())
 }

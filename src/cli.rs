@@ -18,7 +18,7 @@ use crate::io::{InputPath, OutputPath};
 use crate::models::{Family, ModelConfig, Preset};
 use crate::tools::train::ImageTraining;
 use crate::tools::ImageSource;
-use crate::train::TrainOptions;
+use crate::train::{LrSchedule, Recipe, TrainOptions};
 
 /// Runs a tool's body and turns its result into an exit code.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
@@ -232,12 +232,32 @@ pub struct TrainArgs {
     /// Adam learning rate [default: the preset's].
     #[arg(long, value_name = "LR")]
     pub lr: Option<f64>,
+    /// Raise the learning rate linearly from 0 over the first STEPS steps (Ho et al.: 5000).
+    #[arg(long, default_value_t = 0, value_name = "STEPS")]
+    pub lr_warmup: u64,
+    /// The learning rate after the warm-up: constant, or cosine (down to 0 at the last step).
+    #[arg(long, default_value = "constant", value_name = "constant|cosine")]
+    pub lr_schedule: LrSchedule,
+    /// Scale the gradients down to this global L2 norm when larger (Ho et al.: 1.0).
+    #[arg(long, value_name = "NORM")]
+    pub grad_clip: Option<f64>,
+    /// Decoupled weight decay (AdamW): each step multiplies the weights by 1 - lr x this.
+    #[arg(long, default_value_t = 0.0, value_name = "WD")]
+    pub weight_decay: f64,
     /// Append one JSON object of metrics per epoch to this file (default: stderr).
     #[arg(long, value_name = "FILE.jsonl")]
     pub metrics: Option<PathBuf>,
     /// Continue the run saved at --output (its training state file) from where it stopped.
     #[arg(long)]
     pub resume: bool,
+}
+
+/// Augmentation of the training images.
+#[derive(Debug, Args)]
+pub struct AugmentArgs {
+    /// Flip each training image left-right at random (p = 1/2), as Ho et al. on CIFAR-10.
+    #[arg(long)]
+    pub flip: bool,
 }
 
 /// Held-out images of the training commands on images.
@@ -486,7 +506,14 @@ fn given(flags: &[(&str, Option<usize>)]) -> String {
 
 impl DataArgs {
     /// The request of a training command on these images.
-    pub fn training(&self, config: ModelConfig, eval: &EvalArgs, train: TrainOptions) -> Result<ImageTraining, Error> {
+    pub fn training(
+        &self,
+        config: ModelConfig,
+        eval: &EvalArgs,
+        augment: &AugmentArgs,
+        mut train: TrainOptions,
+    ) -> Result<ImageTraining, Error> {
+        train.recipe.flip = augment.flip;
         Ok(ImageTraining {
             config,
             data: self.data.clone().sized(self.size)?,
@@ -513,11 +540,18 @@ impl TrainArgs {
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(Error::config(format!("--lr {lr} must be a positive number")));
         }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(Error::config(format!("--weight-decay {} must be 0 or more", self.weight_decay)));
+        }
+        let recipe =
+            Recipe { lr_warmup: self.lr_warmup, lr_schedule: self.lr_schedule, grad_clip: self.grad_clip, flip: false };
+        recipe.validate()?;
         Ok(TrainOptions {
             epochs: self.epochs,
             batch_size: self.batch_size.unwrap_or(batch_size),
             seed,
-            adam: crate::nn::AdamConfig::with_lr(lr),
+            adam: crate::nn::AdamConfig { weight_decay: self.weight_decay, ..crate::nn::AdamConfig::with_lr(lr) },
+            recipe,
             output: output.file("a trained model")?.to_path_buf(),
             metrics: self.metrics.clone(),
             resume: self.resume,

@@ -30,6 +30,8 @@ pub enum Stream {
     /// Everything one output row of a sampler draws (index: the row's place in the whole
     /// run): `prior-sample`'s codes, `ddpm-denoise`'s starting and step noise.
     Sample = 5,
+    /// Which training images `--flip` mirrors (index: step).
+    Flip = 6,
 }
 
 /// A seeded generator with helpers that produce candle tensors.

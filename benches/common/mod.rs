@@ -47,6 +47,7 @@ pub fn train_rate(config: &ModelConfig, data: &dyn Dataset, dir: &Path, runs: us
                     batch_size,
                     seed: r as u64,
                     adam: AdamConfig::with_lr(lr),
+                    recipe: Default::default(),
                     output: dir.join("bench.safetensors"),
                     metrics: Some(dir.join("metrics.jsonl")),
                     resume: false,
@@ -65,11 +66,11 @@ pub fn train_digits(geometry: Geometry, n: Option<usize>) -> ImageSet {
     let all = ImageSet::bundled(genimg::data::Bundled::Mnist, Split::Train, geometry).expect("bundled data");
     match n {
         None => all,
-        Some(n) => ImageSet {
-            name: format!("mnist:train[..{n}]"),
-            pixels: all.pixels[..n * geometry.pixels()].to_vec(),
-            labels: None,
-            ..all
-        },
+        Some(n) => {
+            let mut head = all.head(n);
+            head.name = format!("mnist:train[..{n}]");
+            head.labels = None;
+            head
+        }
     }
 }

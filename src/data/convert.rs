@@ -113,27 +113,7 @@ pub fn unit_to_u8(v: f32) -> u8 {
 pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &str) -> Result<Vec<f32>> {
     let have = Geometry::of_shape(&batch.shape).map_err(|p| Error::bad_input(source, p))?;
     let n = batch.shape[0];
-    if have.channels != want.channels {
-        return Err(Error::bad_input(
-            source,
-            format!(
-                "images have {} channel(s), the model expects {}{}",
-                have.channels,
-                want.channels,
-                if want.channels == 1 { " (img-pack --gray makes one-channel arrays)" } else { "" }
-            ),
-        ));
-    }
-    let Some(dh) = margin(have, want) else {
-        return Err(Error::bad_input(
-            source,
-            format!(
-                "images are {}x{}, the model expects {}x{} (sizes within 8 pixels, such as 28x28 and 32x32, are \
-                 padded or cropped to each other)",
-                have.height, have.width, want.height, want.width
-            ),
-        ));
-    };
+    let dh = fit_margin(have, want, source)?;
     let unit = unit_values(&batch.data, range, source)?;
     if dh == 0 {
         return Ok(unit);
@@ -157,6 +137,32 @@ pub fn to_unit_f32(batch: &Array, range: PixelRange, want: Geometry, source: &st
     Ok(out)
 }
 
+/// The size difference `want - have` by which [`to_unit_f32`] pads (> 0) or crops (< 0)
+/// images of `have` to `want`, or an error of `source` saying why they do not fit.
+pub fn fit_margin(have: Geometry, want: Geometry, source: &str) -> Result<isize> {
+    if have.channels != want.channels {
+        return Err(Error::bad_input(
+            source,
+            format!(
+                "images have {} channel(s), the model expects {}{}",
+                have.channels,
+                want.channels,
+                if want.channels == 1 { " (img-pack --gray makes one-channel arrays)" } else { "" }
+            ),
+        ));
+    }
+    margin(have, want).ok_or_else(|| {
+        Error::bad_input(
+            source,
+            format!(
+                "images are {}x{}, the model expects {}x{} (sizes within 8 pixels, such as 28x28 and 32x32, are \
+                 padded or cropped to each other)",
+                have.height, have.width, want.height, want.width
+            ),
+        )
+    })
+}
+
 /// The size difference `want - have` (pixels, the same on both axes) when images of `have`
 /// are padded (> 0) or centre-cropped (< 0) to `want`: an even margin of at most 8 pixels in
 /// all, the same in height and width; `None` when they are not.
@@ -165,31 +171,25 @@ fn margin(have: Geometry, want: Geometry) -> Option<isize> {
     (dh == dw && dh % 2 == 0 && dh.abs() <= 8).then_some(dh)
 }
 
-fn unit_values(data: &Elements, range: PixelRange, source: &str) -> Result<Vec<f32>> {
-    let floats = |v: &mut dyn Iterator<Item = f32>| -> Result<Vec<f32>> {
-        let (lo, hi) = match range {
-            PixelRange::ZeroOne => (0.0, 1.0),
-            PixelRange::MinusOneOne => (-1.0, 1.0),
-        };
-        v.map(|x| {
-            if (lo - 1e-3..=hi + 1e-3).contains(&x) {
-                Ok(range.to_unit(x).clamp(0.0, 1.0))
-            } else {
-                let hint = if range == PixelRange::ZeroOne { "; pass --range 11 for [-1,1] data" } else { "" };
-                Err(Error::bad_input(
-                    source,
-                    format!(
-                        "pixel value {x} is outside [{lo},{hi}] (expected u8 0..255 or floats in [{lo},{hi}]{hint})"
-                    ),
-                ))
-            }
-        })
-        .collect()
+/// An error of `source` unless every value of `data` is a pixel [`to_unit_f32`] takes: any u8,
+/// or a float in `range` (1e-3 of slack for rounding).
+pub fn check_values(data: &Elements, range: PixelRange, source: &str) -> Result<()> {
+    let (lo, hi) = match range {
+        PixelRange::ZeroOne => (0.0, 1.0),
+        PixelRange::MinusOneOne => (-1.0, 1.0),
     };
+    let outside = |x: f32| {
+        let hint = if range == PixelRange::ZeroOne { "; pass --range 11 for [-1,1] data" } else { "" };
+        Error::bad_input(
+            source,
+            format!("pixel value {x} is outside [{lo},{hi}] (expected u8 0..255 or floats in [{lo},{hi}]{hint})"),
+        )
+    };
+    let inside = |x: f32| (lo - 1e-3..=hi + 1e-3).contains(&x);
     match data {
-        Elements::U8(v) => Ok(v.iter().map(|&p| p as f32 / 255.0).collect()),
-        Elements::F32(v) => floats(&mut v.iter().copied()),
-        Elements::F64(v) => floats(&mut v.iter().map(|&x| x as f32)),
+        Elements::U8(_) => Ok(()),
+        Elements::F32(v) => v.iter().copied().find(|&x| !inside(x)).map_or(Ok(()), |x| Err(outside(x))),
+        Elements::F64(v) => v.iter().map(|&x| x as f32).find(|&x| !inside(x)).map_or(Ok(()), |x| Err(outside(x))),
         other => Err(Error::bad_input(
             source,
             format!(
@@ -198,6 +198,16 @@ fn unit_values(data: &Elements, range: PixelRange, source: &str) -> Result<Vec<f
             ),
         )),
     }
+}
+
+fn unit_values(data: &Elements, range: PixelRange, source: &str) -> Result<Vec<f32>> {
+    check_values(data, range, source)?;
+    Ok(match data {
+        Elements::U8(v) => v.iter().map(|&p| p as f32 / 255.0).collect(),
+        Elements::F32(v) => v.iter().map(|&x| range.to_unit(x).clamp(0.0, 1.0)).collect(),
+        Elements::F64(v) => v.iter().map(|&x| range.to_unit(x as f32).clamp(0.0, 1.0)).collect(),
+        _ => unreachable!("check_values admits u8 and floats only"),
+    })
 }
 
 #[cfg(test)]

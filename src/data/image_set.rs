@@ -1,14 +1,15 @@
-//! A set of images (and optional labels) held in memory for training and evaluation.
+//! A set of images (and optional labels) drawn by index for training and evaluation.
 
 use std::str::FromStr;
 
 use candle_core::{Device, Tensor};
 
-use super::convert::{to_unit_f32, Geometry, PixelRange};
+use super::convert::{check_values, fit_margin, to_unit_f32, Geometry, PixelRange};
 use super::dataset::{Batch, Dataset};
+use super::rows::StoredRows;
 use super::{emoji, mnist};
 use crate::error::{Error, Result};
-use crate::io::npy::{Array, Elements};
+use crate::io::npy::{Array, DType, Elements};
 use crate::io::{read_tensor_file, InputPath, TensorFile};
 
 /// A part of the bundled set.
@@ -169,14 +170,23 @@ impl FromStr for DataSpec {
     }
 }
 
-/// Images as f32 in [0,1], [N, C, H, W] row-major, with optional class labels.
-#[derive(Debug, Clone)]
+/// Images (and optional class labels) drawn by index, served as f32 in [0,1], [N, C, H, W],
+/// in a model's geometry. They stay as stored, u8 or float (an array file is read in place,
+/// [`StoredRows`]), and each batch is converted when it is drawn, so memory does not grow
+/// with the set.
 pub struct ImageSet {
     /// Describes the source, e.g. `mnist:train` or a path; used in messages and to check
     /// that a resumed run trains on the same data.
     pub name: String,
-    pub geometry: Geometry,
-    pub pixels: Vec<f32>,
+    rows: StoredRows,
+    /// As stored.
+    stored: Geometry,
+    /// As served: `stored` padded or cropped ([`to_unit_f32`]).
+    geometry: Geometry,
+    range: PixelRange,
+    /// How many of the stored images the set is (the first ones): all but after
+    /// [`ImageSet::head`].
+    len: usize,
     pub labels: Option<Vec<u32>>,
     /// The split of the bundled set these images are, or `None` for an array file.
     pub bundled: Option<Split>,
@@ -185,6 +195,8 @@ pub struct ImageSet {
 impl ImageSet {
     /// Loads `spec`, fitted to `geometry` (28x28 is zero-padded to 32x32), or as stored when
     /// it is `None`. `split` applies to the bundled set only; `labels` to array files only.
+    /// An array file's pixels are checked here, in one pass over the file, so a bad value
+    /// stops the tool before it trains rather than in the middle of an epoch.
     pub fn load(
         spec: &DataSpec,
         split: Option<Split>,
@@ -206,13 +218,16 @@ impl ImageSet {
                         "--split applies to the bundled sets (mnist, emoji); an array file is used whole",
                     ));
                 }
-                let array = read_array(path)?;
-                let stored = Geometry::of_shape(&array.shape).map_err(|p| Error::bad_input(path, p))?;
-                let geometry = geometry.unwrap_or(stored);
-                let pixels = to_unit_f32(&array, range, geometry, &path.to_string())?;
-                let n = array.shape[0];
-                let labels = labels.map(|l| read_labels(l, n)).transpose()?;
-                Ok(ImageSet { name: path.to_string(), geometry, pixels, labels, bundled: None })
+                let rows = StoredRows::open(path)?;
+                let name = path.to_string();
+                let stored = Geometry::of_shape(rows.shape()).map_err(|p| Error::bad_input(path, p))?;
+                if rows.dtype() != DType::U8 {
+                    rows.for_each_chunk(|chunk| check_values(&chunk.data, range, &name))?;
+                }
+                let labels = labels.map(|l| read_labels(l, rows.len())).transpose()?;
+                let len = rows.len();
+                let set = ImageSet { name, rows, stored, geometry: stored, range, len, labels, bundled: None };
+                set.fitted(geometry.unwrap_or(stored))
             }
         }
     }
@@ -221,23 +236,38 @@ impl ImageSet {
     pub fn bundled(set: Bundled, split: Split, geometry: Geometry) -> Result<Self> {
         let (array, labels) = set.load(split)?;
         let name = format!("{}:{}", set.name(), split.name());
-        let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &name)?;
-        Ok(ImageSet { name, geometry, pixels, labels: Some(labels), bundled: Some(split) })
+        let stored = set.geometry();
+        let len = labels.len();
+        let rows = StoredRows::in_memory(array, &name);
+        let range = PixelRange::ZeroOne;
+        let set =
+            ImageSet { name, rows, stored, geometry: stored, range, len, labels: Some(labels), bundled: Some(split) };
+        set.fitted(geometry)
     }
 
-    /// The same images padded or cropped to `geometry` ([`to_unit_f32`]'s rule).
+    /// The same images served padded or cropped to `geometry` ([`to_unit_f32`]'s rule), or an
+    /// error naming the set when they do not fit it.
     pub fn fitted(self, geometry: Geometry) -> Result<Self> {
-        if geometry == self.geometry {
-            return Ok(self);
+        fit_margin(self.stored, geometry, &self.name)?;
+        Ok(ImageSet { geometry, ..self })
+    }
+
+    /// The first `n` images (all when there are fewer).
+    pub fn head(mut self, n: usize) -> Self {
+        self.len = self.len.min(n);
+        if let Some(labels) = &mut self.labels {
+            labels.truncate(self.len);
         }
-        let g = self.geometry;
-        let array = Array { shape: vec![self.len(), g.channels, g.height, g.width], data: Elements::F32(self.pixels) };
-        let pixels = to_unit_f32(&array, PixelRange::ZeroOne, geometry, &self.name)?;
-        Ok(ImageSet { pixels, geometry, ..self })
+        self
+    }
+
+    /// The geometry of the images served.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
     }
 
     pub fn len(&self) -> usize {
-        self.pixels.len() / self.geometry.pixels()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,12 +277,11 @@ impl ImageSet {
     /// The images at `rows`, in that order.
     pub fn batch(&self, rows: &[usize], device: &Device) -> Result<Batch> {
         let g = self.geometry;
-        let px = g.pixels();
-        let mut x = Vec::with_capacity(rows.len() * px);
-        for &r in rows {
-            x.extend_from_slice(&self.pixels[r * px..(r + 1) * px]);
+        if let Some(&r) = rows.iter().find(|&&r| r >= self.len) {
+            return Err(Error::bad_input(&self.name, format!("has {} images, image {r} was asked for", self.len)));
         }
-        let x = Tensor::from_vec(x, (rows.len(), g.channels, g.height, g.width), device)?;
+        let pixels = to_unit_f32(&self.rows.read(rows)?, self.range, g, &self.name)?;
+        let x = Tensor::from_vec(pixels, (rows.len(), g.channels, g.height, g.width), device)?;
         let y = match &self.labels {
             Some(l) => Some(Tensor::from_vec(rows.iter().map(|&r| l[r]).collect::<Vec<_>>(), rows.len(), device)?),
             None => None,

@@ -14,6 +14,7 @@ pub mod idx;
 pub mod image_set;
 pub mod mnist;
 pub mod pack;
+pub mod rows;
 pub mod shard;
 mod sheet;
 pub mod stream;

@@ -330,7 +330,22 @@ impl Elements {
         self.len() == 0
     }
 
-    fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Self {
+    /// The elements as `.npy` stores them: little-endian bytes.
+    pub fn into_le_bytes(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Elements::U8(v) => return v,
+            Elements::U16(v) => u16::extend_le(&v, &mut out),
+            Elements::I32(v) => i32::extend_le(&v, &mut out),
+            Elements::I64(v) => i64::extend_le(&v, &mut out),
+            Elements::F32(v) => f32::extend_le(&v, &mut out),
+            Elements::F64(v) => f64::extend_le(&v, &mut out),
+        }
+        out
+    }
+
+    /// Elements of `dtype` from their little-endian bytes (a whole number of elements).
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Self {
         macro_rules! conv {
             ($t:ty) => {
                 bytes
@@ -389,6 +404,8 @@ pub struct NpyReader<R> {
     header: Header,
     inner: R,
     rows_left: usize,
+    /// Bytes before the first row: the magic string and the header.
+    data_offset: u64,
 }
 
 impl<R: Read> NpyReader<R> {
@@ -423,11 +440,16 @@ impl<R: Read> NpyReader<R> {
                 ));
             }
         }
-        Ok(NpyReader { name: name.to_string(), rows_left: header.rows(), header, inner })
+        Ok(NpyReader { name: name.to_string(), rows_left: header.rows(), header, inner, data_offset: consumed })
     }
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Where the first row starts in the input: the bytes of the magic string and header.
+    pub fn data_offset(&self) -> u64 {
+        self.data_offset
     }
 
     /// Reads up to `max_rows` rows; `None` once all rows have been read.
@@ -453,6 +475,11 @@ impl<R: Read> NpyReader<R> {
             *first = rows;
         }
         Ok(Array { shape, data: Elements::from_le_bytes(self.header.dtype, &bytes) })
+    }
+
+    /// Reads every remaining row as the file stores it: little-endian bytes, row-major.
+    pub fn read_all_bytes(mut self) -> Result<Vec<u8>> {
+        self.read_data(self.rows_left)
     }
 
     /// Reads the bytes of `rows` rows. The buffer grows in steps of at most 64 MiB as data

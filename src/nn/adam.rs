@@ -26,11 +26,15 @@ pub struct AdamConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// Decoupled weight decay, as `torch.optim.AdamW`: each step multiplies a parameter by
+    /// 1 - lr * weight_decay before Adam's update. 0 is plain Adam.
+    #[serde(default)]
+    pub weight_decay: f64,
 }
 
 impl AdamConfig {
     pub fn with_lr(lr: f64) -> Self {
-        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -79,12 +83,20 @@ impl Adam {
         Ok(Adam { config, step: 0, moments })
     }
 
-    /// One update of every trainable parameter that received a gradient.
+    /// One update of every trainable parameter that received a gradient, at the configured
+    /// learning rate.
     pub fn step(&mut self, params: &ParamSet, grads: &GradStore) -> Result<()> {
+        self.step_with(params, grads, self.config.lr, 1.0)
+    }
+
+    /// One update at learning rate `lr` (a schedule's value for this step) with every
+    /// gradient multiplied by `grad_scale` (a clipping factor, [`clip_factor`]).
+    pub fn step_with(&mut self, params: &ParamSet, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let decay = 1.0 - lr * c.weight_decay;
         for (name, var) in params.trainable() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let Some(state) = self.moments.get_mut(name) else { continue };
@@ -103,16 +115,20 @@ impl Adam {
                         beta2: c.beta2 as f32,
                         one_minus_beta1: (1.0 - c.beta1) as f32,
                         one_minus_beta2: (1.0 - c.beta2) as f32,
-                        step_size: (c.lr / bc1) as f32,
+                        step_size: (lr / bc1) as f32,
                         inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
                         eps: c.eps as f32,
+                        grad_scale: grad_scale as f32,
+                        decay: decay as f32,
                     })?;
                 }
                 Moments::Device { m, v } => {
-                    let m_new = ((&*m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
+                    let g = (g * grad_scale)?;
+                    let m_new = ((&*m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
                     let v_new = ((&*v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
                     let denom = ((v_new.sqrt()? / bc2.sqrt())? + c.eps)?;
-                    var.set(&(var.as_tensor() - ((&m_new / denom)? * (c.lr / bc1))?)?)?;
+                    let p = (var.as_tensor() * decay)?;
+                    var.set(&(p - ((&m_new / denom)? * (lr / bc1))?)?)?;
                     (*m, *v) = (m_new, v_new);
                 }
             }
@@ -180,9 +196,37 @@ impl Adam {
 /// Elements per parallel task of the fused update.
 const CHUNK: usize = 1 << 15;
 
-/// One Adam step of a parameter in a single pass over p, g, m and v:
-/// m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
-/// p <- p - step_size * m / (sqrt(v) / sqrt(bc2) + eps), as torch.optim.Adam.
+/// The factor that scales gradients of global L2 norm `norm` down to at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_` computes it: max_norm / (norm + 1e-6), at most 1.
+pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
+    (max_norm / (norm + 1e-6)).min(1.0)
+}
+
+/// The L2 norm of all trainable parameters' gradients together. Each gradient's sum of
+/// squares is taken in f64 over fixed chunks and the chunks added in order, so the norm does
+/// not depend on the thread count.
+pub fn grad_norm(params: &ParamSet, grads: &GradStore) -> Result<f64> {
+    let mut total = 0f64;
+    for (_, var) in params.trainable() {
+        let Some(g) = grads.get(var.as_tensor()) else { continue };
+        let g = g.contiguous()?;
+        let (storage, layout) = g.storage_and_layout();
+        total += match (&*storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => {
+                let sums: Vec<f64> =
+                    v[a..b].par_chunks(CHUNK).map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum()).collect();
+                sums.iter().sum::<f64>()
+            }
+            _ => g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?,
+        };
+    }
+    Ok(total.sqrt())
+}
+
+/// One Adam step of a parameter in a single pass over p, g, m and v, with g taken as
+/// grad_scale * grad: m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+/// p <- decay p - step_size * m / (sqrt(v) / sqrt(bc2) + eps), as torch.optim.AdamW
+/// (torch.optim.Adam when decay is 1).
 struct FusedStep<'a> {
     grad: &'a [f32],
     /// Written by the op; a Mutex because candle hands in-place ops `&self`.
@@ -196,6 +240,9 @@ struct FusedStep<'a> {
     step_size: f32,
     inv_sqrt_bc2: f32,
     eps: f32,
+    grad_scale: f32,
+    /// 1 - lr * weight_decay.
+    decay: f32,
 }
 
 impl InplaceOp1 for FusedStep<'_> {
@@ -215,15 +262,17 @@ impl InplaceOp1 for FusedStep<'_> {
         }
         let (b1, b2, c1, c2) = (self.beta1, self.beta2, self.one_minus_beta1, self.one_minus_beta2);
         let (step, inv, eps) = (self.step_size, self.inv_sqrt_bc2, self.eps);
+        let (scale, decay) = (self.grad_scale, self.decay);
         p.par_chunks_mut(CHUNK)
             .zip(self.grad.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .for_each(|(((p, g), m), v)| {
                 for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let g = scale * g;
                     *m = b1 * *m + c1 * g;
                     *v = b2 * *v + c2 * g * g;
-                    *p -= step * *m / (v.sqrt() * inv + eps);
+                    *p = decay * *p - step * *m / (v.sqrt() * inv + eps);
                 }
             });
         Ok(())
@@ -283,6 +332,56 @@ mod tests {
         assert_eq!(fused_state.len(), 2);
         for (f, t) in fused_state.iter().zip(&tensor_state) {
             assert!(close(f, t), "{f:?} vs {t:?}");
+        }
+    }
+
+    /// AdamW with the gradients' global norm clipped to 1, both moment kinds, against
+    /// torch 2.15.0 (f32 on the CPU):
+    /// ```python
+    /// import torch
+    /// p = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    /// q = torch.tensor([[0.3, -0.7], [2.0, 1.5]], requires_grad=True)
+    /// c = torch.tensor([1.0, 3.0, -0.5])
+    /// opt = torch.optim.AdamW([p, q], lr=0.1, weight_decay=0.05)
+    /// norms = []
+    /// for _ in range(3):
+    ///     opt.zero_grad()
+    ///     ((c * p**2).sum() + (q**3).sum()).backward()
+    ///     norms.append(torch.nn.utils.clip_grad_norm_([p, q], max_norm=1.0).item())
+    ///     opt.step()
+    /// print(p.tolist(), q.flatten().tolist(), norms)
+    /// ```
+    #[test]
+    fn matches_torch_adamw_with_clipped_gradients() {
+        let want_p = [0.686_857_1f32, -1.671_391_8, 0.790_538_5];
+        let want_q = [0.025_100_797f32, -0.986_333_1, 1.671_927, 1.179_895_8];
+        let want_norms = [18.440_343_856_811_523, 16.866_285_324_096_68, 15.423_146_247_863_77];
+        for moments in [Moments::for_param as fn(&Var) -> Result<Moments>, Moments::tensors] {
+            let d = &Device::Cpu;
+            let start = [
+                ("p".to_string(), Tensor::new(&[1.0f32, -2.0, 0.5], d).unwrap()),
+                ("q".to_string(), Tensor::new(&[[0.3f32, -0.7], [2.0, 1.5]], d).unwrap()),
+            ];
+            let mut params = Params::load(start.into(), "test", d);
+            let p = params.tensor("p", &[3], Init::Const(0.0)).unwrap();
+            let q = params.tensor("q", &[2, 2], Init::Const(0.0)).unwrap();
+            let set = params.finish().unwrap();
+            let c = Tensor::new(&[1.0f32, 3.0, -0.5], d).unwrap();
+            let config = AdamConfig { weight_decay: 0.05, ..AdamConfig::with_lr(0.1) };
+            let mut opt = Adam::with_moments(&set, config, moments).unwrap();
+            for want_norm in want_norms {
+                let loss = ((p.sqr().unwrap() * &c).unwrap().sum_all().unwrap()
+                    + q.powf(3.0).unwrap().sum_all().unwrap())
+                .unwrap();
+                let grads = loss.backward().unwrap();
+                let norm = grad_norm(&set, &grads).unwrap();
+                assert!((norm - want_norm).abs() < 1e-4, "{norm} vs {want_norm}");
+                opt.step_with(&set, &grads, 0.1, clip_factor(norm, 1.0)).unwrap();
+            }
+            let (got_p, got_q) = (p.to_vec1::<f32>().unwrap(), q.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            for (g, w) in got_p.iter().chain(&got_q).zip(want_p.iter().chain(&want_q)) {
+                assert!((g - w).abs() < 2e-6, "{got_p:?} {got_q:?}");
+            }
         }
     }
 }

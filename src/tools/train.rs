@@ -27,7 +27,7 @@ impl ImageTraining {
     /// and, when there are any, the held-out ones, both in the network's geometry.
     fn load_data(&self) -> Result<(ModelConfig, ImageSet, Option<ImageSet>)> {
         let train = ImageSet::load(&self.data, self.split, self.labels.as_ref(), self.range, None)?;
-        let config = self.config.clone().fitted_to(train.geometry).map_err(|e| self.data.blame(e))?;
+        let config = self.config.clone().fitted_to(train.geometry()).map_err(|e| self.data.blame(e))?;
         let geometry = config.geometry()?;
         let train = train.fitted(geometry)?;
         let eval = match (&self.eval, &self.data) {

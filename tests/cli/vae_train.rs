@@ -304,3 +304,41 @@ fn the_network_takes_the_geometry_of_its_training_images() {
     let line = assert_fails_naming(&mut encode, dir.path(), "odd.npy");
     assert!(line.contains("images are 20x20, the model expects 24x40"), "{line}");
 }
+
+/// The recipe (warm-up, clipping, weight decay, flips) changes the run, repeats for a seed,
+/// resumes exactly, reports the rate and the gradients' norm, and a resume with another
+/// recipe is refused.
+#[test]
+fn the_training_recipe_resumes_exactly_and_must_match() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_data(dir.path());
+    let recipe = ["--lr-warmup", "3", "--grad-clip", "0.5", "--weight-decay", "0.01", "--flip", "--seed", "3"];
+    let run = |epochs: &str, extra: &[&str], out: &str| {
+        let mut args = vec!["--epochs", epochs, "--metrics", "m.jsonl", "-o", out];
+        args.extend_from_slice(&recipe);
+        args.extend_from_slice(extra);
+        train_tiny(dir.path(), &args).success();
+    };
+    run("2", &[], "whole.safetensors");
+    run("2", &[], "again.safetensors");
+    run("1", &[], "split.safetensors");
+    run("2", &["--resume"], "split.safetensors");
+    train_tiny(dir.path(), &["--epochs", "2", "--seed", "3", "-o", "plain.safetensors"]).success();
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    assert!(read("whole.safetensors") == read("again.safetensors"), "the same seed and recipe repeat");
+    assert!(read("whole.safetensors") == read("split.safetensors"), "a resumed run follows the whole run");
+    assert!(read("whole.safetensors") != read("plain.safetensors"), "the recipe changes the run");
+    let lines = json_lines(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    let first = &lines[0];
+    // Three steps a 64-image epoch at batch 24: after steps 0, 1, 2 of the warm-up the rate
+    // the last step used is 2/3 of the preset's 1e-3.
+    assert!((first["lr"].as_f64().unwrap() - 1e-3 * 2.0 / 3.0).abs() < 1e-12, "{first:?}");
+    assert!(first["train_grad_norm"].as_f64().unwrap() > 0.0, "{first:?}");
+
+    let mut cmd = tool("vae-train");
+    cmd.current_dir(dir.path())
+        .args(["--hidden", "16", "--latent", "2", "--data", "images.npy", "--batch-size", "24"])
+        .args(["--epochs", "3", "--seed", "3", "--lr-warmup", "3", "--resume", "-o", "whole.safetensors"]);
+    let msg = assert_fails_naming(&mut cmd, dir.path(), "whole.state.safetensors");
+    assert!(msg.contains("recipe") && msg.contains("\"flip\":true"), "{msg}");
+}

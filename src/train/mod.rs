@@ -23,8 +23,12 @@ use crate::error::{Error, Result};
 use crate::io::safetensors::TensorMap;
 use crate::io::{InputPath, OutputPath};
 use crate::models::ModelConfig;
+use crate::nn::adam::{clip_factor, grad_norm};
 use crate::nn::{Adam, AdamConfig, ParamSet};
 use crate::rng::{Rng, Stream};
+
+pub mod recipe;
+pub use recipe::{LrSchedule, Recipe};
 
 /// Named scalar metrics, in insertion order.
 pub type Metrics = Vec<(String, f64)>;
@@ -93,6 +97,8 @@ pub struct TrainOptions {
     pub batch_size: usize,
     pub seed: u64,
     pub adam: AdamConfig,
+    /// Warm-up, schedule, clipping and flips.
+    pub recipe: Recipe,
     /// The model file; the state file sits beside it.
     pub output: PathBuf,
     /// JSON lines go here, else to stderr.
@@ -136,6 +142,7 @@ pub fn train(
     if opts.batch_size == 0 || opts.epochs == 0 {
         return Err(Error::config("--batch-size and --epochs must be at least 1"));
     }
+    opts.recipe.validate()?;
     let n = data.len();
     let steps_per_epoch = n.div_ceil(opts.batch_size) as u64;
     let mut adam = Adam::new(task.params(), opts.adam)?;
@@ -149,6 +156,7 @@ pub fn train(
     let progress = std::io::stderr().is_terminal();
     let mut last = None;
     let total_steps = steps_per_epoch * opts.epochs as u64;
+    let mut lr = opts.adam.lr;
     while step < total_steps {
         let epoch = step / steps_per_epoch;
         let perm = Rng::new(opts.seed, Stream::Shuffle, epoch).permutation(n);
@@ -156,7 +164,7 @@ pub fn train(
         let (mut seen, start) = (0usize, Instant::now());
         for b in (step % steps_per_epoch) as usize..steps_per_epoch as usize {
             let rows = &perm[b * opts.batch_size..((b + 1) * opts.batch_size).min(n)];
-            let batch = data.batch(rows, &opts.device)?;
+            let batch = opts.recipe.augment(data.batch(rows, &opts.device)?, opts.seed, step)?;
             let mut rng = Rng::new(opts.seed, Stream::Step, step);
             let out = task.train_step(&batch, &mut rng)?;
             let loss = out.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
@@ -165,12 +173,23 @@ pub fn train(
                 writer.finish()?;
                 return Err(diverged(loss, epoch, step, &opts.output));
             }
-            adam.step(task.params(), &out.loss.backward()?)?;
+            let grads = out.loss.backward()?;
+            let mut metrics = out.metrics;
+            let grad_scale = match opts.recipe.grad_clip {
+                Some(max) => {
+                    let norm = grad_norm(task.params(), &grads)?;
+                    metrics.push(("grad_norm".into(), norm));
+                    clip_factor(norm, max)
+                }
+                None => 1.0,
+            };
+            lr = opts.adam.lr * opts.recipe.lr_factor(step, total_steps);
+            adam.step_with(task.params(), &grads, lr, grad_scale)?;
             task.after_step()?;
             step += 1;
             seen += rows.len();
             let weight = rows.len() as f64;
-            means.add(rows.len(), out.metrics.iter().map(|(k, v)| (k.as_str(), v * weight)));
+            means.add(rows.len(), metrics.iter().map(|(k, v)| (k.as_str(), v * weight)));
             if progress {
                 show_progress(epoch, opts.epochs, b + 1, steps_per_epoch, loss, seen, start);
             }
@@ -193,6 +212,9 @@ pub fn train(
         line.insert("step".into(), json!(step));
         for (k, v) in means.finish() {
             line.insert(format!("train_{k}"), json!(v));
+        }
+        if opts.recipe.lr_warmup > 0 || opts.recipe.lr_schedule != LrSchedule::Constant {
+            line.insert("lr".into(), json!(lr));
         }
         line.insert("images_per_s".into(), json!((seen as f64 / seconds).round()));
         line.insert("epoch_seconds".into(), json!((seconds * 1000.0).round() / 1000.0));
@@ -295,11 +317,25 @@ struct RunInfo {
     batch_size: usize,
     seed: u64,
     adam: String,
+    /// [`RunInfo::recipe`] of the run's recipe.
+    recipe: String,
 }
 
 impl RunInfo {
+    /// `recipe` as the training state records it, with the run's length (`total_steps`) when
+    /// its schedule depends on it.
+    fn recipe(recipe: &Recipe, total_steps: u64) -> String {
+        let json = serde_json::to_string(recipe).expect("the recipe serialises");
+        match recipe.lr_schedule {
+            LrSchedule::Constant => json,
+            LrSchedule::Cosine => format!("{json} over {total_steps} steps"),
+        }
+    }
+
     fn new(task: &dyn Task, data: &dyn Dataset, opts: &TrainOptions) -> Self {
+        let total_steps = data.len().div_ceil(opts.batch_size.max(1)) as u64 * opts.epochs as u64;
         RunInfo {
+            recipe: Self::recipe(&opts.recipe, total_steps),
             config: task.config().to_json(),
             data: format!("{} ({} images)", data.name(), data.len()),
             batch_size: opts.batch_size,
@@ -315,6 +351,7 @@ impl RunInfo {
             ("genimg.batch_size", self.batch_size.to_string()),
             ("genimg.seed", self.seed.to_string()),
             ("genimg.adam", self.adam.clone()),
+            ("genimg.recipe", self.recipe.clone()),
         ]
     }
 }
@@ -382,6 +419,12 @@ fn resume(
         ("data", meta("genimg.data"), info.data.clone()),
         ("--batch-size", meta("genimg.batch_size"), info.batch_size.to_string()),
         ("--seed", meta("genimg.seed"), info.seed.to_string()),
+        // States written before the recipe existed trained with the default one.
+        (
+            "the recipe (--lr-warmup, --lr-schedule, --grad-clip, --flip; a cosine schedule also --epochs)",
+            map.metadata.get("genimg.recipe").cloned().unwrap_or_else(|| RunInfo::recipe(&Recipe::default(), 0)),
+            info.recipe.clone(),
+        ),
     ];
     for (what, saved, now) in checks {
         if saved != now {
@@ -552,6 +595,7 @@ mod tests {
             batch_size: 4,
             seed: 7,
             adam: AdamConfig::with_lr(0.1),
+            recipe: Recipe::default(),
             output: dir.join("line.safetensors"),
             metrics: Some(dir.join("metrics.jsonl")),
             resume,
