@@ -1,6 +1,8 @@
 //! Denoising diffusion: schedules and closed forms (`schedule`), the forward process
-//! (`forward`), reverse-process samplers (`sampler`).
+//! (`forward`), reverse-process samplers (`sampler`), the variational bound in bits per
+//! dimension (`bound`).
 
+pub mod bound;
 pub mod forward;
 pub mod sampler;
 pub mod schedule;

@@ -11,9 +11,11 @@ use std::ops::Range;
 
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
+use serde_json::json;
 
 use crate::data::stream::open_npy;
 use crate::data::{Batch, Dataset, Shard};
+use crate::diffusion::bound::variational_bound;
 use crate::diffusion::{ddim, ddpm, q_sample, DdimOptions, DdpmOptions, Schedule, Variance};
 use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, Elements, NpyReader};
@@ -161,6 +163,76 @@ pub fn eps_mse(model: &UNet, schedule: &Schedule, data: &dyn Dataset, device: &D
         total += scalar(&(pred - eps)?.sqr()?.mean_all()?)? * chunk.len() as f64;
     }
     Ok(total / data.len().max(1) as f64)
+}
+
+/// What `ddpm-eval` measures, and how.
+pub struct BoundOptions {
+    /// The variance of p(x_{t-1} | x_t): the sampler's choice.
+    pub variance: Variance,
+    /// Clip the predicted x_0 to [-1, 1], as the reference evaluation does.
+    pub clip: bool,
+    pub seed: u64,
+    /// Images per network call; changes no figure.
+    pub batch_size: usize,
+}
+
+/// The variational bound ([`variational_bound`]) of the images of `data`, in bits per
+/// dimension: the mean over images of the whole bound, of its prior, decoder and KL parts,
+/// and of each step's term (`terms_bpd[t]`, t = 0..T, for a plot of L_t against t). Image
+/// i's noise comes from the stream (seed, Eval, i). With `progress`, a line on stderr.
+pub fn bound_report(
+    model: &UNet,
+    data: &dyn Dataset,
+    opts: &BoundOptions,
+    device: &Device,
+    progress: bool,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    if data.is_empty() {
+        return Err(Error::bad_input(data.name(), "holds no images to evaluate"));
+    }
+    if opts.batch_size == 0 {
+        return Err(Error::config("--batch-size must be at least 1"));
+    }
+    let cfg = &model.config;
+    let schedule = Schedule::new(cfg.schedule, cfg.timesteps);
+    let predictor = |x: &Tensor, t: usize| Ok(model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
+    let show = progress && std::io::stderr().is_terminal();
+    let (n, steps) = (data.len(), schedule.len());
+    let batches = n.div_ceil(opts.batch_size);
+    let (mut prior, mut terms, mut totals) = (0.0, vec![0.0; steps], 0.0);
+    for (b, start) in (0..n).step_by(opts.batch_size).enumerate() {
+        let rows: Vec<usize> = (start..(start + opts.batch_size).min(n)).collect();
+        let x0 = to_model_range(&data.batch(&rows, device)?.x)?;
+        let mut noise = RowStreams::new(opts.seed, Stream::Eval, start..start + rows.len());
+        let mut done = 0;
+        let mut observe = |_: usize| {
+            done += 1;
+            if show {
+                eprint!("\r\x1b[2Kbatch {}/{batches}: step {done}/{steps}", b + 1);
+            }
+        };
+        let bound = variational_bound(&predictor, &schedule, &x0, opts.variance, opts.clip, &mut noise, &mut observe)?;
+        prior += bound.prior.iter().sum::<f64>();
+        for (sum, term) in terms.iter_mut().zip(&bound.terms) {
+            *sum += term.iter().sum::<f64>();
+        }
+        totals += bound.totals().iter().sum::<f64>();
+    }
+    if show {
+        eprint!("\r\x1b[2K");
+    }
+    // Nats per image to bits per dimension, averaged over the images.
+    let scale = 1.0 / (n as f64 * cfg.geometry().pixels() as f64 * std::f64::consts::LN_2);
+    let terms: Vec<f64> = terms.iter().map(|t| t * scale).collect();
+    let mut report = serde_json::Map::new();
+    report.insert("bits_per_dim".into(), json!(totals * scale));
+    report.insert("prior_bpd".into(), json!(prior * scale));
+    report.insert("decoder_bpd".into(), json!(terms[0]));
+    report.insert("kl_bpd".into(), json!(terms[1..].iter().sum::<f64>()));
+    report.insert("images".into(), json!(n));
+    report.insert("timesteps".into(), json!(steps));
+    report.insert("terms_bpd".into(), json!(terms));
+    Ok(report)
 }
 
 /// The reverse process `ddpm-denoise` runs.

@@ -1,11 +1,14 @@
-//! `ddpm-noise` and `ddpm-denoise`: the forward process on images, and the reverse process
-//! from noise (or from x_t) with a trained noise-prediction U-Net.
+//! `ddpm-noise`, `ddpm-denoise` and `ddpm-eval`: the forward process on images, the reverse
+//! process from noise (or from x_t) with a trained noise-prediction U-Net, and its
+//! variational bound on held-out images.
+
+use std::io::Write;
 
 use candle_core::{Device, Tensor};
 
 use crate::checkpoint::ModelSource;
 use crate::data::pack::Images;
-use crate::data::Shard;
+use crate::data::{DataSpec, ImageSet, PixelRange, Shard, Split};
 use crate::diffusion::forward::{noise, NoiseOptions, NoiseSteps};
 use crate::diffusion::sampler::check_ddim_steps;
 use crate::diffusion::{ScheduleKind, Variance};
@@ -14,7 +17,7 @@ use crate::io::npy::{DType as NpyDType, NpyWriter};
 use crate::io::{check_io, OutputPath};
 use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::{ModelConfig, Network, Preset};
-use crate::tasks::ddpm::{DenoiseOptions, Denoising, Sampler, Start};
+use crate::tasks::ddpm::{bound_report, BoundOptions, DenoiseOptions, Denoising, Sampler, Start};
 use crate::tools::ImageSource;
 
 /// Where `ddpm-noise` takes its diffusion (schedule, T and image size) from.
@@ -193,6 +196,37 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
         }
         DenoiseOutput::Array(out) => write_npy(&mut run, out),
     }
+}
+
+/// What `ddpm-eval` evaluates, and how.
+pub struct DdpmEval {
+    pub model: ModelSource,
+    /// Held-out images; the bundled set's test split unless another split is named.
+    pub data: DataSpec,
+    pub split: Option<Split>,
+    pub range: PixelRange,
+    /// Evaluate the first N images only.
+    pub limit: Option<usize>,
+    pub bound: BoundOptions,
+    pub output: OutputPath,
+    pub device: Device,
+}
+
+/// Writes one JSON object: the variational bound in bits per dimension, its parts, and
+/// each step's term ([`bound_report`]).
+pub fn ddpm_eval(r: &DdpmEval) -> Result<()> {
+    check_io(&[("--model", Some(&r.model.path)), ("--data", r.data.file())], &[("-o", Some(&r.output))])?;
+    let model: UNet = r.model.network(&r.device)?;
+    let split = Some(r.split.unwrap_or(Split::Test)).filter(|_| matches!(r.data, DataSpec::Bundled(_)));
+    let data = ImageSet::load(&r.data, split, None, r.range, Some(model.config.geometry()))?;
+    let data = match r.limit {
+        Some(n) => data.head(n),
+        None => data,
+    };
+    let report = bound_report(&model, &data, &r.bound, &r.device, true)?;
+    let mut out = r.output.create()?;
+    writeln!(out, "{}", serde_json::Value::Object(report)).map_err(|e| Error::io(&r.output, e))?;
+    out.finish()
 }
 
 /// The most images `--png` puts in one grid: a grid is built whole in memory.

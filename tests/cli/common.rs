@@ -161,7 +161,12 @@ pub fn assert_fails_naming(cmd: &mut Command, dir: &Path, culprit: &str) -> Stri
 
 /// Runs vae-eval in `dir` and parses its stdout, which must be exactly one JSON object.
 pub fn eval_report(dir: &Path, args: &[&str]) -> serde_json::Map<String, serde_json::Value> {
-    let out = tool("vae-eval").current_dir(dir).args(args).assert().success();
+    report_of("vae-eval", dir, args)
+}
+
+/// Runs tool `name` in `dir` and parses its stdout, which must be exactly one JSON object.
+pub fn report_of(name: &str, dir: &Path, args: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+    let out = tool(name).current_dir(dir).args(args).assert().success();
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     match serde_json::from_str(&stdout) {

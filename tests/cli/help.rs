@@ -18,6 +18,7 @@ const HELP: &[(&str, &str, &[&str])] = &[
     ("ddpm-train", "ddpm-train --preset ddpm-unet-mnist", &["--schedule"]),
     ("ddpm-noise", "ddpm-noise --t 300", &["[N*k, 1, 32, 32]"]),
     ("ddpm-denoise", "ddpm-denoise --model", &["--shard"]),
+    ("ddpm-eval", "ddpm-eval --model", &["Table 2"]),
     ("tensor-cat", "tensor-cat codes.0.safetensors", &["metadata"]),
 ];
 
