@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(fit(Preset::DdpmUnetMnist, g(3, 64, 64)).unwrap(), g(3, 64, 64));
         assert_eq!(fit(Preset::DdpmCifar10, Geometry::MNIST).unwrap(), g(1, 32, 32));
         assert_eq!(fit(Preset::DdpmCifar10, g(3, 64, 96)).unwrap(), g(3, 64, 96));
-        assert!(fit(Preset::DdpmCifar10, g(3, 36, 36)).is_err());
+        assert!(fit(Preset::DdpmCifar10, g(3, 100, 100)).is_err());
         let e = fit(Preset::Vqvae2, g(3, 100, 100)).unwrap_err().to_string();
         assert!(e.contains("multiples of 8; these are 100x100"), "{e}");
         assert!(fit(Preset::DdpmUnetMnist, g(1, 30, 30)).is_ok_and(|g| g.height == 32));
