@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DataArgs, DdpmOverrides, DeviceArgs, EvalArgs, OutputArgs, SeedArgs, TrainArgs, UnetConfigArgs};
+use genimg::cli::{
+    self, DataArgs, DdpmOverrides, DeviceArgs, EvalArgs, OutputArgs, SeedArgs, TrainArgs, UnetConfigArgs,
+};
 use genimg::models::{Family, Preset};
 use genimg::tools::train::train_on_images;
 

@@ -161,7 +161,12 @@ impl DdpmConfig {
         if let Some((level, c)) = self.attention_levels().next() {
             let pixels = (height >> level) * (width >> level);
             let heads = self.heads(c).max(1);
-            demands.push(Demand { field, value, what: "one image's attention scores", bytes: bytes_of(&[heads, pixels, pixels], 4) });
+            demands.push(Demand {
+                field,
+                value,
+                what: "one image's attention scores",
+                bytes: bytes_of(&[heads, pixels, pixels], 4),
+            });
         }
         demands
     }
@@ -171,7 +176,12 @@ impl DdpmConfig {
     fn attention_levels(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         let n = self.block_out_channels.len();
         let down = self.down_block_types.iter().enumerate().filter(|(_, t)| **t == DownBlockType::Attn).map(|(l, _)| l);
-        let up = self.up_block_types.iter().enumerate().filter(|(_, t)| **t == UpBlockType::Attn).map(move |(i, _)| n - 1 - i);
+        let up = self
+            .up_block_types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == UpBlockType::Attn)
+            .map(move |(i, _)| n - 1 - i);
         let mut levels: Vec<usize> = down.chain(up).chain(n.checked_sub(1)).collect();
         levels.sort_unstable();
         levels.dedup();
@@ -231,7 +241,11 @@ impl DdpmConfig {
             return bad(format!("norm_eps {} must be positive", self.norm_eps));
         }
         if !(self.freq_shift >= 0.0 && self.freq_shift < (c0 / 2) as f64) {
-            return bad(format!("freq_shift {} must be in [0, block_out_channels[0] / 2 = {})", self.freq_shift, c0 / 2));
+            return bad(format!(
+                "freq_shift {} must be in [0, block_out_channels[0] / 2 = {})",
+                self.freq_shift,
+                c0 / 2
+            ));
         }
         if self.downsample_padding > 1 {
             return bad(format!("downsample_padding {} must be 0 or 1", self.downsample_padding));
@@ -368,7 +382,8 @@ impl Attention {
         let (hw, heads) = (h * w, self.heads);
         let d = c / heads;
         // (b, c, h, w) -> (b, hw, c) -> (b hw, c): a row of channels per pixel.
-        let rows = self.group_norm.forward(x)?.reshape((b, c, hw))?.transpose(1, 2)?.contiguous()?.reshape((b * hw, c))?;
+        let rows =
+            self.group_norm.forward(x)?.reshape((b, c, hw))?.transpose(1, 2)?.contiguous()?.reshape((b * hw, c))?;
         // (b hw, c) -> (b, hw, heads, d) -> (b, heads, hw, d)
         let split = |t: Tensor| t.reshape((b, hw, heads, d))?.transpose(1, 2)?.contiguous();
         let q = split(self.to_q.forward(&rows)?)?;
@@ -524,8 +539,7 @@ impl UNet {
         }
         let emb = timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift, x.device())?;
         // Each ResnetBlock2D takes SiLU of the embedding.
-        let temb =
-            self.time_embedding[1].forward(&self.time_embedding[0].forward(&emb)?.silu()?)?.silu()?;
+        let temb = self.time_embedding[1].forward(&self.time_embedding[0].forward(&emb)?.silu()?)?.silu()?;
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
@@ -636,10 +650,18 @@ mod tests {
         ] {
             assert!(names.contains(&name), "no {name}");
         }
-        assert!(!names.iter().any(|n| n.starts_with("down_blocks.2.downsamplers") || n.starts_with("up_blocks.2.upsamplers")));
-        assert!(!names.iter().any(|n| n.starts_with("down_blocks.0.attentions") || n.starts_with("up_blocks.1.attentions")));
+        assert!(!names
+            .iter()
+            .any(|n| n.starts_with("down_blocks.2.downsamplers") || n.starts_with("up_blocks.2.upsamplers")));
+        assert!(!names
+            .iter()
+            .any(|n| n.starts_with("down_blocks.0.attentions") || n.starts_with("up_blocks.1.attentions")));
         let dims = |n: &str| params.get(n).unwrap().dims().to_vec();
-        assert_eq!(dims("up_blocks.2.resnets.0.conv1.weight"), [32, 96, 3, 3], "64 channels from below, 32 from the skip");
+        assert_eq!(
+            dims("up_blocks.2.resnets.0.conv1.weight"),
+            [32, 96, 3, 3],
+            "64 channels from below, 32 from the skip"
+        );
         assert_eq!(dims("down_blocks.2.attentions.0.to_k.weight"), [64, 64]);
         assert_eq!(dims("time_embedding.linear_1.weight"), [128, 32]);
         assert_eq!(dims("up_blocks.1.resnets.0.time_emb_proj.weight"), [64, 128]);
@@ -737,9 +759,8 @@ mod tests {
         for head in 0..2 {
             let cols = head * 2..head * 2 + 2;
             for i in 0..2 {
-                let s: Vec<f32> = (0..2)
-                    .map(|j| cols.clone().map(|c| q[i][c] * k[j][c]).sum::<f32>() / 2f32.sqrt())
-                    .collect();
+                let s: Vec<f32> =
+                    (0..2).map(|j| cols.clone().map(|c| q[i][c] * k[j][c]).sum::<f32>() / 2f32.sqrt()).collect();
                 // The softmax of two scores.
                 let a0 = 1.0 / (1.0 + (s[1] - s[0]).exp());
                 let a1 = 1.0 - a0;
@@ -765,7 +786,10 @@ mod tests {
         let ones = |padding| {
             let conv = ConvConfig { stride: 2, padding };
             let w = Tensor::ones((1, 1, 3, 3), candle_core::DType::F32, &d).unwrap();
-            Downsample { conv: Conv2d::new(w, Tensor::zeros(1, candle_core::DType::F32, &d).unwrap(), conv), pad_bottom_right: padding == 0 }
+            Downsample {
+                conv: Conv2d::new(w, Tensor::zeros(1, candle_core::DType::F32, &d).unwrap(), conv),
+                pad_bottom_right: padding == 0,
+            }
         };
         let y0: Vec<f32> = ones(0).forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         // Rows and columns 0-2, then 2-4 with 4 the zero padding: 2+3+6+7+10+11 for the second,
@@ -800,7 +824,9 @@ mod tests {
         // freq_shift 0: f_i = 10000^(-i / 16); flipped: cosines first.
         let f = timestep_embedding(&[10], 32, true, 0.0, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
         let f8 = 10000f64.powf(-0.5);
-        assert!((f[0][8] - (10.0 * f8).cos() as f32).abs() < 1e-6 && (f[0][24] - (10.0 * f8).sin() as f32).abs() < 1e-6);
+        assert!(
+            (f[0][8] - (10.0 * f8).cos() as f32).abs() < 1e-6 && (f[0][24] - (10.0 * f8).sin() as f32).abs() < 1e-6
+        );
         let odd = timestep_embedding(&[3], 5, false, 0.0, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(odd[0][4], 0.0);
     }

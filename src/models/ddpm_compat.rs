@@ -98,7 +98,9 @@ pub fn from_diffusers_config(json: &str) -> Result<DdpmConfig, String> {
     };
     let (channels, out) = (uint("in_channels", 3)?, uint("out_channels", 3)?);
     if channels != out {
-        return Err(format!("out_channels = {out}: the U-Net predicts noise of its input's shape (in_channels {channels})"));
+        return Err(format!(
+            "out_channels = {out}: the U-Net predicts noise of its input's shape (in_channels {channels})"
+        ));
     }
     let (height, width) = match get("sample_size") {
         None => (32, 32),
@@ -165,7 +167,8 @@ pub fn from_diffusers_config(json: &str) -> Result<DdpmConfig, String> {
 /// file and the key at fault.
 pub fn read_diffusers_config(path: &InputPath) -> crate::error::Result<DdpmConfig> {
     let bytes = path.read_all()?;
-    let text = String::from_utf8(bytes).map_err(|_| Error::bad_input(path, "is not UTF-8 text (expected a config.json)"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| Error::bad_input(path, "is not UTF-8 text (expected a config.json)"))?;
     from_diffusers_config(&text).map_err(|e| Error::bad_input(path, e))
 }
 
@@ -265,12 +268,7 @@ fn old_module<'a>(parts: &'a [&'a str], levels: usize) -> Option<(String, &'a [&
 }
 
 /// Puts one old tensor (`rest` of its name after `module`) under its diffusers name(s).
-fn upgrade_leaf(
-    module: &str,
-    rest: &[&str],
-    t: Tensor,
-    out: &mut BTreeMap<String, Tensor>,
-) -> candle_core::Result<()> {
+fn upgrade_leaf(module: &str, rest: &[&str], t: Tensor, out: &mut BTreeMap<String, Tensor>) -> candle_core::Result<()> {
     let leaf = rest.join(".");
     let layer = |new: &str, leaf: &str| format!("{module}.{new}.{}", leaf.rsplit('.').next().unwrap_or(leaf));
     match rest {
@@ -356,10 +354,17 @@ mod tests {
         let mut v: Value = serde_json::from_str(CIFAR10).unwrap();
         v["down_block_types"][2] = "SkipDownBlock2D".into();
         let e = from_diffusers_config(&v.to_string()).unwrap_err();
-        assert_eq!(e, "down_block_types: block type 'SkipDownBlock2D' is not supported (only DownBlock2D and AttnDownBlock2D)");
+        assert_eq!(
+            e,
+            "down_block_types: block type 'SkipDownBlock2D' is not supported (only DownBlock2D and AttnDownBlock2D)"
+        );
         // Harmless keys of later diffusers versions at their defaults are taken.
         let mut v: Value = serde_json::from_str(CIFAR10).unwrap();
-        for (k, d) in [("add_attention", Value::from(true)), ("num_class_embeds", Value::Null), ("downsample_type", "conv".into())] {
+        for (k, d) in [
+            ("add_attention", Value::from(true)),
+            ("num_class_embeds", Value::Null),
+            ("downsample_type", "conv".into()),
+        ] {
             v[k] = d;
         }
         assert_eq!(from_diffusers_config(&v.to_string()).unwrap(), DdpmConfig::ddpm_cifar10());

@@ -145,7 +145,8 @@ fn diffusers_state_dicts_of_other_configs_predict_its_eps_with_unet_config() {
         assert_eq!(names, digest, "{key}: the state dict's names and shapes differ from diffusers'");
         let file = dir.path().join(format!("{key}.safetensors"));
         candle_core::safetensors::save(&state, &file).unwrap();
-        let plain = || PlainConfig { config: ModelConfig::Ddpm(config.clone()), flag: format!("--unet-config {key}.json") };
+        let plain =
+            || PlainConfig { config: ModelConfig::Ddpm(config.clone()), flag: format!("--unet-config {key}.json") };
         check_eps(&file, plain(), at, abs_sum, sum);
         let old = |name: &str| {
             [("to_q", "query"), ("to_k", "key"), ("to_v", "value"), ("to_out.0", "proj_attn")]
@@ -182,7 +183,12 @@ fn an_unsupported_unet_config_is_named_in_one_line() {
         ("blocks.json", "blocks.json: down_block_types: block type 'SkipDownBlock2D' is not supported"),
     ] {
         for args in [&["ddpm-train", "--data", "x.npy"][..], &["ddpm-denoise", "--model", "m.safetensors", "-n", "1"]] {
-            let out = tool(args[0]).current_dir(dir.path()).args(&args[1..]).args(["--unet-config", file, "-o", "o.npy"]).output().unwrap();
+            let out = tool(args[0])
+                .current_dir(dir.path())
+                .args(&args[1..])
+                .args(["--unet-config", file, "-o", "o.npy"])
+                .output()
+                .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{args:?}: {stderr}");
             assert!(stderr.contains(expect) && stderr.trim().lines().count() == 1, "{args:?} {file}: {stderr}");
