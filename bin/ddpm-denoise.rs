@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs, ShardArgs};
+use genimg::cli::{self, DeviceArgs, ModelArgs, OutputArgs, SeedArgs, ShardArgs, UnetConfigArgs};
 use genimg::diffusion::Variance;
 use genimg::io::{InputPath, OutputPath};
 use genimg::tasks::ddpm::Start;
@@ -36,6 +36,8 @@ enum SamplerKind {
 struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    unet: UnetConfigArgs,
     /// x_t to denoise (.npy, as ddpm-noise writes); `-` is stdin. Needs --from-t.
     #[arg(value_name = "INPUT", conflicts_with = "samples")]
     input: Option<InputPath>,
@@ -105,7 +107,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let request = DdpmDenoise {
-        model: args.model.source(),
+        model: args.model.source_with(&args.unet)?,
         start,
         sampler,
         from_t: args.from_t,

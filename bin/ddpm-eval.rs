@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DataArgs, DeviceArgs, ModelArgs, OutputArgs, SeedArgs};
+use genimg::cli::{self, DataArgs, DeviceArgs, ModelArgs, OutputArgs, SeedArgs, UnetConfigArgs};
 use genimg::diffusion::Variance;
 use genimg::tasks::ddpm::BoundOptions;
 use genimg::tools::ddpm::{ddpm_eval, DdpmEval};
@@ -14,6 +14,7 @@ Examples:
   ddpm-eval --model ddpm.safetensors -n 100 | jq .bits_per_dim
   ddpm-eval --model ddpm.safetensors --data xt.npy --var beta-tilde
   ddpm-eval --model ddpm.safetensors -n 16 | jq -c '.terms_bpd' > lt.json   # L_t against t
+  ddpm-eval --model diffusion_pytorch_model.safetensors --preset ddpm-cifar10 --data cifar.npy -n 100
 
 The bound of Ho et al. (2020), eq. 5, as their Table 2 reports it: bits_per_dim is the mean
 over images of L_T (prior_bpd) + the KL terms of t = 1..T-1 (kl_bpd) + the discretized
@@ -28,6 +29,8 @@ depend on --batch-size.";
 struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    unet: UnetConfigArgs,
     #[command(flatten)]
     data: DataArgs,
     /// Evaluate the first N images only [default: all].
@@ -59,7 +62,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--labels: ddpm-eval evaluates images only");
     }
     let request = DdpmEval {
-        model: args.model.source(),
+        model: args.model.source_with(&args.unet)?,
         data: args.data.data.sized(args.data.size)?,
         split: args.data.split,
         range: args.data.range,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use clap::Parser;
 use genimg::checkpoint::ModelSource;
-use genimg::cli::{self, DeviceArgs, ImageInputArgs, OutputArgs, SeedArgs};
+use genimg::cli::{self, DeviceArgs, ImageInputArgs, OutputArgs, SeedArgs, UnetConfigArgs};
 use genimg::diffusion::forward::NoiseSteps;
 use genimg::diffusion::ScheduleKind;
 use genimg::io::InputPath;
@@ -72,8 +72,10 @@ struct Args {
     #[arg(long, value_name = "NAME", value_parser = cli::presets_of(&[Family::DdpmUnet]), conflicts_with = "model")]
     preset: Option<Preset>,
     /// Take the image size, schedule and T from a trained diffusion model instead.
-    #[arg(long, value_name = "CHECKPOINT", conflicts_with_all = ["schedule", "timesteps"])]
+    #[arg(long, value_name = "CHECKPOINT", conflicts_with_all = ["schedule", "timesteps", "unet_config"])]
     model: Option<InputPath>,
+    #[command(flatten)]
+    unet: UnetConfigArgs,
     /// Images per batch.
     #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
@@ -91,9 +93,12 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let diffusion = match args.model {
-        Some(path) => Diffusion::Model(ModelSource { path, preset: None }),
-        None => Diffusion::Preset {
-            preset: args.preset.unwrap_or(Preset::DdpmUnetMnist),
+        Some(path) => Diffusion::Model(ModelSource { path, plain: None }),
+        None => Diffusion::Network {
+            network: match args.unet.plain()? {
+                Some(network) => network,
+                None => args.preset.unwrap_or(Preset::DdpmUnetMnist).into(),
+            },
             schedule: args.schedule,
             timesteps: args.timesteps,
         },

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, AugmentArgs, DataArgs, DdpmOverrides, DeviceArgs, EvalArgs, OutputArgs, SeedArgs, TrainArgs};
+use genimg::cli::{
+    self, AugmentArgs, DataArgs, DdpmOverrides, DeviceArgs, EvalArgs, OutputArgs, SeedArgs, TrainArgs, UnetConfigArgs,
+};
 use genimg::models::{Family, Preset};
 use genimg::tools::train::train_on_images;
 
@@ -28,6 +30,8 @@ struct Args {
     /// The network.
     #[arg(long, default_value = "ddpm-unet-mnist", value_name = "NAME", value_parser = cli::presets_of(&[Family::DdpmUnet]))]
     preset: Preset,
+    #[command(flatten)]
+    unet: UnetConfigArgs,
     #[command(flatten)]
     overrides: DdpmOverrides,
     #[command(flatten)]
@@ -55,7 +59,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.data.labels.is_some() || args.eval.eval_labels.is_some() {
         anyhow::bail!("--labels and --eval-labels: ddpm-train trains unconditional models; class conditioning is not supported yet");
     }
-    let config = args.overrides.apply(args.preset.config())?;
+    let network = match args.unet.plain()? {
+        Some(plain) => plain.config,
+        None => args.preset.config(),
+    };
+    let config = args.overrides.apply(network)?;
     let train =
         args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
     train_on_images("ddpm-train", &args.data.training(config, &args.eval, &args.augment, train)?)?;

@@ -23,6 +23,21 @@ pub const CONFIG_KEY: &str = "genimg.config";
 /// Metadata key of the optimizer step at which the file was written.
 pub const STEP_KEY: &str = "genimg.step";
 
+/// The network a model file without configuration metadata (a plain PyTorch state dict)
+/// holds: `--preset NAME`'s, or one read from a configuration file (`--unet-config FILE`).
+#[derive(Debug, Clone)]
+pub struct PlainConfig {
+    pub config: ModelConfig,
+    /// The flag that gave it, for messages (`--preset ddpm-cifar10`).
+    pub flag: String,
+}
+
+impl From<Preset> for PlainConfig {
+    fn from(p: Preset) -> Self {
+        PlainConfig { config: p.config(), flag: format!("--preset {}", p.name()) }
+    }
+}
+
 /// A loaded model file: the network's configuration and its parameters.
 pub struct Checkpoint {
     pub config: ModelConfig,
@@ -37,9 +52,10 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Reads a model file. A file without configuration metadata (a plain PyTorch state
-    /// dict) loads when `preset` names its network; when both are present, the preset must
-    /// be of the file's family.
-    pub fn load(path: &InputPath, preset: Option<Preset>, device: &Device) -> Result<Self> {
+    /// dict) loads when `plain` names its network; when both are present, `plain` must be
+    /// of the file's family. Tensors in an older layout of the network are renamed
+    /// ([`ModelConfig::upgrade_tensors`]).
+    pub fn load(path: &InputPath, plain: Option<&PlainConfig>, device: &Device) -> Result<Self> {
         let map = match read_tensor_file(path, device)? {
             TensorFile::Safetensors(m) => m,
             TensorFile::Npy(_) => {
@@ -50,19 +66,19 @@ impl Checkpoint {
             }
         };
         let from_preset = !map.metadata.contains_key(CONFIG_KEY);
-        let config = match (map.metadata.get(CONFIG_KEY), preset) {
-            (Some(json), preset) => {
+        let config = match (map.metadata.get(CONFIG_KEY), plain) {
+            (Some(json), plain) => {
                 let config = ModelConfig::from_json(json)
                     .map_err(|e| Error::bad_input(path, format!("unreadable model config in metadata: {e}")))?;
-                if let Some(p) = preset.filter(|p| p.family() != config.family()) {
+                if let Some(p) = plain.filter(|p| p.config.family() != config.family()) {
                     return Err(Error::bad_input(
                         path,
-                        format!("is a {} checkpoint, but --preset {} is a {}", config.family(), p.name(), p.family()),
+                        format!("is a {} checkpoint, but {} is a {}", config.family(), p.flag, p.config.family()),
                     ));
                 }
                 config
             }
-            (None, Some(p)) => p.config(),
+            (None, Some(p)) => p.config.clone(),
             (None, None) => {
                 return Err(Error::bad_input(path, format!(
                     "has no model config in its metadata (a plain PyTorch state dict?): pass --preset NAME to say which network it holds ({} tensors)",
@@ -75,7 +91,8 @@ impl Checkpoint {
             .check_demands(|d| format!("config field {} = {}", d.field, d.value))
             .map_err(|e| Error::bad_input(path, e))?;
         ensure_finite(&map.tensors, &path.to_string())?;
-        Ok(Checkpoint { config, from_preset, tensors: map.tensors, origin: path.to_string() })
+        let tensors = config.upgrade_tensors(map.tensors)?;
+        Ok(Checkpoint { config, from_preset, tensors, origin: path.to_string() })
     }
 
     /// With a config from `--preset`, the network fitted to inputs of geometry `input`
@@ -118,17 +135,17 @@ pub fn ensure_finite(tensors: &BTreeMap<String, Tensor>, origin: &str) -> Result
     Ok(())
 }
 
-/// Where a tool's network comes from: `--model CHECKPOINT`, and `--preset NAME` for a file
-/// without configuration metadata.
+/// Where a tool's network comes from: `--model CHECKPOINT`, and `--preset NAME` (or
+/// `--unet-config FILE`) for a file without configuration metadata.
 #[derive(Debug, Clone)]
 pub struct ModelSource {
     pub path: InputPath,
-    pub preset: Option<Preset>,
+    pub plain: Option<PlainConfig>,
 }
 
 impl ModelSource {
     pub fn checkpoint(&self, device: &Device) -> Result<Checkpoint> {
-        Checkpoint::load(&self.path, self.preset, device)
+        Checkpoint::load(&self.path, self.plain.as_ref(), device)
     }
 
     /// The network of family `N` the checkpoint holds.

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use candle_core::Device;
 use clap::Args;
 
-use crate::checkpoint::ModelSource;
+use crate::checkpoint::{ModelSource, PlainConfig};
 use crate::data::{DataSpec, PixelRange, Shard, Split};
 use crate::error::Error;
 use crate::io::{InputPath, OutputPath};
@@ -182,6 +182,23 @@ pub struct ModelArgs {
     pub preset: Option<Preset>,
 }
 
+/// `--unet-config`, for the tools that train or run a diffusion U-Net.
+#[derive(Debug, Args)]
+pub struct UnetConfigArgs {
+    /// A diffusers UNet2DModel config.json (e.g. google/ddpm-cifar10-32's): the U-Net it describes, instead of --preset.
+    #[arg(long, value_name = "config.json", conflicts_with = "preset")]
+    pub unet_config: Option<InputPath>,
+}
+
+impl UnetConfigArgs {
+    /// The U-Net the file describes, if one was given.
+    pub fn plain(&self) -> Result<Option<PlainConfig>, Error> {
+        let Some(path) = &self.unet_config else { return Ok(None) };
+        let config = ModelConfig::Ddpm(crate::models::ddpm_compat::read_diffusers_config(path)?);
+        Ok(Some(PlainConfig { config, flag: format!("--unet-config {path}") }))
+    }
+}
+
 /// A `--preset` parser that takes the presets of `families` only, so that `--help` lists
 /// the networks the tool can train or run.
 pub fn presets_of(families: &'static [Family]) -> impl clap::builder::TypedValueParser<Value = Preset> {
@@ -195,7 +212,14 @@ pub fn presets_of(families: &'static [Family]) -> impl clap::builder::TypedValue
 impl ModelArgs {
     /// Where the tool's network comes from.
     pub fn source(&self) -> ModelSource {
-        ModelSource { path: self.model.clone(), preset: self.preset }
+        ModelSource { path: self.model.clone(), plain: self.preset.map(PlainConfig::from) }
+    }
+
+    /// Where the tool's network comes from, a plain state dict's network given by `unet`
+    /// (`--unet-config`) or `--preset`.
+    pub fn source_with(&self, unet: &UnetConfigArgs) -> Result<ModelSource, Error> {
+        let plain = unet.plain()?.or_else(|| self.preset.map(PlainConfig::from));
+        Ok(ModelSource { path: self.model.clone(), plain })
     }
 }
 
@@ -450,13 +474,13 @@ pub struct DdpmOverrides {
     /// Noise schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal) [preset: linear].
     #[arg(long, value_name = "linear|cosine")]
     pub schedule: Option<crate::diffusion::ScheduleKind>,
-    /// Channels of the U-Net's first level; the others scale with it [preset: 32].
+    /// Channels of the U-Net's first block; the others scale with it [preset: 32, ddpm-cifar10 128].
     #[arg(long, value_name = "N")]
     pub base_channels: Option<usize>,
-    /// Channel multiplier of each level, comma-separated [preset: 1,2,2].
+    /// Channel multiplier of each block, comma-separated, one per block [preset: 1,2,2].
     #[arg(long, value_name = "M,M,...", value_delimiter = ',', hide = true)]
     pub channel_mult: Option<Vec<usize>>,
-    /// ResBlocks per level on the way down [preset: 2].
+    /// ResnetBlock2Ds per block on the way down (layers_per_block) [preset: 2].
     #[arg(long, value_name = "N", hide = true)]
     pub res_blocks: Option<usize>,
     /// Dropout in the ResBlocks during training [preset: 0.1].
@@ -477,9 +501,30 @@ impl DdpmOverrides {
             return Err(Error::config(format!("{} has no diffusion settings", config.family())));
         };
         c.schedule = self.schedule.unwrap_or(c.schedule);
-        c.base_channels = self.base_channels.unwrap_or(c.base_channels);
-        c.channel_mult = self.channel_mult.clone().unwrap_or(c.channel_mult);
-        c.num_res_blocks = self.res_blocks.unwrap_or(c.num_res_blocks);
+        let base = c.block_out_channels.first().copied().unwrap_or(1).max(1);
+        if self.base_channels.is_some() || self.channel_mult.is_some() {
+            // Each block's channels as a multiple of the first's, as the flags give them.
+            let mult = match &self.channel_mult {
+                Some(m) if m.len() != c.block_out_channels.len() => {
+                    return Err(Error::config(format!(
+                        "--channel-mult: give one multiplier per block of the U-Net ({}), not {}",
+                        c.block_out_channels.len(),
+                        m.len()
+                    )))
+                }
+                Some(m) => m.clone(),
+                None if c.block_out_channels.iter().any(|ch| ch % base != 0) => {
+                    return Err(Error::config(format!(
+                        "--base-channels: the blocks' channels {:?} are not multiples of the first",
+                        c.block_out_channels
+                    )))
+                }
+                None => c.block_out_channels.iter().map(|ch| ch / base).collect(),
+            };
+            let base = self.base_channels.unwrap_or(base);
+            c.block_out_channels = mult.iter().map(|m| m.saturating_mul(base)).collect();
+        }
+        c.layers_per_block = self.res_blocks.unwrap_or(c.layers_per_block);
         c.dropout = self.dropout.unwrap_or(c.dropout);
         c.ema_decay = self.ema_decay.unwrap_or(c.ema_decay);
         c.timesteps = self.timesteps.unwrap_or(c.timesteps);

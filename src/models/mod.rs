@@ -11,6 +11,7 @@
 //! The network specifications each family follows are in `docs/models.md`.
 
 pub mod ddpm;
+pub mod ddpm_compat;
 pub mod latent;
 pub mod pixelcnn;
 pub mod quantize;
@@ -97,6 +98,9 @@ pub enum Preset {
     /// The small noise-prediction U-Net, 1x32x32 digits or the data's geometry (family ddpm-unet).
     #[value(name = "ddpm-unet-mnist")]
     DdpmUnetMnist,
+    /// diffusers' UNet2DModel of google/ddpm-cifar10-32, 3x32x32 or the data's geometry (family ddpm-unet).
+    #[value(name = "ddpm-cifar10")]
+    DdpmCifar10,
 }
 
 impl Preset {
@@ -110,6 +114,7 @@ impl Preset {
             Preset::Vqvae2Mnist => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2_mnist()),
             Preset::PixelcnnPrior => ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::pixelcnn_prior()),
             Preset::DdpmUnetMnist => ModelConfig::Ddpm(ddpm::DdpmConfig::ddpm_unet_mnist()),
+            Preset::DdpmCifar10 => ModelConfig::Ddpm(ddpm::DdpmConfig::ddpm_cifar10()),
         }
     }
 
@@ -127,6 +132,7 @@ impl Preset {
             Preset::Vqvae2Mnist => "vqvae2-mnist",
             Preset::PixelcnnPrior => "pixelcnn-prior",
             Preset::DdpmUnetMnist => "ddpm-unet-mnist",
+            Preset::DdpmCifar10 => "ddpm-cifar10",
         }
     }
 
@@ -274,13 +280,26 @@ impl ModelConfig {
     /// The configuration a checkpoint's JSON describes. Files written before image geometry
     /// was part of every configuration say it their own way: vae-mlp and vib-mlp by a square
     /// one-channel `input` size, vqvae2 by `in_channel` and a square `image_size`, ddpm-unet by
-    /// `in_channels` and `image_size`; those are read as the `image` they mean.
+    /// `in_channels` and `image_size`; those are read as the `image` they mean. ddpm-unet
+    /// files written before it followed diffusers are read by [`ddpm_compat::upgrade_config`].
     pub fn from_json(s: &str) -> std::result::Result<Self, String> {
         let mut value: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
         if let Some(fields) = value.as_object_mut() {
             upgrade_geometry(fields)?;
+            if matches!(fields.get("model").and_then(|m| m.as_str()), Some("ddpm-unet" | "ddpm-unet-mnist")) {
+                ddpm_compat::upgrade_config(fields)?;
+            }
         }
         serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    /// A state dict under the names this configuration's network asks for: older layouts
+    /// of the same network renamed ([`ddpm_compat::upgrade_tensors`] for the U-Net).
+    pub fn upgrade_tensors(&self, tensors: BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
+        match self {
+            ModelConfig::Ddpm(c) => Ok(ddpm_compat::upgrade_tensors(c, tensors)?),
+            _ => Ok(tensors),
+        }
     }
 }
 
@@ -435,6 +454,9 @@ mod tests {
         assert_eq!(fit(Preset::Vqvae2Mnist, g(3, 64, 96)).unwrap(), g(3, 64, 96));
         assert_eq!(fit(Preset::VibMlp, g(3, 64, 64)).unwrap(), g(3, 64, 64));
         assert_eq!(fit(Preset::DdpmUnetMnist, g(3, 64, 64)).unwrap(), g(3, 64, 64));
+        assert_eq!(fit(Preset::DdpmCifar10, Geometry::MNIST).unwrap(), g(1, 32, 32));
+        assert_eq!(fit(Preset::DdpmCifar10, g(3, 64, 96)).unwrap(), g(3, 64, 96));
+        assert!(fit(Preset::DdpmCifar10, g(3, 100, 100)).is_err());
         let e = fit(Preset::Vqvae2, g(3, 100, 100)).unwrap_err().to_string();
         assert!(e.contains("multiples of 8; these are 100x100"), "{e}");
         assert!(fit(Preset::DdpmUnetMnist, g(1, 30, 30)).is_ok_and(|g| g.height == 32));

@@ -1,4 +1,4 @@
-//! `nn.GroupNorm(groups, channels)` (eps 1e-5, affine), optionally followed by SiLU, on
+//! `nn.GroupNorm(groups, channels, eps)` (eps 1e-5 unless set, affine), optionally followed by SiLU, on
 //! NCHW tensors.
 //!
 //! Every GroupNorm of the diffusion U-Net is followed by SiLU except the attention's. Built
@@ -28,19 +28,25 @@ use super::gemm::contiguous_f32;
 use super::norm::{affine_grads, centred_squares, dot_centred, grad_inputs};
 
 /// PyTorch's default.
-const EPS: f32 = 1e-5;
+pub const DEFAULT_EPS: f32 = 1e-5;
 
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     weight: Tensor,
     bias: Tensor,
     groups: usize,
+    eps: f32,
 }
 
 impl GroupNorm {
-    /// `weight` and `bias` [C]; C must be a multiple of `groups`.
+    /// `weight` and `bias` [C]; C must be a multiple of `groups`. eps is PyTorch's default.
     pub fn new(weight: Tensor, bias: Tensor, groups: usize) -> Self {
-        GroupNorm { weight, bias, groups }
+        GroupNorm { weight, bias, groups, eps: DEFAULT_EPS }
+    }
+
+    /// The same norm with `eps` added to the variance (diffusers' U-Nets use 1e-6).
+    pub fn with_eps(self, eps: f32) -> Self {
+        GroupNorm { eps, ..self }
     }
 
     /// GroupNorm of `x` [N, C, H, W].
@@ -57,7 +63,7 @@ impl GroupNorm {
     fn run(&self, x: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             let (w, b) = (self.weight.contiguous()?, self.bias.contiguous()?);
-            x.contiguous()?.apply_op3(&w, &b, GroupNormOp { groups: self.groups, silu })
+            x.contiguous()?.apply_op3(&w, &b, GroupNormOp { groups: self.groups, silu, eps: self.eps })
         } else {
             self.forward_reference(x, silu)
         }
@@ -70,7 +76,7 @@ impl GroupNorm {
         let xg = x.reshape((n, self.groups, ()))?;
         let xc = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
         let var = xc.sqr()?.mean_keepdim(2)?;
-        let xhat = xc.broadcast_div(&(var + EPS as f64)?.sqrt()?)?.reshape((n, c, h, w))?;
+        let xhat = xc.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?.reshape((n, c, h, w))?;
         let z = xhat
             .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
@@ -109,10 +115,10 @@ impl Dims {
 }
 
 /// Mean and 1 / sqrt(var + eps) of one group, the variance in two passes.
-fn stats(x: &[f32]) -> (f32, f32) {
+fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len().max(1) as f32;
     let mean = fastmath::sum(x) / n;
-    (mean, 1.0 / (centred_squares(x, mean) / n + EPS).sqrt())
+    (mean, 1.0 / (centred_squares(x, mean) / n + eps).sqrt())
 }
 
 #[inline(always)]
@@ -147,6 +153,7 @@ fn silu_grad(dz: &mut [f32], x: &[f32], dy: &[f32], a: f32, s: f32) {
 struct GroupNormOp {
     groups: usize,
     silu: bool,
+    eps: f32,
 }
 
 impl CustomOp3 for GroupNormOp {
@@ -172,7 +179,7 @@ impl CustomOp3 for GroupNormOp {
         let (len, cg) = (d.group_len(), d.c / d.groups);
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(len.max(1)).zip(x.par_chunks(len.max(1))).enumerate().for_each(|(i, (y, x))| {
-            let (mean, rstd) = stats(x);
+            let (mean, rstd) = stats(x, self.eps);
             let first = (i % d.groups) * cg;
             for (k, (y, x)) in y.chunks_exact_mut(d.hw.max(1)).zip(x.chunks_exact(d.hw.max(1))).enumerate() {
                 // z = x a + s with a = rstd gamma, s = beta - mean a.
@@ -191,7 +198,7 @@ impl CustomOp3 for GroupNormOp {
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        affine_grads(x, w, b, grad, &GroupNormGrad { groups: self.groups, silu: self.silu })
+        affine_grads(x, w, b, grad, &GroupNormGrad { groups: self.groups, silu: self.silu, eps: self.eps })
     }
 }
 
@@ -200,6 +207,7 @@ impl CustomOp3 for GroupNormOp {
 struct GroupNormGrad {
     groups: usize,
     silu: bool,
+    eps: f32,
 }
 
 impl CustomOp3 for GroupNormGrad {
@@ -231,7 +239,7 @@ impl CustomOp3 for GroupNormGrad {
             .zip(dy.par_chunks(len))
             .enumerate()
             .map(|(i, ((dx, x), dy))| {
-                let (mean, rstd) = stats(x);
+                let (mean, rstd) = stats(x, self.eps);
                 let first = (i % d.groups) * cg;
                 let (mut dgamma, mut dbeta) = (vec![0f32; cg], vec![0f32; cg]);
                 let (mut sum_g, mut sum_gx) = (0f32, 0f32);

@@ -410,12 +410,13 @@ mod tests {
 
     /// A U-Net small enough for unit tests: 8 channels, two levels, 50 steps.
     fn tiny() -> DdpmConfig {
+        use crate::models::ddpm::{DownBlockType, UpBlockType};
         DdpmConfig {
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attn_resolutions: vec![16],
-            groups: 4,
+            block_out_channels: vec![8, 16],
+            layers_per_block: 1,
+            down_block_types: vec![DownBlockType::Plain, DownBlockType::Attn],
+            up_block_types: vec![UpBlockType::Attn, UpBlockType::Plain],
+            norm_num_groups: 4,
             image: crate::data::Geometry { channels: 1, height: 32, width: 32 },
             timesteps: 50,
             ..DdpmConfig::ddpm_unet_mnist()

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use candle_core::{Device, Tensor};
 
-use crate::checkpoint::ModelSource;
+use crate::checkpoint::{ModelSource, PlainConfig};
 use crate::data::pack::Images;
 use crate::data::{DataSpec, ImageSet, PixelRange, Shard, Split};
 use crate::diffusion::forward::{noise, NoiseOptions, NoiseSteps};
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::npy::{DType as NpyDType, NpyWriter};
 use crate::io::{check_io, OutputPath};
 use crate::models::ddpm::{DdpmConfig, UNet};
-use crate::models::{ModelConfig, Network, Preset};
+use crate::models::{ModelConfig, Network};
 use crate::tasks::ddpm::{bound_report, BoundOptions, DenoiseOptions, Denoising, Sampler, Start};
 use crate::tools::ImageSource;
 
@@ -24,21 +24,21 @@ use crate::tools::ImageSource;
 pub enum Diffusion {
     /// A trained model's.
     Model(ModelSource),
-    /// A preset's, with the schedule and T changed where given.
-    Preset { preset: Preset, schedule: Option<ScheduleKind>, timesteps: Option<usize> },
+    /// A preset's or a `--unet-config`'s, with the schedule and T changed where given.
+    Network { network: PlainConfig, schedule: Option<ScheduleKind>, timesteps: Option<usize> },
 }
 
 impl Diffusion {
     fn config(&self) -> Result<DdpmConfig> {
         match self {
             Diffusion::Model(source) => source.checkpoint(&Device::Cpu)?.config_of::<UNet>(),
-            Diffusion::Preset { preset, schedule, timesteps } => {
-                let Some(c) = UNet::config_of(preset.config()) else {
+            Diffusion::Network { network, schedule, timesteps } => {
+                let Some(c) = UNet::config_of(network.config.clone()) else {
                     return Err(Error::config(format!(
-                        "ddpm-noise takes a {} preset; --preset {} is a {}",
+                        "ddpm-noise takes a {} network; {} is a {}",
                         UNet::FAMILY,
-                        preset.name(),
-                        preset.family()
+                        network.flag,
+                        network.config.family()
                     )));
                 };
                 let c = DdpmConfig {
@@ -71,7 +71,7 @@ pub struct DdpmNoise {
 pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
     let model = match &r.diffusion {
         Diffusion::Model(source) => Some(&source.path),
-        Diffusion::Preset { .. } => None,
+        Diffusion::Network { .. } => None,
     };
     check_io(&[("--model", model), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
     if r.batch_size == 0 {
@@ -89,7 +89,7 @@ pub fn ddpm_noise(r: &DdpmNoise) -> Result<()> {
     // Without a model, the preset fitted to the images (digits padded to 32x32, colour kept).
     let mut images = match &r.diffusion {
         Diffusion::Model(_) => r.images.open(Some(config.geometry()), r.batch_size)?,
-        Diffusion::Preset { .. } => {
+        Diffusion::Network { .. } => {
             let images = r.images.open(None, r.batch_size)?;
             let fitted = ModelConfig::Ddpm(config.clone()).fitted_to(images.geometry());
             let fitted = fitted.map_err(|e| r.images.spec.blame(e))?.geometry()?;

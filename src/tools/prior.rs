@@ -82,7 +82,7 @@ pub fn prior_sample(r: &PriorSample) -> Result<()> {
     let first: PixelCnn = r.model.network(&r.device)?;
     match &r.bottom {
         Some(path) => {
-            let bottom: PixelCnn = ModelSource { path: path.clone(), preset: None }.network(&r.device)?;
+            let bottom: PixelCnn = ModelSource { path: path.clone(), plain: None }.network(&r.device)?;
             sample_codes(&bottom, Some(&first), &r.request, &r.draw, &r.output)
         }
         None => sample_codes(&first, None, &r.request, &r.draw, &r.output),

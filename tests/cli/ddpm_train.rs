@@ -50,13 +50,14 @@ fn trains_saves_the_weight_average_and_resumes_exactly() {
     let config: serde_json::Value = serde_json::from_str(&meta["genimg.config"]).unwrap();
     assert_eq!(config["model"], "ddpm-unet");
     assert_eq!(config["schedule"], "linear");
-    assert_eq!(config["base_channels"], 8);
+    assert_eq!(config["block_out_channels"], serde_json::json!([8, 16, 16]));
+    assert_eq!(config["down_block_types"][2], "AttnDownBlock2D");
     for (name, shape) in [
-        ("time_embed.0.weight", vec![32, 8]),
+        ("time_embedding.linear_1.weight", vec![32, 8]),
         ("conv_in.weight", vec![8, 1, 3, 3]),
-        ("down.2.attn.0.qkv.weight", vec![48, 16, 1, 1]),
-        ("mid.res.1.norm2.weight", vec![16]),
-        ("up.0.res.0.skip.weight", vec![8, 24, 1, 1]),
+        ("down_blocks.2.attentions.0.to_q.weight", vec![16, 16]),
+        ("mid_block.resnets.1.norm2.weight", vec![16]),
+        ("up_blocks.2.resnets.0.conv_shortcut.weight", vec![8, 24, 1, 1]),
         ("conv_out.bias", vec![1]),
     ] {
         assert_eq!(model.get(name).map(|t| &t.0), Some(&shape), "{name}");

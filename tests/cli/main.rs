@@ -5,6 +5,7 @@ mod bounded_memory;
 mod colour;
 mod common;
 mod ddpm_denoise;
+mod ddpm_diffusers;
 mod ddpm_eval;
 mod ddpm_noise;
 mod ddpm_train;

@@ -15,7 +15,7 @@ use genimg::nn::Params;
 use crate::common::tool;
 
 /// splitmix64 of `seed + i * gamma` for i in 1..=n, as the script's `splitmix`.
-fn splitmix(seed: u64, n: usize) -> impl Iterator<Item = u64> {
+pub fn splitmix(seed: u64, n: usize) -> impl Iterator<Item = u64> {
     (1..=n as u64).map(move |i| {
         let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -25,12 +25,12 @@ fn splitmix(seed: u64, n: usize) -> impl Iterator<Item = u64> {
 }
 
 /// FNV-1a of a name, as the script's `name_seed`.
-fn name_seed(name: &str) -> u64 {
+pub fn name_seed(name: &str) -> u64 {
     name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3))
 }
 
 /// Uniform in [-1, 1) from the top 53 bits, as the script computes it in f64.
-fn unit(z: u64) -> f64 {
+pub fn unit(z: u64) -> f64 {
     (z >> 11) as f64 * 2f64.powi(-53) * 2.0 - 1.0
 }
 
