@@ -29,7 +29,7 @@ fn ddpm(dir: &std::path::Path) -> (f64, f64) {
     let task = genimg::tasks::ddpm::DdpmTask::new(c, Params::init(0, &Device::Cpu)).expect("task");
     let x = genimg::rng::Rng::new(0, genimg::rng::Stream::Eval, 0).normal(&[64, 1, 32, 32], &Device::Cpu).expect("x");
     let t: Vec<usize> = (0..64).map(|i| i * 15).collect();
-    let forward = || task.model.forward(&x, &t, None).expect("forward");
+    let forward = || task.model.forward(&x, &t, None, None).expect("forward");
     forward();
     (rate, seconds(repeats(REPEATS), || drop(forward())) * 1e3)
 }

@@ -17,6 +17,11 @@ Examples:
   ddpm-train --data emoji --size 32 --flip --lr-warmup 5000 --grad-clip 1 -o e.safetensors
   ddpm-train --resume --epochs 20 -o ddpm.safetensors             # continue a run
 
+On labelled data (the bundled sets, or --labels y.npy) the model is class-conditional: a class
+embedding is added to the time embedding, and each label is dropped to a null class with
+probability --p-uncond (0.1), so the one network also predicts unconditionally, as
+classifier-free guidance needs (ddpm-denoise --guidance W). --unconditional ignores labels.
+
 Writes MODEL.safetensors (the moving average of the weights, which sampling uses; config
 in its metadata) and, beside it, MODEL.state.safetensors (raw weights, the average, Adam's
 state, for --resume), after every epoch. One JSON line of metrics per epoch goes to
@@ -34,6 +39,9 @@ struct Args {
     unet: UnetConfigArgs,
     #[command(flatten)]
     overrides: DdpmOverrides,
+    /// Ignore the labels of labelled data (the bundled sets are): train an unconditional model.
+    #[arg(long)]
+    unconditional: bool,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -55,9 +63,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    // Refused rather than ignored until the U-Net takes a class embedding.
-    if args.data.labels.is_some() || args.eval.eval_labels.is_some() {
-        anyhow::bail!("--labels and --eval-labels: ddpm-train trains unconditional models; class conditioning is not supported yet");
+    if args.unconditional && args.data.labels.is_some() {
+        anyhow::bail!("--labels and --unconditional: an unconditional model takes no labels");
     }
     let network = match args.unet.plain()? {
         Some(plain) => plain.config,
@@ -66,6 +73,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.overrides.apply(network)?;
     let train =
         args.train.options(config.family(), args.seed.seed, &args.output.output, args.device.device.device()?)?;
-    train_on_images("ddpm-train", &args.data.training(config, &args.eval, &args.augment, train)?)?;
+    let mut request = args.data.training(config, &args.eval, &args.augment, train)?;
+    request.class_conditional = !args.unconditional;
+    train_on_images("ddpm-train", &request)?;
     Ok(())
 }

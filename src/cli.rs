@@ -492,6 +492,10 @@ pub struct DdpmOverrides {
     /// T, the number of diffusion steps [preset: 1000].
     #[arg(long, value_name = "T", hide = true)]
     pub timesteps: Option<usize>,
+    /// A class-conditional model: the probability a training label is dropped to the null
+    /// class (Ho & Salimans: 0.1).
+    #[arg(long, value_name = "P")]
+    pub p_uncond: Option<f64>,
 }
 
 impl DdpmOverrides {
@@ -501,6 +505,7 @@ impl DdpmOverrides {
             return Err(Error::config(format!("{} has no diffusion settings", config.family())));
         };
         c.schedule = self.schedule.unwrap_or(c.schedule);
+        c.p_uncond = self.p_uncond.unwrap_or(c.p_uncond);
         let base = c.block_out_channels.first().copied().unwrap_or(1).max(1);
         if self.base_channels.is_some() || self.channel_mult.is_some() {
             // Each block's channels as a multiple of the first's, as the flags give them.
@@ -566,6 +571,7 @@ impl DataArgs {
             labels: self.labels.clone(),
             range: self.range,
             eval: eval.eval_data.clone().map(|path| (path, eval.eval_labels.clone())),
+            class_conditional: false,
             train,
         })
     }

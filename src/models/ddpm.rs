@@ -36,7 +36,7 @@ use crate::diffusion::ScheduleKind;
 use crate::error::{Error, Result};
 use crate::memory::bytes_of;
 use crate::nn::conv::{Conv2d, ConvConfig};
-use crate::nn::params::Params;
+use crate::nn::params::{Init, Params};
 use crate::nn::{GroupNorm, Linear};
 use crate::rng::Rng;
 
@@ -95,6 +95,21 @@ pub struct DdpmConfig {
     pub schedule: ScheduleKind,
     /// Decay of the exponential moving average of the weights (the sampled ones).
     pub ema_decay: f64,
+    /// Class conditioning (diffusers' `num_class_embeds`): an embedding of the label added to
+    /// the time embedding, `class_embedding.weight` [num_class_embeds, 4 c0]. The model's
+    /// classes are 0..num_class_embeds - 1 and the last embedding is the null class: training
+    /// drops a label to it with probability `p_uncond`, and it is the unconditional half of
+    /// classifier-free guidance (Ho & Salimans 2022). `None`: unconditional.
+    #[serde(default)]
+    pub num_class_embeds: Option<usize>,
+    /// The probability that a training label is replaced by the null class.
+    #[serde(default = "default_p_uncond")]
+    pub p_uncond: f64,
+}
+
+/// Ho & Salimans' probability of training unconditionally.
+fn default_p_uncond() -> f64 {
+    0.1
 }
 
 impl DdpmConfig {
@@ -118,6 +133,8 @@ impl DdpmConfig {
             timesteps: 1000,
             schedule: ScheduleKind::Linear,
             ema_decay: 0.9999,
+            num_class_embeds: None,
+            p_uncond: default_p_uncond(),
         }
     }
 
@@ -143,6 +160,8 @@ impl DdpmConfig {
             timesteps: 1000,
             schedule: ScheduleKind::Linear,
             ema_decay: 0.9999,
+            num_class_embeds: None,
+            p_uncond: default_p_uncond(),
         }
     }
 
@@ -190,6 +209,11 @@ impl DdpmConfig {
 
     pub fn geometry(&self) -> Geometry {
         self.image
+    }
+
+    /// The classes a class-conditional model takes (its null class not counted).
+    pub fn classes(&self) -> Option<usize> {
+        self.num_class_embeds.map(|k| k - 1)
     }
 
     /// What the image size must be a multiple of: the maps halve once per block after the first.
@@ -252,6 +276,14 @@ impl DdpmConfig {
         }
         if !(self.mid_block_scale_factor > 0.0 && self.mid_block_scale_factor.is_finite()) {
             return bad(format!("mid_block_scale_factor {} must be positive", self.mid_block_scale_factor));
+        }
+        if let Some(k) = self.num_class_embeds {
+            if k < 2 {
+                return bad(format!("num_class_embeds {k} must be at least 2 (a class and the null class)"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.p_uncond) {
+            return bad(format!("--p-uncond {} must be in [0, 1)", self.p_uncond));
         }
         self.image.check_stride("ddpm-unet", self.stride())?;
         if self.timesteps > MAX_TIMESTEPS {
@@ -451,6 +483,8 @@ impl<R> Block<R> {
 pub struct UNet {
     pub config: DdpmConfig,
     time_embedding: [Linear; 2],
+    /// [num_class_embeds, 4 c0], for a class-conditional model.
+    class_embedding: Option<Tensor>,
     conv_in: Conv2d,
     down_blocks: Vec<Block<Downsample>>,
     mid_block: (ResBlock, Attention, ResBlock),
@@ -471,6 +505,11 @@ impl UNet {
             p.linear("time_embedding.linear_1", c0, cfg.temb_dim())?,
             p.linear("time_embedding.linear_2", cfg.temb_dim(), cfg.temb_dim())?,
         ];
+        // N(0, 1), as torch.nn.Embedding initialises.
+        let class_embedding = cfg
+            .num_class_embeds
+            .map(|k| p.tensor("class_embedding.weight", &[k, cfg.temb_dim()], Init::Normal(1.0)))
+            .transpose()?;
         // Channels of every output kept for a skip connection, in order.
         let mut skips = vec![c0];
         let mut ch = c0;
@@ -518,12 +557,23 @@ impl UNet {
         }
         let conv_norm_out = group_norm(p, "conv_norm_out", ch, cfg)?;
         let conv_out = p.conv2d("conv_out", ch, cfg.image.channels, 3, P1)?;
-        Ok(UNet { config, time_embedding, conv_in, down_blocks, mid_block, up_blocks, conv_norm_out, conv_out })
+        Ok(UNet {
+            config,
+            time_embedding,
+            class_embedding,
+            conv_in,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out,
+            conv_out,
+        })
     }
 
-    /// Predicts the noise in `x` [B, C, H, W] at steps `t` (one per image, 0-based). `rng`
-    /// draws dropout masks in training; `None` evaluates without dropout.
-    pub fn forward(&self, x: &Tensor, t: &[usize], mut rng: Option<&mut Rng>) -> Result<Tensor> {
+    /// Predicts the noise in `x` [B, C, H, W] at steps `t` (one per image, 0-based), for a
+    /// class-conditional model of classes `y` (u32 [B]; `None` is the null class for all).
+    /// `rng` draws dropout masks in training; `None` evaluates without dropout.
+    pub fn forward(&self, x: &Tensor, t: &[usize], y: Option<&Tensor>, mut rng: Option<&mut Rng>) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let cfg = &self.config;
         let g = cfg.image;
@@ -538,8 +588,21 @@ impl UNet {
             )));
         }
         let emb = timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift, x.device())?;
+        let mut temb = self.time_embedding[1].forward(&self.time_embedding[0].forward(&emb)?.silu()?)?;
+        match (&self.class_embedding, y) {
+            (Some(table), y) => {
+                let null = self.null_labels(b, x.device())?;
+                let y = y.unwrap_or(&null);
+                if y.dims() != [b] {
+                    return Err(Error::config(format!("{} class labels for a batch of {b}", y.elem_count())));
+                }
+                temb = (temb + table.index_select(y, 0)?)?;
+            }
+            (None, Some(_)) => return Err(Error::config("an unconditional U-Net takes no class labels")),
+            (None, None) => {}
+        }
         // Each ResnetBlock2D takes SiLU of the embedding.
-        let temb = self.time_embedding[1].forward(&self.time_embedding[0].forward(&emb)?.silu()?)?.silu()?;
+        let temb = temb.silu()?;
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
@@ -565,6 +628,15 @@ impl UNet {
             }
         }
         Ok(self.conv_out.forward(&self.conv_norm_out.forward_silu(&h)?)?)
+    }
+}
+
+impl UNet {
+    /// The null class for `n` images, u32 [n]; an error for an unconditional model.
+    pub fn null_labels(&self, n: usize, device: &candle_core::Device) -> Result<Tensor> {
+        let k =
+            self.config.num_class_embeds.ok_or_else(|| Error::config("an unconditional U-Net has no null class"))?;
+        Ok(Tensor::full(k as u32 - 1, n, device)?)
     }
 }
 
@@ -666,7 +738,7 @@ mod tests {
         assert_eq!(dims("time_embedding.linear_1.weight"), [128, 32]);
         assert_eq!(dims("up_blocks.1.resnets.0.time_emb_proj.weight"), [64, 128]);
         let x = Rng::new(0, Stream::Eval, 0).normal(&[2, 1, 32, 32], &Device::Cpu).unwrap();
-        assert_eq!(net.forward(&x, &[0, 999], None).unwrap().dims(), [2, 1, 32, 32]);
+        assert_eq!(net.forward(&x, &[0, 999], None, None).unwrap().dims(), [2, 1, 32, 32]);
     }
 
     /// google/ddpm-cifar10-32 has 35,746,307 parameters (diffusers' `num_parameters()`).
@@ -689,7 +761,7 @@ mod tests {
         let x = Rng::new(1, Stream::Eval, 0).normal(&[3, 1, 16, 16], &d).unwrap();
         let target = Rng::new(2, Stream::Eval, 0).normal(&[3, 1, 16, 16], &d).unwrap();
         let mut rng = Rng::new(3, Stream::Step, 0);
-        let y = net.forward(&x, &[5, 500, 999], Some(&mut rng)).unwrap();
+        let y = net.forward(&x, &[5, 500, 999], None, Some(&mut rng)).unwrap();
         let grads = (y - target).unwrap().sqr().unwrap().mean_all().unwrap().backward().unwrap();
         let mut n = 0;
         for (name, var) in params.trainable() {

@@ -26,6 +26,7 @@ use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::{ModelConfig, Network};
 use crate::nn::params::{ParamSet, Params};
 use crate::rng::{Rng, RowStreams, Stream};
+use crate::tasks::prior::SampleClasses;
 use crate::train::{Metrics, StepOutput, Task};
 
 /// Images per evaluation batch.
@@ -84,7 +85,8 @@ impl Task for DdpmTask {
         let t: Vec<usize> = (0..b).map(|_| rng.inner().random_range(0..self.schedule.len())).collect();
         let eps = rng.normal(x0.dims(), x0.device())?;
         let x_t = q_sample(&self.schedule, &x0, &t, &eps)?;
-        let loss = (self.model.forward(&x_t, &t, Some(rng))? - eps)?.sqr()?.mean_all()?;
+        let y = self.training_labels(batch, rng)?;
+        let loss = (self.model.forward(&x_t, &t, y.as_ref(), Some(rng))? - eps)?.sqr()?.mean_all()?;
         Ok(StepOutput { metrics: vec![("mse".into(), scalar(&loss)?)], loss })
     }
 
@@ -143,6 +145,23 @@ impl Task for DdpmTask {
 }
 
 impl DdpmTask {
+    /// A class-conditional model's labels of `batch`, each dropped to the null class with
+    /// probability `p_uncond` (one draw per image, after the step's t and noise); `None`
+    /// for an unconditional model.
+    fn training_labels(&self, batch: &Batch, rng: &mut Rng) -> Result<Option<Tensor>> {
+        let cfg = &self.model.config;
+        let Some(k) = cfg.num_class_embeds else { return Ok(None) };
+        let y = batch.y.as_ref().ok_or_else(|| Error::config("a class-conditional U-Net trains on labelled images"))?;
+        let null = k as u32 - 1;
+        let labels = y.to_vec1::<u32>()?;
+        if let Some(bad) = labels.iter().find(|&&l| l >= null) {
+            return Err(Error::config(format!("label {bad} is not one of the model's {null} classes")));
+        }
+        let labels: Vec<u32> =
+            labels.into_iter().map(|l| if rng.inner().random::<f64>() < cfg.p_uncond { null } else { l }).collect();
+        Ok(Some(Tensor::from_vec(labels, y.dims(), y.device())?))
+    }
+
     /// A U-Net with the averaged weights.
     fn ema_model(&self, device: &Device) -> Result<UNet> {
         UNet::frozen(self.model.config.clone(), self.ema.clone(), "the weight average", device)
@@ -156,10 +175,13 @@ pub fn eps_mse(model: &UNet, schedule: &Schedule, data: &dyn Dataset, device: &D
     let mut total = 0.0;
     for (i, chunk) in rows.chunks(EVAL_BATCH).enumerate() {
         let mut rng = Rng::new(0, Stream::Eval, i as u64);
-        let x0 = to_model_range(&data.batch(chunk, device)?.x)?;
+        let batch = data.batch(chunk, device)?;
+        let x0 = to_model_range(&batch.x)?;
         let t: Vec<usize> = chunk.iter().map(|_| rng.inner().random_range(0..schedule.len())).collect();
         let eps = rng.normal(x0.dims(), device)?;
-        let pred = model.forward(&q_sample(schedule, &x0, &t, &eps)?, &t, None)?;
+        // A class-conditional model is scored on the images' classes where they have them.
+        let y = if model.config.num_class_embeds.is_some() { batch.y.as_ref() } else { None };
+        let pred = model.forward(&q_sample(schedule, &x0, &t, &eps)?, &t, y, None)?;
         total += scalar(&(pred - eps)?.sqr()?.mean_all()?)? * chunk.len() as f64;
     }
     Ok(total / data.len().max(1) as f64)
@@ -195,7 +217,8 @@ pub fn bound_report(
     }
     let cfg = &model.config;
     let schedule = Schedule::new(cfg.schedule, cfg.timesteps);
-    let predictor = |x: &Tensor, t: usize| Ok(model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
+    // A class-conditional model's bound is its unconditional one, with the null class.
+    let predictor = |x: &Tensor, t: usize| Ok(model.forward(x, &vec![t; x.dim(0)?], None, None)?.detach());
     let show = progress && std::io::stderr().is_terminal();
     let (n, steps) = (data.len(), schedule.len());
     let batches = n.div_ceil(opts.batch_size);
@@ -262,6 +285,13 @@ pub struct DenoiseOptions {
     pub batch_size: usize,
     /// The rows of the N samples (or of the N images of x_t) to run.
     pub shard: Shard,
+    /// The classes of a class-conditional model's samples; `None` there is equal blocks of
+    /// its classes over the N samples, in order.
+    pub classes: Option<SampleClasses>,
+    /// Classifier-free guidance W (Ho & Salimans 2022, their eq. 6):
+    /// eps = (1 + W) eps(x, c) - W eps(x, null). 0 is the conditional model alone; diffusers'
+    /// guidance_scale s is 1 + W.
+    pub guidance: f64,
 }
 
 /// The reverse process from a start to x_0, checked and ready: [`run`](Self::run) draws
@@ -275,6 +305,8 @@ pub struct Denoising<'a> {
     device: Device,
     /// The rows of the whole run this one samples.
     rows: Range<usize>,
+    /// The class of each sample, for a class-conditional model.
+    classes: Option<SampleClasses>,
     /// The number of samples.
     pub n: usize,
 }
@@ -300,7 +332,37 @@ impl<'a> Denoising<'a> {
             }
             Start::Noise(n) => (None, opts.shard.rows(*n)),
         };
-        Ok(Denoising { model, schedule, opts, given, device: device.clone(), n: rows.len(), rows })
+        let total = match (start, &given) {
+            (_, Some(x)) => x.reader.header().rows(),
+            (Start::Noise(n), _) => *n,
+            (Start::Input(_), None) => unreachable!("an input start opens its file"),
+        };
+        let classes = match (cfg.classes(), &opts.classes) {
+            (Some(k), classes) => {
+                let classes = classes.clone().unwrap_or(SampleClasses::Blocks { n: total, classes: k });
+                classes.check(k)?;
+                if let SampleClasses::Given(labels) = &classes {
+                    if labels.len() != total {
+                        return Err(Error::config(format!("{} labels for {total} samples", labels.len())));
+                    }
+                }
+                Some(classes)
+            }
+            (None, Some(_)) => return Err(Error::config("--class and --labels need a class-conditional model")),
+            (None, None) => None,
+        };
+        if !(opts.guidance >= 0.0 && opts.guidance.is_finite()) {
+            return Err(Error::config(format!("--guidance {} must be 0 or more", opts.guidance)));
+        }
+        if opts.guidance != 0.0 && classes.is_none() {
+            return Err(Error::config("--guidance needs a class-conditional model (ddpm-train on labelled data)"));
+        }
+        Ok(Denoising { model, schedule, opts, given, device: device.clone(), n: rows.len(), rows, classes })
+    }
+
+    /// The classes of the samples of this run (its shard's), for a class-conditional model.
+    pub fn classes(&self) -> Option<Vec<u32>> {
+        self.classes.as_ref().map(|c| c.rows(self.rows.start, self.rows.len()))
     }
 
     /// The size of the images.
@@ -320,12 +382,28 @@ impl<'a> Denoising<'a> {
         };
         let batches = self.n.div_ceil(opts.batch_size);
         let show = progress && std::io::stderr().is_terminal();
-        let model = self.model;
-        // Detached: the parameters are variables, so each prediction would otherwise keep its
-        // step's whole graph alive, and through x every earlier step's.
-        let predictor = |x: &Tensor, t: usize| Ok(model.forward(x, &vec![t; x.dim(0)?], None)?.detach());
+        let (model, w) = (self.model, opts.guidance);
         for (b, start) in self.rows.clone().step_by(opts.batch_size).enumerate() {
             let rows = opts.batch_size.min(self.rows.end - start);
+            let y = match &self.classes {
+                Some(c) => Some(Tensor::from_vec(c.rows(start, rows), rows, &self.device)?),
+                None => None,
+            };
+            // Detached: the parameters are variables, so each prediction would otherwise keep
+            // its step's whole graph alive, and through x every earlier step's. With guidance
+            // the conditional and null-class predictions come from one call on both halves.
+            let predictor = |x: &Tensor, t: usize| -> Result<Tensor> {
+                let n = x.dim(0)?;
+                match &y {
+                    Some(y) if w != 0.0 => {
+                        let labels = Tensor::cat(&[y, &model.null_labels(n, x.device())?], 0)?;
+                        let both = model.forward(&Tensor::cat(&[x, x], 0)?, &vec![t; 2 * n], Some(&labels), None)?;
+                        let both = both.detach();
+                        Ok(((both.narrow(0, 0, n)? * (1.0 + w))? - (both.narrow(0, n, n)? * w)?)?)
+                    }
+                    y => Ok(model.forward(x, &vec![t; n], y.as_ref(), None)?.detach()),
+                }
+            };
             let mut noise = RowStreams::new(opts.seed, Stream::Sample, start..start + rows);
             let x_t = match &mut self.given {
                 Some(x) => x.read(rows, g, &self.device)?,
@@ -513,6 +591,8 @@ mod tests {
             seed,
             batch_size,
             shard: Shard::default(),
+            classes: None,
+            guidance: 0.0,
         };
         let device = Device::Cpu;
         let a = denoise(&t.model, &Start::Noise(3), &opts(2, 1), &device).unwrap();
@@ -542,6 +622,8 @@ mod tests {
             seed: 3,
             batch_size,
             shard,
+            classes: None,
+            guidance: 0.0,
         };
         let device = Device::Cpu;
         let whole = values(&denoise(&t.model, &Start::Noise(5), &opts(5, Shard::default()), &device).unwrap());
@@ -565,6 +647,9 @@ mod tests {
         let net = UNet::init_with(tiny(), &mut p).unwrap();
         p.finish().unwrap();
         let x = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(values(&net.forward(&x, &[3], None).unwrap()), values(&t.model.forward(&x, &[3], None).unwrap()));
+        assert_eq!(
+            values(&net.forward(&x, &[3], None, None).unwrap()),
+            values(&t.model.forward(&x, &[3], None, None).unwrap())
+        );
     }
 }

@@ -178,7 +178,7 @@ impl SampleClasses {
     }
 
     /// Checks that every class is below `k`.
-    fn check(&self, k: usize) -> Result<()> {
+    pub fn check(&self, k: usize) -> Result<()> {
         match self {
             SampleClasses::One(c) => check_classes(&[*c], k),
             SampleClasses::Blocks { .. } => Ok(()),

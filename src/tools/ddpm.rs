@@ -18,6 +18,7 @@ use crate::io::{check_io, OutputPath};
 use crate::models::ddpm::{DdpmConfig, UNet};
 use crate::models::{ModelConfig, Network};
 use crate::tasks::ddpm::{bound_report, BoundOptions, DenoiseOptions, Denoising, Sampler, Start};
+use crate::tasks::prior::SampleClasses;
 use crate::tools::ImageSource;
 
 /// Where `ddpm-noise` takes its diffusion (schedule, T and image size) from.
@@ -151,6 +152,11 @@ pub struct DdpmDenoise {
     pub batch_size: usize,
     /// The samples (or images of x_t) to run, of all.
     pub shard: Shard,
+    /// A class-conditional model's classes (default: equal blocks) and guidance.
+    pub classes: Option<SampleClasses>,
+    pub guidance: f64,
+    /// Where to write the class of each sample (.npy u32 [N]), for a class-conditional model.
+    pub labels_out: Option<OutputPath>,
     pub output: DenoiseOutput,
     pub device: Device,
 }
@@ -165,8 +171,14 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
         DenoiseOutput::Array(out) => ("-o", Some(out)),
         DenoiseOutput::Png(png) => ("--png", Some(png)),
     };
-    check_io(&[("--model", Some(&r.model.path)), ("INPUT", input)], &[output])?;
+    check_io(
+        &[("--model", Some(&r.model.path)), ("INPUT", input)],
+        &[output, ("--labels-out", r.labels_out.as_ref())],
+    )?;
     let model: UNet = r.model.network(&r.device)?;
+    if r.labels_out.is_some() && model.config.num_class_embeds.is_none() {
+        return Err(Error::config("--labels-out: an unconditional model's samples have no classes"));
+    }
     let from_t = r.from_t.unwrap_or(model.config.timesteps - 1);
     let opts = DenoiseOptions {
         sampler: r.sampler.sampler(from_t)?,
@@ -175,8 +187,12 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
         seed: r.seed,
         batch_size: r.batch_size,
         shard: r.shard,
+        classes: r.classes.clone(),
+        guidance: r.guidance,
     };
     let mut run = Denoising::new(&model, &r.start, &opts, &r.device)?;
+    // Written once the samples are: a failed run leaves neither file.
+    let labels = run.classes();
     match &r.output {
         DenoiseOutput::Png(png) => {
             if run.n > MAX_PNG_TILES {
@@ -192,9 +208,19 @@ pub fn ddpm_denoise(r: &DdpmDenoise) -> Result<()> {
             })?;
             let g = run.geometry();
             batches.push(Tensor::zeros((0, g.channels, g.height, g.width), candle_core::DType::F32, &r.device)?);
-            write_png(&Tensor::cat(&batches, 0)?, png, 2)
+            write_png(&Tensor::cat(&batches, 0)?, png, 2)?;
         }
-        DenoiseOutput::Array(out) => write_npy(&mut run, out),
+        DenoiseOutput::Array(out) => write_npy(&mut run, out)?,
+    }
+    match (&r.labels_out, labels) {
+        (Some(path), Some(labels)) => {
+            let mut out = path.create()?;
+            let mut w = NpyWriter::new(&mut out, NpyDType::I64, &[labels.len()]).map_err(|e| Error::io(path, e))?;
+            w.write_rows(&labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>()).map_err(|e| Error::io(path, e))?;
+            w.finish().map_err(|e| Error::io(path, e))?;
+            out.finish()
+        }
+        _ => Ok(()),
     }
 }
 

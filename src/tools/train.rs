@@ -4,6 +4,7 @@
 use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
 use crate::error::Result;
 use crate::io::{check_io, InputPath, OutputPath};
+use crate::models::ddpm::DdpmConfig;
 use crate::models::vib::VibConfig;
 use crate::models::ModelConfig;
 use crate::train::TrainOptions;
@@ -19,6 +20,9 @@ pub struct ImageTraining {
     /// Held-out images and their labels; by default, with the bundled set's train split, its
     /// test split.
     pub eval: Option<(InputPath, Option<InputPath>)>,
+    /// A U-Net trained on labelled images is class-conditional (one embedding per class and
+    /// a null class).
+    pub class_conditional: bool,
     pub train: TrainOptions,
 }
 
@@ -43,10 +47,14 @@ impl ImageTraining {
         let config = match config {
             // A classifier has one output per class of its data (10 for digits, 9 for emoji).
             ModelConfig::Vib(c) => {
-                let labels = train.require_labels("training vib-mlp")?;
-                let eval_labels = eval.as_ref().and_then(|e| e.labels.as_deref()).unwrap_or_default();
-                let classes = labels.iter().chain(eval_labels).max().map_or(0, |&l| l as usize + 1);
-                let config = ModelConfig::Vib(VibConfig { classes: classes.max(2), ..c });
+                train.require_labels("training vib-mlp")?;
+                let config = ModelConfig::Vib(VibConfig { classes: classes_of(&train, eval.as_ref()).max(2), ..c });
+                config.check_fresh("the training labels")?;
+                config
+            }
+            ModelConfig::Ddpm(c) if self.class_conditional && train.labels.is_some() => {
+                let classes = classes_of(&train, eval.as_ref());
+                let config = ModelConfig::Ddpm(DdpmConfig { num_class_embeds: Some(classes + 1), ..c });
                 config.check_fresh("the training labels")?;
                 config
             }
@@ -54,6 +62,12 @@ impl ImageTraining {
         };
         Ok((config, train, eval))
     }
+}
+
+/// The classes of labelled training (and held-out) images: the largest label plus one.
+fn classes_of(train: &ImageSet, eval: Option<&ImageSet>) -> usize {
+    let eval_labels = eval.and_then(|e| e.labels.as_deref()).unwrap_or_default();
+    train.labels.iter().flatten().chain(eval_labels).max().map_or(0, |&l| l as usize + 1)
 }
 
 /// The body of `vae-train` and `ddpm-train`: loads the data, then [`train_command`].

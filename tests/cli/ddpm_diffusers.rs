@@ -99,7 +99,7 @@ fn check_eps(file: &std::path::Path, plain: PlainConfig, at: &[(usize, f64)], ab
     let g = net.config.image;
     let shape = [STEPS.len(), g.channels, g.height, g.width];
     let x = Tensor::from_vec(fill("x_t", &shape), &shape, &Device::Cpu).unwrap();
-    let eps: Vec<f32> = net.forward(&x, &STEPS, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let eps: Vec<f32> = net.forward(&x, &STEPS, None, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     for &(i, want) in at {
         let got = f64::from(eps[i]);
         assert!((got - want).abs() < 1e-4 * want.abs().max(0.1), "{file:?} eps[{i}]: {got} against diffusers' {want}");

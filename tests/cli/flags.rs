@@ -93,23 +93,6 @@ fn ddpm_noise_takes_a_device_a_preset_and_a_batch_size() {
 }
 
 #[test]
-fn ddpm_train_refuses_labels_it_would_ignore() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write_tiny_data(d);
-    let out = tool("ddpm-train")
-        .current_dir(d)
-        .args(["--data", "images.npy", "--labels", "labels.npy", "--epochs", "1", "-o", "m.safetensors"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("--labels") && stderr.contains("not supported"), "{stderr}");
-    assert!(!d.join("m.safetensors").exists());
-}
-
-#[test]
 fn two_inputs_that_both_read_stdin_are_refused_before_anything_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

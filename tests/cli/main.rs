@@ -7,6 +7,7 @@ mod common;
 mod ddpm_denoise;
 mod ddpm_diffusers;
 mod ddpm_eval;
+mod ddpm_guidance;
 mod ddpm_noise;
 mod ddpm_train;
 mod flags;
