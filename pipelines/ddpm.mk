@@ -1,27 +1,57 @@
-# make pipeline-ddpm [OUT=runs/ddpm] [EPOCHS=15] [SEED=0] [DEVICE=cpu] [SMOKE=1]
+# make pipeline-ddpm [DATA=mnist|emoji] [OUT=runs/ddpm] [EPOCHS=15] [SEED=0] [DEVICE=cpu] [SMOKE=1]
 #
-# Bundled MNIST (padded to 32x32) -> train ddpm-unet-mnist -> 64 samples with DDIM (50
-# steps) and 16 with the full 1000-step ancestral chain, as PNG grids; wall times, the final
-# loss and the held-out noise-prediction error gathered in summary.json. SMOKE=1 runs the
-# same graph with a tiny U-Net trained on the 1,000 test digits, in well under a minute.
+# A bundled labelled set (MNIST padded to 32x32, or the emoji at 32x32 in colour) -> train a
+# class-conditional ddpm-unet-mnist (labels dropped to the null class one time in ten, for
+# classifier-free guidance) -> 10 samples of each class with DDIM (50 steps) at guidance W = 0,
+# 1 and 3 (10 steps with SMOKE=1), as PNG grids of one class per row, and 16 with the full 1000-step ancestral chain ->
+# a vib-mlp classifier trained on the same data scores each guided set (the fraction of samples
+# of their class) -> ddpm-eval's variational bound in bits/dim on held-out images. summary.json
+# gathers the wall times, the final loss, the held-out noise-prediction error, the class
+# accuracy per W and the bound. SMOKE=1 runs the same graph with a tiny U-Net trained on the
+# test split, in about a minute.
 
 # OUT applies to the pipeline named on the command line (see vae.mk).
-DDPM_OUT := $(if $(filter pipeline-ddpm,$(MAKECMDGOALS)),$(or $(OUT),runs/ddpm),runs/ddpm)
+DDPM_DATA_SET := $(or $(DATA),mnist)
+ifeq ($(DDPM_DATA_SET),mnist)
+DDPM_SET := --data mnist
+DDPM_CLASSES := 10
+else ifeq ($(DDPM_DATA_SET),emoji)
+DDPM_SET := --data emoji --size 32
+DDPM_CLASSES := 9
+else
+$(error pipeline-ddpm: DATA=$(DDPM_DATA_SET): expected mnist or emoji)
+endif
+DDPM_DEFAULT_OUT := runs/ddpm$(if $(filter mnist,$(DDPM_DATA_SET)),,-$(DDPM_DATA_SET))
+DDPM_OUT := $(if $(filter pipeline-ddpm,$(MAKECMDGOALS)),$(or $(OUT),$(DDPM_DEFAULT_OUT)),$(DDPM_DEFAULT_OUT))
 DDPM_SEED := $(or $(SEED),0)
 DDPM_DEVICE := $(or $(DEVICE),cpu)
 ifeq ($(SMOKE),1)
 DDPM_EPOCHS := 1
 DDPM_NET := --base-channels 8 --channel-mult 1,2,2 --res-blocks 1
-DDPM_DATA := --data mnist --split test --eval-data $(DDPM_OUT)/test.npy --batch-size 32
+# The test split trains; the held-out error is on (a copy of) it, metrics eval_*.
+DDPM_TRAIN := $(DDPM_SET) --split test --eval-data $(DDPM_OUT)/test.npy --eval-labels $(DDPM_OUT)/test-labels.npy --batch-size 32
+DDPM_HELD_OUT := eval
+DDPM_TEST := $(DDPM_OUT)/test.npy
+DDPM_VIB := $(DDPM_SET) --split test --epochs 1
 DDPM_CHAIN := 4
+DDPM_BOUND_IMAGES := 4
+DDPM_DDIM_STEPS := 10
 else
 DDPM_EPOCHS := $(or $(EPOCHS),15)
 DDPM_NET :=
-DDPM_DATA := --data mnist --eval-data $(DDPM_OUT)/test.npy
+# The train split trains; the held-out error is on the bundled test split, metrics test_*.
+DDPM_TRAIN := $(DDPM_SET)
+DDPM_HELD_OUT := test
+DDPM_TEST :=
+DDPM_VIB := $(DDPM_SET) --epochs 10
 DDPM_CHAIN := 16
+DDPM_BOUND_IMAGES := 100
+DDPM_DDIM_STEPS := 50
 endif
 DDPM_COMMON := --seed $(DDPM_SEED) --device $(DDPM_DEVICE)
-DDPM_STAMP := $(DDPM_OUT)/.settings-$(DDPM_EPOCHS)-$(DDPM_SEED)-$(DDPM_DEVICE)-$(SMOKE)
+DDPM_STAMP := $(DDPM_OUT)/.settings-$(DDPM_EPOCHS)-$(DDPM_SEED)-$(DDPM_DEVICE)-$(SMOKE)-$(DDPM_DATA_SET)
+DDPM_SAMPLES := $(shell echo $$(( 10 * $(DDPM_CLASSES) )))
+DDPM_GUIDANCE := 0 1 3
 
 .PHONY: pipeline-ddpm
 pipeline-ddpm: $(DDPM_OUT)/summary.json
@@ -30,29 +60,58 @@ pipeline-ddpm: $(DDPM_OUT)/summary.json
 # A changed setting retrains: the stamp's name holds them.
 $(eval $(call stamp_rule,$(DDPM_STAMP),$(DDPM_OUT)/.settings-*))
 
+# SMOKE's held-out copy of the training images (the emoji resized by img-pack's filter).
 $(DDPM_OUT)/test.npy: $(DDPM_STAMP) $(BIN)/img-pack
-	$(BIN)/img-pack mnist --split test -o $@
+	$(BIN)/img-pack $(DDPM_DATA_SET) $(if $(filter emoji,$(DDPM_DATA_SET)),--size 32) --split test \
+	  --labels-out $(DDPM_OUT)/test-labels.npy -o $@
 
-$(DDPM_OUT)/ddpm.safetensors: $(DDPM_STAMP) $(DDPM_OUT)/test.npy $(BIN)/ddpm-train
+$(DDPM_OUT)/ddpm.safetensors: $(DDPM_STAMP) $(DDPM_TEST) $(BIN)/ddpm-train
 	rm -f $(DDPM_OUT)/ddpm-train.jsonl
-	$(call timed,$(DDPM_OUT)/train.seconds,$(BIN)/ddpm-train --preset ddpm-unet-mnist $(DDPM_NET) $(DDPM_DATA) \
+	$(call timed,$(DDPM_OUT)/train.seconds,$(BIN)/ddpm-train --preset ddpm-unet-mnist $(DDPM_NET) $(DDPM_TRAIN) \
 	  --epochs $(DDPM_EPOCHS) $(DDPM_COMMON) --metrics $(DDPM_OUT)/ddpm-train.jsonl -o $@)
 
-$(DDPM_OUT)/samples-ddim.png: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-denoise
-	$(call timed,$(DDPM_OUT)/ddim.seconds,$(BIN)/ddpm-denoise --model $< -n 64 --sampler ddim --steps 50 \
-	  --clip $(DDPM_COMMON) --png $@)
+$(DDPM_OUT)/vib.safetensors: $(DDPM_STAMP) $(BIN)/vae-train
+	$(BIN)/vae-train --preset vib-mlp $(DDPM_VIB) $(DDPM_COMMON) --metrics $(DDPM_OUT)/vib-train.jsonl -o $@
+
+# $(DDPM_OUT)/samples-wW.npy: 10 samples of each class with guidance W, and their classes.
+$(DDPM_OUT)/samples-w%.npy: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-denoise
+	$(call timed,$(DDPM_OUT)/ddim-w$*.seconds,$(BIN)/ddpm-denoise --model $< -n $(DDPM_SAMPLES) --sampler ddim \
+	  --steps $(DDPM_DDIM_STEPS) --clip --guidance $* --labels-out $(DDPM_OUT)/samples-w$*.labels.npy $(DDPM_COMMON) -o $@)
+
+.PRECIOUS: $(DDPM_OUT)/samples-w%.npy
+
+$(DDPM_OUT)/samples-w%.png: $(DDPM_OUT)/samples-w%.npy $(BIN)/img-grid
+	$(BIN)/img-grid $< --cols 10 --scale 2 -o $@
+
+# The classifier's error on the samples of guidance W (32x32 digits are centre-cropped to its 28x28).
+$(DDPM_OUT)/classes-w%.json: $(DDPM_OUT)/vib.safetensors $(DDPM_OUT)/samples-w%.npy $(BIN)/vae-eval
+	$(BIN)/vae-eval --model $< --data $(DDPM_OUT)/samples-w$*.npy --labels $(DDPM_OUT)/samples-w$*.labels.npy \
+	  $(DDPM_COMMON) -o $@
 
 $(DDPM_OUT)/samples-ddpm.png: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-denoise
 	$(call timed,$(DDPM_OUT)/ddpm.seconds,$(BIN)/ddpm-denoise --model $< -n $(DDPM_CHAIN) --sampler ddpm \
 	  --clip $(DDPM_COMMON) --png $@)
 
-$(DDPM_OUT)/summary.json: $(DDPM_OUT)/samples-ddim.png $(DDPM_OUT)/samples-ddpm.png
+# The bound on the first images of the bundled test split.
+$(DDPM_OUT)/bound.json: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-eval
+	$(call timed,$(DDPM_OUT)/bound.seconds,$(BIN)/ddpm-eval --model $< $(DDPM_SET) --split test \
+	  -n $(DDPM_BOUND_IMAGES) $(DDPM_COMMON) -o $@)
+
+DDPM_PARTS := $(foreach w,$(DDPM_GUIDANCE),$(DDPM_OUT)/samples-w$(w).png $(DDPM_OUT)/classes-w$(w).json) \
+  $(DDPM_OUT)/samples-ddpm.png $(DDPM_OUT)/bound.json
+
+$(DDPM_OUT)/summary.json: $(DDPM_PARTS)
 	{ last=$$(tail -n 1 $(DDPM_OUT)/ddpm-train.jsonl); \
-	  printf '{"epochs": %s, "seed": %s, "smoke": %s,\n' $(DDPM_EPOCHS) $(DDPM_SEED) $(if $(filter 1,$(SMOKE)),true,false); \
-	  printf ' "final_loss": %s,\n' "$$(sed -E 's/.*"train_mse":([^,}]*).*/\1/' <<< "$$last")"; \
-	  printf ' "eval_mse": %s, "eval_ema_mse": %s,\n' "$$(sed -E 's/.*"eval_mse":([^,}]*).*/\1/' <<< "$$last")" \
-	    "$$(sed -E 's/.*"eval_ema_mse":([^,}]*).*/\1/' <<< "$$last")"; \
-	  printf ' "seconds": {"train": %s, "ddim_50_steps_64_images": %s, "ddpm_1000_steps_%s_images": %s},\n' \
-	    "$$(cat $(DDPM_OUT)/train.seconds)" "$$(cat $(DDPM_OUT)/ddim.seconds)" $(DDPM_CHAIN) "$$(cat $(DDPM_OUT)/ddpm.seconds)"; \
+	  field() { sed -E "s/.*\"$$1\": *([^,}]*).*/\1/" <<< "$$2"; }; \
+	  accuracy() { awk '{ print 1 - $$1 }' <<< "$$(field error "$$(cat $(DDPM_OUT)/classes-w$$1.json)")"; }; \
+	  printf '{"data": "%s", "epochs": %s, "seed": %s, "smoke": %s,\n' $(DDPM_DATA_SET) $(DDPM_EPOCHS) $(DDPM_SEED) $(if $(filter 1,$(SMOKE)),true,false); \
+	  printf ' "final_loss": %s, "held_out_mse": %s, "held_out_ema_mse": %s,\n' "$$(field train_mse "$$last")" \
+	    "$$(field $(DDPM_HELD_OUT)_mse "$$last")" "$$(field $(DDPM_HELD_OUT)_ema_mse "$$last")"; \
+	  printf ' "sample_class_accuracy": {%s},\n' "$$(for w in $(DDPM_GUIDANCE); do printf '"w%s": %s, ' $$w "$$(accuracy $$w)"; done | sed 's/, $$//')"; \
+	  printf ' "bits_per_dim": %s, "bound_images": %s,\n' "$$(field bits_per_dim "$$(cat $(DDPM_OUT)/bound.json)")" $(DDPM_BOUND_IMAGES); \
+	  printf ' "seconds": {"train": %s, %s "ddpm_1000_steps_%s_images": %s, "bound": %s},\n' "$$(cat $(DDPM_OUT)/train.seconds)" \
+	    "$$(for w in $(DDPM_GUIDANCE); do printf '"ddim_$(DDPM_DDIM_STEPS)_steps_w%s": %s, ' $$w "$$(cat $(DDPM_OUT)/ddim-w$$w.seconds)"; done)" \
+	    $(DDPM_CHAIN) "$$(cat $(DDPM_OUT)/ddpm.seconds)" "$$(cat $(DDPM_OUT)/bound.seconds)"; \
 	  printf ' "last_epoch": %s,\n' "$$last"; \
-	  printf ' "files": ["ddpm.safetensors", "samples-ddim.png", "samples-ddpm.png"]}\n'; } > $@
+	  printf ' "files": ["ddpm.safetensors", %s "samples-ddpm.png", "bound.json"]}\n' \
+	    "$$(for w in $(DDPM_GUIDANCE); do printf '"samples-w%s.png", ' $$w; done)"; } > $@
