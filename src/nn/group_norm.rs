@@ -316,7 +316,10 @@ mod tests {
             let got = vec(&gn.forward(&xt).unwrap());
             assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "eps {eps}: {got:?} vs {want:?}");
             let reference = vec(&gn.forward_reference(&xt, false).unwrap());
-            assert!(reference.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "eps {eps}: reference {reference:?}");
+            assert!(
+                reference.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5),
+                "eps {eps}: reference {reference:?}"
+            );
             let silu = vec(&gn.forward_silu(&xt).unwrap());
             for (s, z) in silu.iter().zip(&want) {
                 let expect = z / (1.0 + (-z).exp());
