@@ -20,6 +20,7 @@ const REPEATS: usize = 3;
 const BATCH: usize = 16;
 
 fn main() {
+    genimg::cli::configure_threads();
     let dir = tempfile::tempdir().expect("temporary folder");
     let config = Preset::DdpmCifar10.config();
     let geometry = config.geometry().expect("geometry");
