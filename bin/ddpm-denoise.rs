@@ -15,6 +15,8 @@ const EXAMPLES: &str = "\
 Examples:
   ddpm-denoise --model ddpm.safetensors -n 64 --sampler ddim --steps 50 --png samples.png
   ddpm-denoise --model ddpm.safetensors -n 16 --clip --seed 3 -o x0.npy      # the full DDPM chain
+  ddpm-denoise --model diffusion_pytorch_model.safetensors --preset ddpm-cifar10 -n 16 --sampler ddim --clip --png cifar.png
+  ddpm-denoise --model diffusion_pytorch_model.safetensors --unet-config config.json -n 4 --sampler ddim -o x0.npy
   ddpm-noise --t 300 x.npy | ddpm-denoise --model ddpm.safetensors --from-t 300 - -o edited.npy
   ddpm-denoise --model ddpm.safetensors -n 64 --sampler ddim --steps 20 --eta 1 | img-grid -o s.png
   ddpm-denoise --model ddpm.safetensors -n 10000 --sampler ddim --shard 1/4 -o x0.1.npy   # then tensor-cat x0.{0..3}.npy
@@ -36,7 +38,7 @@ enum SamplerKind {
     Ddim,
 }
 
-/// Sample images from pure noise, or denoise x_t, with a trained ddpm-unet-mnist.
+/// Sample images from pure noise, or denoise x_t, with a trained diffusion U-Net (ours or diffusers').
 #[derive(Parser)]
 #[command(name = "ddpm-denoise", version, after_help = EXAMPLES)]
 struct Args {

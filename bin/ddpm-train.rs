@@ -1,4 +1,5 @@
-//! ddpm-train: trains the DDPM noise-prediction U-Net (ddpm-unet-mnist) with the shared loop.
+//! ddpm-train: trains the DDPM noise-prediction U-Net (diffusers' UNet2DModel: ddpm-unet-mnist,
+//! ddpm-cifar10, or a --unet-config) with the shared loop.
 
 use std::process::ExitCode;
 
@@ -13,6 +14,8 @@ const EXAMPLES: &str = "\
 Examples:
   ddpm-train --preset ddpm-unet-mnist --data mnist --epochs 10 -o ddpm.safetensors
   ddpm-train --schedule cosine --metrics ddpm.jsonl -o ddpm-cos.safetensors
+  ddpm-train --preset ddpm-cifar10 --data emoji --size 32 --batch-size 16 -o cifar.safetensors   # the paper's CIFAR-10 net
+  ddpm-train --unet-config config.json --data x.npy -o unet.safetensors   # any diffusers UNet2DModel of these blocks
   ddpm-train --base-channels 16 --epochs 2 -o small.safetensors   # a smaller U-Net
   ddpm-train --data emoji --size 32 --flip --lr-warmup 5000 --grad-clip 1 -o e.safetensors
   ddpm-train --resume --epochs 20 -o ddpm.safetensors             # continue a run

@@ -36,7 +36,12 @@ pub fn seconds(runs: usize, mut f: impl FnMut()) -> f64 {
 /// Images per second of one epoch of the shared loop over `data` with the preset's learning
 /// rate and batch size (the loop's own `images_per_s`), median of `runs` from fresh weights.
 pub fn train_rate(config: &ModelConfig, data: &dyn Dataset, dir: &Path, runs: usize) -> f64 {
-    let (lr, batch_size) = config.family().train_defaults();
+    train_rate_at(config, data, dir, runs, config.family().train_defaults().1)
+}
+
+/// [`train_rate`] at another batch size.
+pub fn train_rate_at(config: &ModelConfig, data: &dyn Dataset, dir: &Path, runs: usize, batch_size: usize) -> f64 {
+    let (lr, _) = config.family().train_defaults();
     median(
         (0..runs)
             .map(|r| {

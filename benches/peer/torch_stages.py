@@ -42,10 +42,11 @@ do exactly that):
   epoch (batch 500). The map size is the code file's (e.g. 32x32 top, 64x64 bottom codes of
   256x256 images), the codebook sizes its metadata's (genimg.n_embed_top / _bottom, else 512);
   --no-labels ignores the file's labels (an unconditional prior).
-- ddpm-train: the U-Net of docs/models.md "ddpm-unet-mnist" (src/models/ddpm.rs), T = 1000
+- ddpm-train: the U-Net of docs/models.md "ddpm-unet-mnist" (src/models/ddpm.rs, diffusers'
+  UNet2DModel layout and state-dict names), T = 1000
   linear betas, simple loss, dropout 0.1, Adam 2e-4, batch 128, EMA of the weights (0.9999
   warmed up as min(0.9999, (1 + n) / (10 + n))) after each step. Attention uses
-  F.scaled_dot_product_attention (the same softmax(q^T k / sqrt(c)) v). The checkpoint
+  F.scaled_dot_product_attention (the same softmax(q k^T / sqrt(c)) v). The checkpoint
   written after each epoch is the average, as genimg's.
 - ddim: a genimg ddpm checkpoint, N samples in batches of 64, DDIM with "trailing" steps
   (999, 979, ..., 19), eta 0, x_0 clipped to [-1, 1] and the noise direction recomputed from
@@ -684,88 +685,113 @@ def train_prior(args, level):
 
 
 class UResBlock(nn.Module):
+    """diffusers' ResnetBlock2D, under its names."""
+
     def __init__(self, cin, cout, temb_dim, groups, dropout):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.temb = nn.Linear(temb_dim, cout)
+        self.time_emb_proj = nn.Linear(temb_dim, cout)
         self.norm2 = nn.GroupNorm(groups, cout)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         if cin != cout:
-            self.skip = nn.Conv2d(cin, cout, 1)
+            self.conv_shortcut = nn.Conv2d(cin, cout, 1)
         else:
-            self.skip = None
+            self.conv_shortcut = None
 
     def forward(self, x, temb):
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb(temb)[:, :, None, None]
+        h = h + self.time_emb_proj(temb)[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return (x if self.skip is None else self.skip(x)) + h
+        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
 
 
 class UAttention(nn.Module):
+    """diffusers' Attention of its DDPM blocks (one head), under its names: Linear q, k, v and
+    out over the pixels as rows of channels."""
+
     def __init__(self, c, groups):
         super().__init__()
-        self.norm = nn.GroupNorm(groups, c)
-        self.qkv = nn.Conv2d(c, 3 * c, 1)
-        self.proj = nn.Conv2d(c, c, 1)
+        self.group_norm = nn.GroupNorm(groups, c)
+        self.to_q, self.to_k, self.to_v = nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
+        self.to_out = nn.ModuleList([nn.Linear(c, c)])
 
     def forward(self, x):
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(2, 3).unbind(1)  # each [b, hw, c]
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(c)) v
-        return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))
+        rows = self.group_norm(x).reshape(b, c, h * w).transpose(1, 2)  # [b, hw, c]
+        out = F.scaled_dot_product_attention(self.to_q(rows), self.to_k(rows), self.to_v(rows))
+        return x + self.to_out[0](out).transpose(1, 2).reshape(b, c, h, w)
 
 
-class ULevel(nn.Module):
+class UConv(nn.Module):
+    """A resampler: `.conv` as in diffusers' Downsample2D / Upsample2D."""
+
+    def __init__(self, c, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, stride=stride, padding=1)
+
+
+class UBlock(nn.Module):
     def __init__(self):
         super().__init__()
-        self.res = nn.ModuleList()
-        self.attn = nn.ModuleList()
+        self.resnets = nn.ModuleList()
+        self.attentions = nn.ModuleList()
+
+
+class UTimeEmbedding(nn.Module):
+    def __init__(self, base, temb_dim):
+        super().__init__()
+        self.linear_1 = nn.Linear(base, temb_dim)
+        self.linear_2 = nn.Linear(temb_dim, temb_dim)
+
+    def forward(self, e):
+        return self.linear_2(F.silu(self.linear_1(e)))
 
 
 class UNet(nn.Module):
+    """ddpm-unet-mnist: diffusers' UNet2DModel layout and names (downsample_padding 1, GroupNorm
+    eps 1e-5, sines then cosines with freq_shift 1, one attention head)."""
+
     def __init__(self, image_size=32, in_channels=1, base=32, mult=(1, 2, 2), num_res_blocks=2,
                  attn_resolutions=(8,), groups=8, dropout=0.1):
         super().__init__()
         self.base = base
         temb_dim = 4 * base
-        self.time_embed = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
+        self.time_embedding = UTimeEmbedding(base, temb_dim)
         skips, ch, res = [base], base, image_size
-        self.down = nn.ModuleList()
+        self.down_blocks = nn.ModuleList()
         for level, m in enumerate(mult):
-            out, lv = base * m, ULevel()
+            out, blk = base * m, UBlock()
             for _ in range(num_res_blocks):
-                lv.res.append(UResBlock(ch, out, temb_dim, groups, dropout))
+                blk.resnets.append(UResBlock(ch, out, temb_dim, groups, dropout))
                 ch = out
                 if res in attn_resolutions:
-                    lv.attn.append(UAttention(ch, groups))
+                    blk.attentions.append(UAttention(ch, groups))
                 skips.append(ch)
             if level + 1 < len(mult):
-                lv.downsample = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+                blk.downsamplers = nn.ModuleList([UConv(ch, 2)])
                 skips.append(ch)
                 res //= 2
-            self.down.append(lv)
-        self.mid = ULevel()
-        self.mid.res.append(UResBlock(ch, ch, temb_dim, groups, dropout))
-        self.mid.attn.append(UAttention(ch, groups))
-        self.mid.res.append(UResBlock(ch, ch, temb_dim, groups, dropout))
-        ups = {}
+            self.down_blocks.append(blk)
+        self.mid_block = UBlock()
+        self.mid_block.resnets.append(UResBlock(ch, ch, temb_dim, groups, dropout))
+        self.mid_block.attentions.append(UAttention(ch, groups))
+        self.mid_block.resnets.append(UResBlock(ch, ch, temb_dim, groups, dropout))
+        self.up_blocks = nn.ModuleList()  # the deepest first, as they run
         for level in reversed(range(len(mult))):
-            out, lv = base * mult[level], ULevel()
+            out, blk = base * mult[level], UBlock()
             for _ in range(num_res_blocks + 1):
-                lv.res.append(UResBlock(ch + skips.pop(), out, temb_dim, groups, dropout))
+                blk.resnets.append(UResBlock(ch + skips.pop(), out, temb_dim, groups, dropout))
                 ch = out
                 if res in attn_resolutions:
-                    lv.attn.append(UAttention(ch, groups))
+                    blk.attentions.append(UAttention(ch, groups))
             if level > 0:
-                lv.upsample = nn.Conv2d(ch, ch, 3, padding=1)
+                blk.upsamplers = nn.ModuleList([UConv(ch, 1)])
                 res *= 2
-            ups[level] = lv
-        self.up = nn.ModuleList(ups[level] for level in range(len(mult)))  # named by level
-        self.norm_out = nn.GroupNorm(groups, ch)
+            self.up_blocks.append(blk)
+        self.conv_norm_out = nn.GroupNorm(groups, ch)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
 
     def timestep_embedding(self, t):
@@ -775,29 +801,29 @@ class UNet(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], 1).float()
 
     def forward(self, x, t):
-        temb = F.silu(self.time_embed(self.timestep_embedding(t)))
+        temb = F.silu(self.time_embedding(self.timestep_embedding(t)))
         h = self.conv_in(x)
         skips = [h]
-        for lv in self.down:
-            for i, block in enumerate(lv.res):
+        for blk in self.down_blocks:
+            for i, block in enumerate(blk.resnets):
                 h = block(h, temb)
-                if i < len(lv.attn):
-                    h = lv.attn[i](h)
+                if i < len(blk.attentions):
+                    h = blk.attentions[i](h)
                 skips.append(h)
-            if hasattr(lv, "downsample"):
-                h = lv.downsample(h)
+            if hasattr(blk, "downsamplers"):
+                h = blk.downsamplers[0].conv(h)
                 skips.append(h)
-        h = self.mid.res[0](h, temb)
-        h = self.mid.attn[0](h)
-        h = self.mid.res[1](h, temb)
-        for lv in reversed(self.up):
-            for i, block in enumerate(lv.res):
+        h = self.mid_block.resnets[0](h, temb)
+        h = self.mid_block.attentions[0](h)
+        h = self.mid_block.resnets[1](h, temb)
+        for blk in self.up_blocks:
+            for i, block in enumerate(blk.resnets):
                 h = block(torch.cat([h, skips.pop()], 1), temb)
-                if i < len(lv.attn):
-                    h = lv.attn[i](h)
-            if hasattr(lv, "upsample"):
-                h = lv.upsample(F.interpolate(h, scale_factor=2, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h)))
+                if i < len(blk.attentions):
+                    h = blk.attentions[i](h)
+            if hasattr(blk, "upsamplers"):
+                h = blk.upsamplers[0].conv(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(F.silu(self.conv_norm_out(h)))
 
 
 def linear_abar(T=1000):

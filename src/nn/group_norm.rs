@@ -292,7 +292,7 @@ mod tests {
         t.flatten_all().unwrap().to_vec1().unwrap()
     }
 
-    /// Two images, 4 channels in 2 groups, 2x2 pixels, normalised by hand.
+    /// Two images, 4 channels in 2 groups, 2x2 pixels, normalised by hand, at two eps.
     #[test]
     fn normalises_each_group_as_computed_by_hand() {
         let d = Device::Cpu;
@@ -300,23 +300,31 @@ mod tests {
         let xt = Tensor::from_vec(x.clone(), (2, 4, 2, 2), &d).unwrap();
         let w = Tensor::new(&[1.0f32, 2.0, -1.0, 0.5], &d).unwrap();
         let b = Tensor::new(&[0.0f32, 1.0, 0.5, -2.0], &d).unwrap();
-        let gn = GroupNorm::new(w.clone(), b.clone(), 2);
         let (wv, bv) = (vec(&w), vec(&b));
-        let mut want = vec![0f32; 32];
-        for (gi, group) in x.chunks(8).enumerate() {
-            let mean = group.iter().map(|&v| v as f64).sum::<f64>() / 8.0;
-            let var = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 8.0;
-            for (j, &v) in group.iter().enumerate() {
-                let c = (gi % 2) * 2 + j / 4;
-                want[gi * 8 + j] = ((v as f64 - mean) / (var + 1e-5).sqrt() * wv[c] as f64 + bv[c] as f64) as f32;
+        // PyTorch's default eps, and one large enough to change every value.
+        for eps in [1e-5, 0.5] {
+            let gn = GroupNorm::new(w.clone(), b.clone(), 2).with_eps(eps as f32);
+            let mut want = vec![0f32; 32];
+            for (gi, group) in x.chunks(8).enumerate() {
+                let mean = group.iter().map(|&v| v as f64).sum::<f64>() / 8.0;
+                let var = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 8.0;
+                for (j, &v) in group.iter().enumerate() {
+                    let c = (gi % 2) * 2 + j / 4;
+                    want[gi * 8 + j] = ((v as f64 - mean) / (var + eps).sqrt() * wv[c] as f64 + bv[c] as f64) as f32;
+                }
             }
-        }
-        let got = vec(&gn.forward(&xt).unwrap());
-        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{got:?} vs {want:?}");
-        let silu = vec(&gn.forward_silu(&xt).unwrap());
-        for (s, z) in silu.iter().zip(&want) {
-            let expect = z / (1.0 + (-z).exp());
-            assert!((s - expect).abs() < 1e-5, "{s} vs {expect}");
+            let got = vec(&gn.forward(&xt).unwrap());
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "eps {eps}: {got:?} vs {want:?}");
+            let reference = vec(&gn.forward_reference(&xt, false).unwrap());
+            assert!(
+                reference.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5),
+                "eps {eps}: reference {reference:?}"
+            );
+            let silu = vec(&gn.forward_silu(&xt).unwrap());
+            for (s, z) in silu.iter().zip(&want) {
+                let expect = z / (1.0 + (-z).exp());
+                assert!((s - expect).abs() < 1e-5, "{s} vs {expect}");
+            }
         }
     }
 
