@@ -107,6 +107,25 @@ mod tests {
     use crate::rng::Stream;
     use candle_core::Device;
 
+    /// The bound of `x0` under `model` with beta_t, clipped, the rows of `rows` of seed 4.
+    fn beta_bound(
+        model: &impl NoisePredictor,
+        schedule: &Schedule,
+        x0: &Tensor,
+        rows: std::ops::Range<usize>,
+    ) -> Bound {
+        let mut noise = RowStreams::new(4, Stream::Eval, rows);
+        variational_bound(model, schedule, x0, Variance::Beta, true, &mut noise, &mut |_| ()).unwrap()
+    }
+
+    /// The predictor that knows x_0: the true noise of x_t.
+    fn oracle<'a>(schedule: &'a Schedule, x0: &'a Tensor) -> impl Fn(&Tensor, usize) -> Result<Tensor> + 'a {
+        move |x_t, t| {
+            let (a, s) = schedule.q_coefficients(t);
+            Ok(((x_t - (x0 * a)?)? / s)?)
+        }
+    }
+
     /// The KL of two Gaussians against its integral, taken numerically.
     #[test]
     fn gaussian_kl_is_the_integral() {
@@ -142,10 +161,7 @@ mod tests {
         let schedule = Schedule::new(ScheduleKind::Linear, 50);
         let levels: Vec<f32> = [0u8, 17, 128, 255, 200, 3].iter().map(|&k| k as f32 / 127.5 - 1.0).collect();
         let x0 = Tensor::from_vec(levels.clone(), (1, 1, 2, 3), d).unwrap();
-        let oracle = |x_t: &Tensor, t: usize| -> Result<Tensor> {
-            let (a, s) = schedule.q_coefficients(t);
-            Ok(((x_t - (&x0 * a)?)? / s)?)
-        };
+        let oracle = oracle(&schedule, &x0);
         let run = |variance| {
             let mut noise = RowStreams::new(1, Stream::Eval, 0..1);
             variational_bound(&oracle, &schedule, &x0, variance, false, &mut noise, &mut |_| ()).unwrap()
@@ -182,45 +198,12 @@ mod tests {
         )
         .unwrap();
         let zero = |x_t: &Tensor, _: usize| -> Result<Tensor> { Ok(x_t.zeros_like()?) };
-        let pair = variational_bound(
-            &zero,
-            &schedule,
-            &x,
-            Variance::Beta,
-            true,
-            &mut RowStreams::new(4, Stream::Eval, 0..2),
-            &mut |_| (),
-        )
-        .unwrap();
-        let second = x.narrow(0, 1, 1).unwrap();
-        let alone = variational_bound(
-            &zero,
-            &schedule,
-            &second,
-            Variance::Beta,
-            true,
-            &mut RowStreams::new(4, Stream::Eval, 1..2),
-            &mut |_| (),
-        )
-        .unwrap();
+        let pair = beta_bound(&zero, &schedule, &x, 0..2);
+        let alone = beta_bound(&zero, &schedule, &x.narrow(0, 1, 1).unwrap(), 1..2);
         for t in 0..20 {
             assert!((pair.terms[t][1] - alone.terms[t][0]).abs() < 1e-6 * (1.0 + alone.terms[t][0].abs()), "t {t}");
         }
-        let x0 = x.clone();
-        let oracle = |x_t: &Tensor, t: usize| -> Result<Tensor> {
-            let (a, s) = schedule.q_coefficients(t);
-            Ok(((x_t - (&x0 * a)?)? / s)?)
-        };
-        let good = variational_bound(
-            &oracle,
-            &schedule,
-            &x,
-            Variance::Beta,
-            true,
-            &mut RowStreams::new(4, Stream::Eval, 0..2),
-            &mut |_| (),
-        )
-        .unwrap();
+        let good = beta_bound(&oracle(&schedule, &x), &schedule, &x, 0..2);
         for (g, z) in good.totals().iter().zip(pair.totals()) {
             assert!(*g < z, "{g} vs {z}");
         }

@@ -323,20 +323,19 @@ impl<'a> Denoising<'a> {
         if opts.batch_size == 0 {
             return Err(Error::config("--batch-size must be at least 1"));
         }
-        let (given, rows) = match start {
+        // `total`: the samples of the whole run, of which the shard's `rows` are drawn.
+        let (mut given, total) = match start {
             Start::Input(path) => {
-                let mut x = GivenX::open(path, cfg.geometry())?;
-                let rows = opts.shard.rows(x.reader.header().rows());
-                x.reader.skip_rows(rows.start)?;
-                (Some(x), rows)
+                let x = GivenX::open(path, cfg.geometry())?;
+                let total = x.reader.header().rows();
+                (Some(x), total)
             }
-            Start::Noise(n) => (None, opts.shard.rows(*n)),
+            Start::Noise(n) => (None, *n),
         };
-        let total = match (start, &given) {
-            (_, Some(x)) => x.reader.header().rows(),
-            (Start::Noise(n), _) => *n,
-            (Start::Input(_), None) => unreachable!("an input start opens its file"),
-        };
+        let rows = opts.shard.rows(total);
+        if let Some(x) = &mut given {
+            x.reader.skip_rows(rows.start)?;
+        }
         let classes = match (cfg.classes(), &opts.classes) {
             (Some(k), classes) => {
                 let classes = classes.clone().unwrap_or(SampleClasses::Blocks { n: total, classes: k });

@@ -19,15 +19,20 @@ fn head_of(dir: &Path, name: &str, args: &str, within: Duration) {
         bin_path(name).display()
     );
     let start = Instant::now();
-    let out = std::process::Command::new("bash")
-        .current_dir(dir)
-        .env("RAYON_NUM_THREADS", "2")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let out = bash(dir, &script);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{name} {args}: {:?} {stderr}", out.status);
     assert!(start.elapsed() < within, "{name} {args} took {:?}", start.elapsed());
+}
+
+/// Runs `script` with bash in `dir` on two threads.
+fn bash(dir: &Path, script: &str) -> std::process::Output {
+    std::process::Command::new("bash")
+        .current_dir(dir)
+        .env("RAYON_NUM_THREADS", "2")
+        .args(["-c", script])
+        .output()
+        .unwrap()
 }
 
 /// A class-conditional prior over one level of 2x2 codes of 4, trained for one epoch.
@@ -102,12 +107,7 @@ fn vae_eval_sums_importance_weights_as_they_come() {
         "ulimit -v {LIMIT_KIB}; exec timeout 3 '{}' --model vae.safetensors --data two.npy -k 1000000000",
         bin.display()
     );
-    let out = std::process::Command::new("bash")
-        .current_dir(dir.path())
-        .env("RAYON_NUM_THREADS", "2")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let out = bash(dir.path(), &script);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(124), "stopped by the timeout, not by memory: {stderr}");
 }
@@ -129,12 +129,7 @@ fn vae_train_trains_on_an_array_larger_than_its_address_space() {
          pid=$!; sleep 6; kill -INT $pid; wait $pid",
         bin_path("vae-train").display()
     );
-    let out = std::process::Command::new("bash")
-        .current_dir(dir.path())
-        .env("RAYON_NUM_THREADS", "2")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let out = bash(dir.path(), &script);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "interrupted, not out of memory: {stderr}");
     let step: u64 =
