@@ -298,11 +298,14 @@ impl ParamSet {
     }
 
     /// Every tensor (parameters and buffers) as a state dict.
-    /// Copies, so later in-place updates do not change the map.
+    /// Copies, so later in-place updates do not change the map, and detached: candle's
+    /// `copy` of a variable records the variable as its source, and anything computed from
+    /// such a copy (ddpm's weight average, updated every step) would record a graph that
+    /// keeps every earlier value alive.
     pub fn to_tensor_map(&self) -> Result<TensorMap> {
         let mut m = TensorMap::new();
         for (k, v) in &self.vars {
-            m.insert(k.clone(), v.as_tensor().copy()?);
+            m.insert(k.clone(), v.as_tensor().detach().copy()?);
         }
         Ok(m)
     }

@@ -530,6 +530,10 @@ mod tests {
             assert!((a - (b + 0.9)).abs() < 1e-5, "{a} vs {b} + 0.9");
         }
         assert_eq!(t.ema_updates, 1);
+        // The average records no graph: one that did would keep every earlier average alive
+        // (memory grew by three copies of the network per step).
+        t.after_step().unwrap();
+        assert!(t.ema.values().all(|avg| !avg.track_op()), "the average records a graph");
         // The model file holds the average, not the raw weights.
         assert_eq!(values(&t.model_tensors().unwrap().tensors[&name]), values(&t.ema[&name]));
     }
