@@ -13,6 +13,7 @@ const EXAMPLES: &str = "\
 Examples:
   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100 | vq-decode --model vq.safetensors --png samples.png --cols 10
   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 64 --class 7 --temperature 0.8 -o sevens.safetensors
+  prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100 --top-p 0.9 -o nucleus.safetensors
   prior-sample --model prior-bottom.safetensors --top codes.safetensors -o resampled.safetensors
   prior-sample --model prior.safetensors -n 16 --sampler plain > codes.npy
   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100000 --shard 3/10 -o s.3.safetensors
@@ -51,6 +52,10 @@ struct Args {
     /// Draw only among the K most likely codes at each position.
     #[arg(long, value_name = "K")]
     top_k: Option<usize>,
+    /// Nucleus sampling: draw only among the fewest most likely codes whose probability
+    /// reaches P, in (0, 1] (after --temperature and --top-k).
+    #[arg(long, value_name = "P")]
+    top_p: Option<f64>,
     /// cached (recomputes only what each new code changes) or plain (the whole network per code).
     #[arg(long, default_value = "cached", value_name = "cached|plain")]
     sampler: SampleMethod,
@@ -72,7 +77,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let opts = SampleOptions { temperature: args.temperature, top_k: args.top_k, method: args.sampler };
+    let opts =
+        SampleOptions { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, method: args.sampler };
     let request = PriorSample {
         model: args.model.source(),
         bottom: args.bottom,

@@ -105,6 +105,16 @@ fn samples_pipe_into_vq_decode_and_both_samplers_agree() {
     assert!(sample(&["--seed", "5"]) != cached);
     let sevens = TensorMap::decode(&sample(&["--class", "7", "--top-k", "3"]), "s", &Device::Cpu).unwrap();
     assert!(sevens.get("labels").unwrap().to_vec1::<i64>().unwrap().iter().all(|&l| l == 7));
+    let nucleus = sample(&["--top-p", "0.8"]);
+    assert!(sample(&["--top-p", "0.8", "--sampler", "plain"]) == nucleus, "the samplers differ under --top-p");
+    assert!(nucleus != cached, "--top-p 0.8 drew the codes of no truncation");
+    tool("prior-sample")
+        .current_dir(d)
+        .args(["--model", "top.safetensors", "--bottom", "bottom.safetensors", "-n", "2", "--top-p", "0", "-o", "p.st"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("top-p 0 must be in (0, 1]"));
+    assert!(!d.join("p.st").exists());
 
     // Bottom codes for given top codes, from stdin.
     std::fs::write(d.join("s.safetensors"), &cached).unwrap();

@@ -34,12 +34,16 @@ pub struct SampleOptions {
     pub temperature: f64,
     /// Draw only among the k most likely codes; `None` for all.
     pub top_k: Option<usize>,
+    /// Nucleus sampling (Holtzman et al. 2020, <https://arxiv.org/abs/1904.09751>): draw only
+    /// among the fewest most likely codes whose probability (after the temperature and top-k)
+    /// reaches p, in (0, 1]; `None` (or 1) for all.
+    pub top_p: Option<f64>,
     pub method: SampleMethod,
 }
 
 impl Default for SampleOptions {
     fn default() -> Self {
-        SampleOptions { temperature: 1.0, top_k: None, method: SampleMethod::Cached }
+        SampleOptions { temperature: 1.0, top_k: None, top_p: None, method: SampleMethod::Cached }
     }
 }
 
@@ -61,6 +65,9 @@ pub fn sample(
     }
     if opts.top_k == Some(0) {
         return Err(Error::config("pixelcnn-prior: top-k must be at least 1"));
+    }
+    if let Some(p) = opts.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        return Err(Error::config(format!("pixelcnn-prior: top-p {p} must be in (0, 1]")));
     }
     let (h, w) = (model.config.height, model.config.width);
     let device = model.embed.embeddings().device().clone();
@@ -107,23 +114,37 @@ fn draw_all(logits: &[f32], e: usize, opts: &SampleOptions, rngs: &mut RowStream
         .enumerate()
         .map(|(b, row)| {
             let u: f64 = rngs.row(b).inner().random();
-            draw(row, opts.temperature, opts.top_k, u)
+            draw(row, opts, u)
         })
         .collect()
 }
 
-/// The code whose interval of the CDF of softmax(logits / temperature), restricted to the
-/// `top_k` largest logits (ties to the lower code), holds `u` in [0, 1). The CDF runs in
-/// code order.
-pub(super) fn draw(logits: &[f32], temperature: f64, top_k: Option<usize>, u: f64) -> u32 {
+/// The code whose interval of the CDF of softmax(logits / temperature) holds `u` in [0, 1),
+/// the softmax restricted first to the `top_k` largest logits, then to the fewest most likely
+/// of those whose probability reaches `top_p` (ties in both to the lower code, the order of
+/// Hugging Face's logits warpers: temperature, top-k, top-p). The CDF runs in code order.
+pub(super) fn draw(logits: &[f32], opts: &SampleOptions, u: f64) -> u32 {
+    // The codes from most to least likely.
+    let by_rank = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
     let mut codes: Vec<usize> = (0..logits.len()).collect();
-    if let Some(k) = top_k.filter(|&k| k < logits.len()) {
-        codes.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    if let Some(k) = opts.top_k.filter(|&k| k < logits.len()) {
+        codes.select_nth_unstable_by(k - 1, by_rank);
         codes.truncate(k);
-        codes.sort_unstable();
     }
     let max = codes.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max) as f64;
-    let weights: Vec<f64> = codes.iter().map(|&i| ((logits[i] as f64 - max) / temperature).exp()).collect();
+    let weight = |i: usize| ((logits[i] as f64 - max) / opts.temperature).exp();
+    if let Some(p) = opts.top_p.filter(|&p| p < 1.0) {
+        codes.sort_unstable_by(by_rank);
+        let total: f64 = codes.iter().map(|&i| weight(i)).sum();
+        let mut mass = 0.0;
+        let kept = codes.iter().position(|&i| {
+            mass += weight(i);
+            mass >= p * total
+        });
+        codes.truncate(kept.map_or(codes.len(), |last| last + 1));
+    }
+    codes.sort_unstable();
+    let weights: Vec<f64> = codes.iter().map(|&i| weight(i)).collect();
     let target = u * weights.iter().sum::<f64>();
     let mut cumulative = 0.0;
     for (&code, weight) in codes.iter().zip(&weights) {

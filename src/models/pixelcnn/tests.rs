@@ -236,16 +236,18 @@ fn plain_and_cached_samplers_draw_the_same_codes() {
         let cfg = config(4, 6, 3, classes, top);
         let (model, _) = build(&cfg, 9);
         let (_, labels, top) = inputs(&cfg, 5, 10);
-        for (temperature, top_k) in [(1.0, None), (0.7, Some(3)), (1.5, Some(1)), (2.0, Some(6))] {
+        let settings = [(1.0, None, None), (0.7, Some(3), None), (1.5, Some(1), None), (2.0, Some(6), Some(0.6))];
+        for (temperature, top_k, top_p) in settings.into_iter().chain([(1.0, None, Some(0.5)), (0.8, None, Some(0.9))])
+        {
             let draw = |method, seed| {
-                let opts = SampleOptions { temperature, top_k, method };
+                let opts = SampleOptions { temperature, top_k, top_p, method };
                 let mut rngs = RowStreams::new(seed, Stream::Sample, 0..5);
                 sample(&model, 5, labels.as_ref(), top.as_ref(), &opts, &mut rngs).unwrap()
             };
             let (plain, cached) = (draw(SampleMethod::Plain, 1), draw(SampleMethod::Cached, 1));
             assert_eq!(cached.dims(), [5, 4, 6]);
             let (plain, cached) = (plain.to_vec3::<u32>().unwrap(), cached.to_vec3::<u32>().unwrap());
-            assert_eq!(plain, cached, "classes {classes}, top {top:?}, t {temperature}, k {top_k:?}");
+            assert_eq!(plain, cached, "classes {classes}, top {top:?}, t {temperature}, k {top_k:?}, p {top_p:?}");
             if top_k != Some(1) {
                 assert_ne!(cached, draw(SampleMethod::Cached, 2).to_vec3::<u32>().unwrap(), "another seed");
             }
@@ -283,7 +285,7 @@ fn greedy_samples_are_the_argmax_of_the_forward_pass() {
     let cfg = config(4, 4, 2, true, true);
     let (model, _) = build(&cfg, 11);
     let (_, labels, top) = inputs(&cfg, 3, 12);
-    let opts = SampleOptions { temperature: 1.0, top_k: Some(1), method: SampleMethod::Cached };
+    let opts = SampleOptions { top_k: Some(1), ..SampleOptions::default() };
     let codes =
         sample(&model, 3, labels.as_ref(), top.as_ref(), &opts, &mut RowStreams::new(0, Stream::Sample, 0..3)).unwrap();
     for ops in [OpPath::Fused, OpPath::Composed] {
@@ -296,14 +298,41 @@ fn greedy_samples_are_the_argmax_of_the_forward_pass() {
 #[test]
 fn draws_invert_the_cdf_of_the_tempered_top_k_softmax() {
     let l = [0f32, 2f32.ln(), 0.0];
+    let at = |temperature, top_k, top_p, u| {
+        let opts = SampleOptions { temperature, top_k, top_p, ..SampleOptions::default() };
+        draw(&l, &opts, u)
+    };
     // p = [0.25, 0.5, 0.25]
-    assert_eq!([0.2, 0.3, 0.74, 0.76].map(|u| draw(&l, 1.0, None, u)), [0, 1, 1, 2]);
-    assert_eq!([0.0, 0.99].map(|u| draw(&l, 1.0, Some(1), u)), [1, 1]);
+    assert_eq!([0.2, 0.3, 0.74, 0.76].map(|u| at(1.0, None, None, u)), [0, 1, 1, 2]);
+    assert_eq!([0.0, 0.99].map(|u| at(1.0, Some(1), None, u)), [1, 1]);
     // Top 2 of a tie keeps the lower code: p = [1/3, 2/3, 0].
-    assert_eq!([0.3, 0.34, 0.99].map(|u| draw(&l, 1.0, Some(2), u)), [0, 1, 1]);
+    assert_eq!([0.3, 0.34, 0.99].map(|u| at(1.0, Some(2), None, u)), [0, 1, 1]);
     // A high temperature flattens, a low one sharpens.
-    assert_eq!([0.3, 0.5, 0.7].map(|u| draw(&l, 1e6, None, u)), [0, 1, 2]);
-    assert_eq!([0.01, 0.99].map(|u| draw(&l, 1e-3, None, u)), [1, 1]);
+    assert_eq!([0.3, 0.5, 0.7].map(|u| at(1e6, None, None, u)), [0, 1, 2]);
+    assert_eq!([0.01, 0.99].map(|u| at(1e-3, None, None, u)), [1, 1]);
+}
+
+/// Nucleus sampling keeps the fewest most likely codes whose mass reaches p, renormalised.
+#[test]
+fn top_p_keeps_the_smallest_nucleus_that_reaches_p() {
+    // p = [0.1, 0.2, 0.3, 0.4]
+    let l = [0.1f32, 0.2, 0.3, 0.4].map(f32::ln);
+    let at = |top_k, top_p, temperature, u| {
+        let opts = SampleOptions { temperature, top_k, top_p: Some(top_p), ..SampleOptions::default() };
+        draw(&l, &opts, u)
+    };
+    // 0.4 alone reaches 0.35; 0.41 needs 0.4 + 0.3, renormalised to [3/7, 4/7] in code order.
+    assert_eq!([0.0, 0.99].map(|u| at(None, 0.35, 1.0, u)), [3, 3]);
+    assert_eq!([0.42, 0.43, 0.99].map(|u| at(None, 0.41, 1.0, u)), [2, 3, 3]);
+    // 0.85 keeps codes 1, 2, 3 (mass 0.9): [2/9, 3/9, 4/9].
+    assert_eq!([0.2, 0.23, 0.55, 0.56].map(|u| at(None, 0.85, 1.0, u)), [1, 2, 2, 3]);
+    // p = 1 is no truncation: code 0 is drawable again.
+    assert_eq!(at(None, 1.0, 1.0, 0.05), 0);
+    // After top-k 2 the mass is [3/7, 4/7]: p 0.5 keeps code 3 alone, 0.6 both.
+    assert_eq!(at(Some(2), 0.5, 1.0, 0.0), 3);
+    assert_eq!(at(Some(2), 0.6, 1.0, 0.0), 2);
+    // After the temperature: at T = 1e-3 code 3 holds all the mass, so any p keeps it alone.
+    assert_eq!(at(None, 0.999, 1e-3, 0.0), 3);
 }
 
 #[test]
@@ -340,6 +369,9 @@ fn bad_inputs_and_settings_are_errors_that_say_what_is_wrong() {
         bad(SampleOptions { temperature: 0.0, ..SampleOptions::default() }).contains("temperature 0 must be positive")
     );
     assert!(bad(SampleOptions { top_k: Some(0), ..SampleOptions::default() }).contains("top-k must be at least 1"));
+    for p in [0.0, 1.5, f64::NAN] {
+        assert!(bad(SampleOptions { top_p: Some(p), ..SampleOptions::default() }).contains("must be in (0, 1]"), "{p}");
+    }
     let mut none = RowStreams::new(0, Stream::Sample, 0..0);
     assert_eq!(sample(&plain, 0, None, None, &SampleOptions::default(), &mut none).unwrap().dims(), [0, 4, 4]);
     assert!(bad_streams(&plain).contains("2 random streams for 1 samples"));
