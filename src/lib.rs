@@ -13,6 +13,7 @@ pub mod io;
 pub mod memory;
 pub mod models;
 pub mod nn;
+pub mod plot;
 pub mod rng;
 pub mod tasks;
 pub mod tools;

@@ -17,10 +17,12 @@
 //! | `ddpm-noise` | [`ddpm::ddpm_noise`] |
 //! | `ddpm-denoise` | [`ddpm::ddpm_denoise`] |
 //! | `tensor-cat` | [`cat::tensor_cat`] |
+//! | `img-plot` | [`plot::img_plot`] |
 
 pub mod cat;
 pub mod ddpm;
 pub mod img;
+pub mod plot;
 pub mod prior;
 pub mod train;
 pub mod vae;

@@ -7,6 +7,7 @@ use crate::common::tool;
 const HELP: &[(&str, &str, &[&str])] = &[
     ("img-pack", "img-pack mnist", &[]),
     ("img-grid", "| img-grid", &[]),
+    ("img-plot", "img-plot quality.jsonl", &["--by"]),
     ("vae-train", "vae-train --preset vae-mlp", &[]),
     ("vae-eval", "vae-eval --model", &[]),
     ("vae-encode", "vae-encode --model", &[]),

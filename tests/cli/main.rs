@@ -15,6 +15,7 @@ mod help;
 mod hostile_input;
 mod img_grid;
 mod img_pack;
+mod img_plot;
 mod interrupt;
 mod pipes;
 mod prior;
