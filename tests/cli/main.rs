@@ -14,6 +14,7 @@ mod flags;
 mod help;
 mod hostile_input;
 mod img_grid;
+mod inception_fid;
 mod img_pack;
 mod interrupt;
 mod pipes;
