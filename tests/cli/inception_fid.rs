@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use genimg::io::InputPath;
-use genimg::models::inception::{InceptionV3, FEATURES};
+use genimg::models::inception::{InceptionV3, CHUNK, FEATURES};
 use genimg::nn::Params;
 
 use crate::pytorch_vqvae2::{name_seed, splitmix, unit};
@@ -86,6 +86,11 @@ fn state_dict() -> (HashMap<String, Tensor>, u64) {
 fn check(net: &InceptionV3, what: &str, x: &Tensor, at: &[(usize, f64)], sq_sum: f64, sum: f64) {
     let features = net.features(x).unwrap();
     assert_eq!(features.dims(), [x.dims()[0], FEATURES], "{what}");
+    check_values(what, &features, at, sq_sum, sum);
+}
+
+/// `features` against the script's values, as [`check`] compares them.
+fn check_values(what: &str, features: &Tensor, at: &[(usize, f64)], sq_sum: f64, sum: f64) {
     let got: Vec<f32> = features.flatten_all().unwrap().to_vec1().unwrap();
     for &(i, want) in at {
         let v = f64::from(got[i]);
@@ -108,6 +113,11 @@ fn a_pytorch_fid_state_dict_gives_pytorch_fids_pool3_features() {
     check(&net, "x_rgb", &image("x_rgb", [2, 3, 64, 48]), X_RGB_AT, X_RGB_SQ_SUM, X_RGB_SUM);
     check(&net, "x_grey", &image("x_grey", [1, 1, 28, 28]), X_GREY_AT, X_GREY_SQ_SUM, X_GREY_SUM);
     check(&net, "x_large", &image("x_large", [1, 3, 331, 307]), X_LARGE_AT, X_LARGE_SQ_SUM, X_LARGE_SUM);
+    // More than CHUNK images go through in parts: the last one, the grey image in colour,
+    // still has pytorch-fid's features.
+    let grey = image("x_grey", [1, 1, 28, 28]).repeat((CHUNK + 1, 3, 1, 1)).unwrap();
+    let last = net.features(&grey).unwrap().narrow(0, CHUNK, 1).unwrap();
+    check_values("the last of CHUNK + 1 grey images", &last, X_GREY_AT, X_GREY_SQ_SUM, X_GREY_SUM);
 }
 
 /// Missing, misshapen and foreign tensors are named in one line; a file of other tensors
