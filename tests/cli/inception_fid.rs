@@ -38,7 +38,8 @@ fn fill(name: &str, shape: &[usize]) -> Vec<f32> {
 
 /// The script's `image`: values in [0, 1).
 fn image(name: &str, shape: [usize; 4]) -> Tensor {
-    let values: Vec<f32> = splitmix(name_seed(name), shape.iter().product()).map(|z| ((unit(z) + 1.0) / 2.0) as f32).collect();
+    let values: Vec<f32> =
+        splitmix(name_seed(name), shape.iter().product()).map(|z| ((unit(z) + 1.0) / 2.0) as f32).collect();
     Tensor::from_vec(values, &shape, &Device::Cpu).unwrap()
 }
 
@@ -135,7 +136,8 @@ fn a_file_that_is_not_the_state_dict_is_refused_naming_the_tensor() {
         e
     };
     let zeros = |dims: &[usize]| Tensor::zeros(dims, DType::F32, &d).unwrap();
-    let e = load("part.safetensors", &[("blocks.0.0.conv.weight", zeros(&[32, 3, 5, 5])), ("fc.weight", zeros(&[2, 2]))]);
+    let e =
+        load("part.safetensors", &[("blocks.0.0.conv.weight", zeros(&[32, 3, 5, 5])), ("fc.weight", zeros(&[2, 2]))]);
     for part in [
         "part.safetensors: ",
         "'blocks.0.0.conv.weight' has shape [32, 3, 5, 5], expected [32, 3, 3, 3]",
