@@ -35,12 +35,14 @@ lint:
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 
 # Median images/s of training, encoding and decoding, the samplers' seconds; GFLOP/s of the
-# fused convolutions; the ddpm-cifar10 U-Net beside diffusers (benches/unet.sh: ratios in one
-# run); then the whole-process table (bench-stages).
+# fused convolutions; the FID Inception's seconds for 1,000 images; the ddpm-cifar10 U-Net
+# beside diffusers (benches/unet.sh: ratios in one run); then the whole-process table
+# (bench-stages).
 bench: build
 	$(CARGO) bench --locked --bench throughput
 	$(CARGO) bench --locked --bench conv
 	$(CARGO) bench --locked --bench vq
+	$(CARGO) bench --locked --bench inception
 	CARGO="$(CARGO)" benches/unet.sh
 	BIN=$(BIN) benches/whole_process.sh
 

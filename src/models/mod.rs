@@ -12,6 +12,7 @@
 
 pub mod ddpm;
 pub mod ddpm_compat;
+pub mod inception;
 pub mod latent;
 pub mod pixelcnn;
 pub mod quantize;

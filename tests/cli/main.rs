@@ -16,6 +16,7 @@ mod hostile_input;
 mod img_grid;
 mod img_pack;
 mod img_plot;
+mod inception_fid;
 mod interrupt;
 mod pipes;
 mod prior;
