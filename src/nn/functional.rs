@@ -2,7 +2,7 @@
 //! that carry gradients (candle's fused softmax has no gradient and its BCE-with-logits
 //! overflows for large logits: docs/candle.md).
 
-use candle_core::{CpuStorage, Device, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::fastmath;

@@ -17,11 +17,15 @@
 //! | `ddpm-noise` | [`ddpm::ddpm_noise`] |
 //! | `ddpm-denoise` | [`ddpm::ddpm_denoise`] |
 //! | `tensor-cat` | [`cat::tensor_cat`] |
+//! | `img-classify` | [`classify::img_classify`] |
+//! | `img-select` | [`select::img_select`] |
 
 pub mod cat;
+pub mod classify;
 pub mod ddpm;
 pub mod img;
 pub mod prior;
+pub mod select;
 pub mod train;
 pub mod vae;
 pub mod vq;

@@ -55,7 +55,8 @@ impl ImageTraining {
             }
             ModelConfig::ClfConv(c) => {
                 train.require_labels("training clf-conv")?;
-                let config = ModelConfig::ClfConv(ClfConvConfig { classes: classes_of(&train, eval.as_ref()).max(2), ..c });
+                let config =
+                    ModelConfig::ClfConv(ClfConvConfig { classes: classes_of(&train, eval.as_ref()).max(2), ..c });
                 config.check_fresh("the training labels")?;
                 config
             }
