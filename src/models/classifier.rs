@@ -32,13 +32,6 @@ impl Classifier {
         }
     }
 
-    pub fn family(&self) -> Family {
-        match self {
-            Classifier::Vib(_) => Family::VibMlp,
-            Classifier::Conv(_) => Family::ClfConv,
-        }
-    }
-
     /// K, the number of classes.
     pub fn classes(&self) -> usize {
         match self {

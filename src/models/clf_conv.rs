@@ -209,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn takes_any_size_of_at_least_four_pixels() {
+    fn takes_any_size_its_pools_leave_a_pixel_of() {
         let mut p = Params::init(1, &Device::Cpu);
         let net = ClfConv::new(tiny(Geometry::MNIST), &mut p).unwrap();
         for (h, w) in [(4, 4), (5, 9), (28, 28), (32, 17)] {
