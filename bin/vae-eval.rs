@@ -10,15 +10,17 @@ const EXAMPLES: &str = "\
 Examples:
   vae-eval --model vae.safetensors --data mnist --split test -k 5000
   vae-eval --model vib.safetensors                 # test error, I(Z;X), I(Z;Y)
+  vae-eval --model clf.safetensors --data emoji    # test error and cross-entropy
   vae-eval --model vae.safetensors --data x.npy | jq .elbo
   vae-eval --model conv.safetensors --data emoji -k 100 | jq .log_px_bits_per_dim
 
 VAE: elbo, log_px (importance-weighted, k samples; k=1 is the ELBO), recon_nll, kl,
 recon_mse, in nats per image; vae-conv also elbo_bits_per_dim and log_px_bits_per_dim
 (a discretized Gaussian over the 256 levels, with the model's fixed_sigma).
-VIB: error (softmax averaged over 12 samples), i_zx, i_zy.";
+VIB: error (softmax averaged over 12 samples), i_zx, i_zy.
+clf-conv: error, ce (nats).";
 
-/// Evaluate a trained VAE (vae-mlp, vae-conv) or vib-mlp on held-out images.
+/// Evaluate a trained VAE (vae-mlp, vae-conv) or classifier (vib-mlp, clf-conv) on held-out images.
 #[derive(Parser)]
 #[command(name = "vae-eval", version, after_help = EXAMPLES)]
 struct Args {

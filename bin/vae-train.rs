@@ -8,12 +8,13 @@ use genimg::models::{Family, Preset};
 use genimg::tools::train::train_on_images;
 
 /// The families vae-train trains.
-const FAMILIES: &[Family] = &[Family::VaeMlp, Family::VaeConv, Family::VibMlp, Family::VqVae2];
+const FAMILIES: &[Family] = &[Family::VaeMlp, Family::VaeConv, Family::VibMlp, Family::ClfConv, Family::VqVae2];
 
 const EXAMPLES: &str = "\
 Examples:
   vae-train --preset vae-mlp --data mnist --epochs 10 -o vae.safetensors
   vae-train --preset vib-mlp --epochs 10 --metrics vib.jsonl -o vib.safetensors
+  vae-train --preset clf-conv --data emoji --epochs 3 -o clf.safetensors   # to score samples
   vae-train --preset vqvae2 --data emoji --epochs 3 -o vq.safetensors   # colour, 64x64
   vae-train --preset vqvae2 --data faces.npy --batch-size 32 -o vq.safetensors  # [N,3,256,256] u8
   vae-train --preset vae-mlp --likelihood gaussian --sigma learned --beta 4 -o bvae.safetensors
@@ -28,7 +29,7 @@ training images' channels and size (stored in the model file; 28x28 digits are p
 the 32x32 of the -mnist presets).";
 
 /// Train a VAE (vae-mlp, or vae-conv for colour images), a Deep Variational Information
-/// Bottleneck (vib-mlp) or a VQ-VAE-2.
+/// Bottleneck (vib-mlp), a convolutional classifier (clf-conv) or a VQ-VAE-2.
 #[derive(Parser)]
 #[command(name = "vae-train", version, after_help = EXAMPLES)]
 struct Args {

@@ -444,6 +444,13 @@ impl ModelOverrides {
                 c.validate()?;
                 ModelConfig::Vib(c)
             }
+            ModelConfig::ClfConv(c) => {
+                reject(&only_vae, "clf-conv")?;
+                reject(&only_vq, "clf-conv")?;
+                reject(&mlp_only, "clf-conv")?;
+                reject(&only_conv, "clf-conv")?;
+                ModelConfig::ClfConv(c)
+            }
             ModelConfig::Ddpm(_) => {
                 return Err(Error::config("ddpm-unet is trained with ddpm-train"));
             }

@@ -15,6 +15,7 @@ pub mod image_set;
 pub mod mnist;
 pub mod pack;
 pub mod rows;
+pub mod select;
 pub mod shard;
 mod sheet;
 pub mod stream;

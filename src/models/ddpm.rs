@@ -36,6 +36,7 @@ use crate::diffusion::ScheduleKind;
 use crate::error::{Error, Result};
 use crate::memory::bytes_of;
 use crate::nn::conv::{Conv2d, ConvConfig};
+use crate::nn::functional::dropout_mask;
 use crate::nn::params::{Init, Params};
 use crate::nn::{GroupNorm, Linear};
 use crate::rng::Rng;
@@ -369,17 +370,6 @@ impl ResBlock {
 fn rescaled(x: candle_core::Result<Tensor>, scale: f64) -> Result<Tensor> {
     let x = x?;
     Ok(if scale == 1.0 { x } else { x.affine(1.0 / scale, 0.0)? })
-}
-
-/// Inverted dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p),
-/// drawn from our seeded generator (candle's cannot be seeded).
-fn dropout_mask(shape: &[usize], p: f64, rng: &mut Rng, device: &candle_core::Device) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let threshold = (p * 4_294_967_296.0) as u64;
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let v: Vec<f32> =
-        (0..n).map(|_| if (rand::Rng::random::<u32>(rng.inner()) as u64) < threshold { 0.0 } else { keep }).collect();
-    Ok(Tensor::from_vec(v, shape, device)?)
 }
 
 /// diffusers' `Attention` as its DDPM blocks use it: GroupNorm, then over the pixels as rows

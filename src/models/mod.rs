@@ -1,7 +1,7 @@
 //! The model families, their named presets, and the one way a configuration and its
 //! parameters become a network.
 //!
-//! A family (VAE MLP, convolutional VAE, VIB MLP, VQ-VAE-2, PixelCNN prior, diffusion U-Net) is one network
+//! A family (VAE MLP, convolutional VAE, VIB MLP, convolutional classifier, VQ-VAE-2, PixelCNN prior, diffusion U-Net) is one network
 //! type with one configuration type; a preset is a named value of that configuration, as
 //! candle-transformers' `StableDiffusionConfig::v1_5()` and `v2_1()` are presets of one
 //! family. Checkpoints store the configuration as JSON tagged with the family's name
@@ -10,6 +10,8 @@
 //! [`crate::checkpoint::Checkpoint::into_network`] is the loader every inference tool uses.
 //! The network specifications each family follows are in `docs/models.md`.
 
+pub mod classifier;
+pub mod clf_conv;
 pub mod ddpm;
 pub mod ddpm_compat;
 pub mod inception;
@@ -37,6 +39,7 @@ pub enum Family {
     VaeMlp,
     VaeConv,
     VibMlp,
+    ClfConv,
     VqVae2,
     PixelCnnPrior,
     DdpmUnet,
@@ -49,6 +52,7 @@ impl Family {
             Family::VaeMlp => "vae-mlp",
             Family::VaeConv => "vae-conv",
             Family::VibMlp => "vib-mlp",
+            Family::ClfConv => "clf-conv",
             Family::VqVae2 => "vqvae2",
             Family::PixelCnnPrior => "pixelcnn-prior",
             Family::DdpmUnet => "ddpm-unet",
@@ -62,6 +66,7 @@ impl Family {
             // The reference's CelebA settings.
             Family::VaeConv => (5e-3, 64),
             Family::VibMlp => (1e-4, 100),
+            Family::ClfConv => (1e-3, 128),
             Family::VqVae2 => (3e-4, 128),
             Family::DdpmUnet => (2e-4, 128),
             Family::PixelCnnPrior => (3e-4, 128),
@@ -87,6 +92,9 @@ pub enum Preset {
     /// Deep VIB's MLP classifier, on 28x28 digits or any labelled images (family vib-mlp).
     #[value(name = "vib-mlp")]
     VibMlp,
+    /// A LeNet-style convolutional classifier of any labelled images, to score samples (family clf-conv).
+    #[value(name = "clf-conv")]
+    ClfConv,
     /// VQ-VAE-2: rosinality/vq-vae-2-pytorch's `VQVAE()` defaults, colour, any multiple of 8 px (family vqvae2).
     #[value(name = "vqvae2")]
     Vqvae2,
@@ -111,6 +119,7 @@ impl Preset {
             Preset::VaeMlp => ModelConfig::Vae(vae::VaeConfig::vae_mlp()),
             Preset::VaeConv => ModelConfig::VaeConv(vae_conv::VaeConvConfig::vae_conv()),
             Preset::VibMlp => ModelConfig::Vib(vib::VibConfig::vib_mlp()),
+            Preset::ClfConv => ModelConfig::ClfConv(clf_conv::ClfConvConfig::clf_conv()),
             Preset::Vqvae2 => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2()),
             Preset::Vqvae2Mnist => ModelConfig::VqVae2(vqvae2::VqVae2Config::vqvae2_mnist()),
             Preset::PixelcnnPrior => ModelConfig::PixelCnn(pixelcnn::PixelCnnConfig::pixelcnn_prior()),
@@ -129,6 +138,7 @@ impl Preset {
             Preset::VaeMlp => "vae-mlp",
             Preset::VaeConv => "vae-conv",
             Preset::VibMlp => "vib-mlp",
+            Preset::ClfConv => "clf-conv",
             Preset::Vqvae2 => "vqvae2",
             Preset::Vqvae2Mnist => "vqvae2-mnist",
             Preset::PixelcnnPrior => "pixelcnn-prior",
@@ -173,6 +183,8 @@ pub enum ModelConfig {
     VaeConv(vae_conv::VaeConvConfig),
     #[serde(rename = "vib-mlp")]
     Vib(vib::VibConfig),
+    #[serde(rename = "clf-conv")]
+    ClfConv(clf_conv::ClfConvConfig),
     #[serde(rename = "vqvae2", alias = "vqvae2-mnist")]
     VqVae2(vqvae2::VqVae2Config),
     #[serde(rename = "pixelcnn-prior")]
@@ -187,6 +199,7 @@ impl ModelConfig {
             ModelConfig::Vae(_) => Family::VaeMlp,
             ModelConfig::VaeConv(_) => Family::VaeConv,
             ModelConfig::Vib(_) => Family::VibMlp,
+            ModelConfig::ClfConv(_) => Family::ClfConv,
             ModelConfig::VqVae2(_) => Family::VqVae2,
             ModelConfig::PixelCnn(_) => Family::PixelCnnPrior,
             ModelConfig::Ddpm(_) => Family::DdpmUnet,
@@ -199,6 +212,7 @@ impl ModelConfig {
             ModelConfig::Vae(c) => Ok(c.geometry()),
             ModelConfig::VaeConv(c) => Ok(c.geometry()),
             ModelConfig::Vib(c) => Ok(c.geometry()),
+            ModelConfig::ClfConv(c) => Ok(c.geometry()),
             ModelConfig::VqVae2(c) => Ok(c.geometry()),
             ModelConfig::Ddpm(c) => Ok(c.geometry()),
             ModelConfig::PixelCnn(c) => {
@@ -215,6 +229,8 @@ impl ModelConfig {
         let config = match self {
             ModelConfig::Vae(c) => ModelConfig::Vae(vae::VaeConfig { image: fitted, ..c }),
             ModelConfig::Vib(c) => ModelConfig::Vib(vib::VibConfig { image: fitted, ..c }),
+            // Global pooling takes any size: the classifier keeps the data's.
+            ModelConfig::ClfConv(c) => ModelConfig::ClfConv(clf_conv::ClfConvConfig { image: data, ..c }),
             ModelConfig::VaeConv(c) => ModelConfig::VaeConv(c.with_geometry(fitted)?),
             ModelConfig::VqVae2(c) => ModelConfig::VqVae2(vqvae2::VqVae2Config { image: fitted, ..c }),
             ModelConfig::Ddpm(c) => ModelConfig::Ddpm(ddpm::DdpmConfig { image: fitted, ..c }),
@@ -234,6 +250,7 @@ impl ModelConfig {
             ModelConfig::PixelCnn(c) => c.validate(),
             ModelConfig::Ddpm(c) => c.validate(),
             ModelConfig::Vib(c) => c.validate(),
+            ModelConfig::ClfConv(c) => c.validate(),
             ModelConfig::VqVae2(c) => c.validate(),
         }
     }
@@ -245,6 +262,7 @@ impl ModelConfig {
             // Their image size is the first layer's width, a parameter shape.
             ModelConfig::Vae(_) | ModelConfig::Vib(_) => Vec::new(),
             ModelConfig::VaeConv(c) => c.demands(),
+            ModelConfig::ClfConv(c) => c.demands(),
             ModelConfig::VqVae2(c) => c.demands(),
             ModelConfig::PixelCnn(c) => c.demands(),
             ModelConfig::Ddpm(c) => c.demands(),
@@ -267,6 +285,7 @@ impl ModelConfig {
             ModelConfig::Vae(c) => vae::Vae::new(c, &mut plan).map(drop),
             ModelConfig::VaeConv(c) => vae_conv::VaeConv::new(c, &mut plan).map(drop),
             ModelConfig::Vib(c) => vib::Vib::new(c, &mut plan).map(drop),
+            ModelConfig::ClfConv(c) => clf_conv::ClfConv::new(c, &mut plan).map(drop),
             ModelConfig::VqVae2(c) => vqvae2::VqVae2::new(c, &mut plan).map(drop),
             ModelConfig::PixelCnn(c) => pixelcnn::PixelCnn::new(c, &mut plan).map(drop),
             ModelConfig::Ddpm(c) => ddpm::UNet::new(c, &mut plan).map(drop),
@@ -393,6 +412,7 @@ macro_rules! network {
 network!(vae::Vae, vae::VaeConfig, VaeMlp, Vae);
 network!(vae_conv::VaeConv, vae_conv::VaeConvConfig, VaeConv, VaeConv);
 network!(vib::Vib, vib::VibConfig, VibMlp, Vib);
+network!(clf_conv::ClfConv, clf_conv::ClfConvConfig, ClfConv, ClfConv);
 network!(vqvae2::VqVae2, vqvae2::VqVae2Config, VqVae2, VqVae2);
 network!(pixelcnn::PixelCnn, pixelcnn::PixelCnnConfig, PixelCnnPrior, PixelCnn);
 network!(ddpm::UNet, ddpm::DdpmConfig, DdpmUnet, Ddpm);
@@ -454,6 +474,8 @@ mod tests {
         assert_eq!(fit(Preset::Vqvae2, g(3, 64, 64)).unwrap(), g(3, 64, 64));
         assert_eq!(fit(Preset::Vqvae2Mnist, g(3, 64, 96)).unwrap(), g(3, 64, 96));
         assert_eq!(fit(Preset::VibMlp, g(3, 64, 64)).unwrap(), g(3, 64, 64));
+        assert_eq!(fit(Preset::ClfConv, g(3, 32, 32)).unwrap(), g(3, 32, 32));
+        assert!(fit(Preset::ClfConv, g(1, 3, 3)).is_err());
         assert_eq!(fit(Preset::DdpmUnetMnist, g(3, 64, 64)).unwrap(), g(3, 64, 64));
         assert_eq!(fit(Preset::DdpmCifar10, Geometry::MNIST).unwrap(), g(1, 32, 32));
         assert_eq!(fit(Preset::DdpmCifar10, g(3, 64, 96)).unwrap(), g(3, 64, 96));

@@ -2,12 +2,13 @@
 //! that carry gradients (candle's fused softmax has no gradient and its BCE-with-logits
 //! overflows for large logits: docs/candle.md).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::fastmath;
 use super::gemm::contiguous_f32;
 use crate::error::Result;
+use crate::rng::Rng;
 
 pub const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -317,6 +318,17 @@ impl CustomOp3 for CrossEntropyGrad {
             });
         Ok((CpuStorage::F32(out), ll.shape().clone()))
     }
+}
+
+/// Inverted dropout's mask: each element kept with probability 1 - p and scaled by
+/// 1 / (1 - p), drawn from our seeded generator (candle's cannot be seeded).
+pub fn dropout_mask(shape: &[usize], p: f64, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let threshold = (p * 4_294_967_296.0) as u64;
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let v: Vec<f32> =
+        (0..n).map(|_| if (rand::Rng::random::<u32>(rng.inner()) as u64) < threshold { 0.0 } else { keep }).collect();
+    Ok(Tensor::from_vec(v, shape, device)?)
 }
 
 /// softplus(x) = log(1 + exp(x)), stable for large |x|.

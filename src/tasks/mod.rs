@@ -1,6 +1,7 @@
 //! Each model family's training objective, evaluation and inference entry points: the glue
 //! between a network in `models/` and the shared loop in `train`.
 
+pub mod clf_conv;
 pub mod ddpm;
 pub mod prior;
 pub mod vae;
@@ -19,6 +20,7 @@ pub fn build(config: ModelConfig, params: Params) -> Result<Box<dyn Task>> {
         ModelConfig::Vae(c) => Box::new(vae::VaeTask::new(c, params)?),
         ModelConfig::VaeConv(c) => Box::new(vae_conv::VaeConvTask::new(c, params)?),
         ModelConfig::Vib(c) => Box::new(vib::VibTask::new(c, params)?),
+        ModelConfig::ClfConv(c) => Box::new(clf_conv::ClfConvTask::new(c, params)?),
         ModelConfig::VqVae2(c) => Box::new(vqvae2::VqTask::new(c, params)?),
         ModelConfig::Ddpm(c) => Box::new(ddpm::DdpmTask::new(c, params)?),
         ModelConfig::PixelCnn(c) => Box::new(prior::PriorTask::new(c, params)?),

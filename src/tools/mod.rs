@@ -18,12 +18,16 @@
 //! | `ddpm-denoise` | [`ddpm::ddpm_denoise`] |
 //! | `tensor-cat` | [`cat::tensor_cat`] |
 //! | `img-plot` | [`plot::img_plot`] |
+//! | `img-classify` | [`classify::img_classify`] |
+//! | `img-select` | [`select::img_select`] |
 
 pub mod cat;
+pub mod classify;
 pub mod ddpm;
 pub mod img;
 pub mod plot;
 pub mod prior;
+pub mod select;
 pub mod train;
 pub mod vae;
 pub mod vq;

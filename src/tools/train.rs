@@ -4,6 +4,7 @@
 use crate::data::{DataSpec, Dataset, ImageSet, PixelRange, Split};
 use crate::error::Result;
 use crate::io::{check_io, InputPath, OutputPath};
+use crate::models::clf_conv::ClfConvConfig;
 use crate::models::ddpm::DdpmConfig;
 use crate::models::vib::VibConfig;
 use crate::models::ModelConfig;
@@ -49,6 +50,13 @@ impl ImageTraining {
             ModelConfig::Vib(c) => {
                 train.require_labels("training vib-mlp")?;
                 let config = ModelConfig::Vib(VibConfig { classes: classes_of(&train, eval.as_ref()).max(2), ..c });
+                config.check_fresh("the training labels")?;
+                config
+            }
+            ModelConfig::ClfConv(c) => {
+                train.require_labels("training clf-conv")?;
+                let config =
+                    ModelConfig::ClfConv(ClfConvConfig { classes: classes_of(&train, eval.as_ref()).max(2), ..c });
                 config.check_fresh("the training labels")?;
                 config
             }

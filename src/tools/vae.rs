@@ -1,5 +1,5 @@
 //! `vae-eval`, `vae-encode` and `vae-decode`: a trained VAE (vae-mlp, vae-conv; for
-//! evaluation also vib-mlp) applied to images or latent codes.
+//! evaluation also the classifiers vib-mlp and clf-conv) applied to images or latent codes.
 
 use std::io::Write;
 
@@ -9,6 +9,7 @@ use crate::checkpoint::{Checkpoint, ModelSource};
 use crate::data::{DataSpec, ImageSet, PixelRange, Split};
 use crate::error::{Error, Result};
 use crate::io::{check_io, InputPath, OutputPath};
+use crate::models::clf_conv::ClfConv;
 use crate::models::latent::GaussianVae;
 use crate::models::vae::Vae;
 use crate::models::vae_conv::VaeConv;
@@ -34,16 +35,17 @@ pub struct VaeEval {
 }
 
 /// Writes one JSON object of held-out metrics: nats per image for a VAE (and bits per
-/// dimension for vae-conv), error and the information terms for vib-mlp.
+/// dimension for vae-conv), error and the information terms for vib-mlp, error and
+/// cross-entropy for clf-conv.
 pub fn vae_eval(r: &VaeEval) -> Result<()> {
     let inputs = [("--model", Some(&r.model.path)), ("--data", r.data.file()), ("--labels", r.labels.as_ref())];
     check_io(&inputs, &[("-o", Some(&r.output))])?;
     let ckpt = r.model.checkpoint(&r.device)?;
     let family = ckpt.config.family();
-    if !matches!(family, Family::VaeMlp | Family::VaeConv | Family::VibMlp) {
+    if !matches!(family, Family::VaeMlp | Family::VaeConv | Family::VibMlp | Family::ClfConv) {
         return Err(Error::bad_input(
             &ckpt.origin,
-            format!("is a {family} checkpoint, expected vae-mlp, vae-conv or vib-mlp"),
+            format!("is a {family} checkpoint, expected vae-mlp, vae-conv, vib-mlp or clf-conv"),
         ));
     }
     let split = Some(r.split.unwrap_or(Split::Test)).filter(|_| matches!(r.data, DataSpec::Bundled(_)));
@@ -51,6 +53,9 @@ pub fn vae_eval(r: &VaeEval) -> Result<()> {
     let report = if family == Family::VibMlp {
         let vib: Vib = ckpt.into_network(&r.device)?;
         crate::tasks::vib::evaluate(&vib, &data, r.batch_size, r.seed, &r.device)?
+    } else if family == Family::ClfConv {
+        let net: ClfConv = ckpt.into_network(&r.device)?;
+        crate::tasks::clf_conv::evaluate(&net, &data, r.batch_size, &r.device)?
     } else {
         let vae = gaussian_vae(ckpt, &r.device)?;
         crate::tasks::vae::evaluate(vae.as_ref(), &data, r.k, r.batch_size, r.seed, &r.device)?

@@ -233,3 +233,30 @@ pub fn train_tiny_ddpm(dir: &Path, model: &str) {
         .assert()
         .success();
 }
+
+/// Like [`train_tiny_vib`], a clf-conv (the preset) trained for one epoch on the labelled
+/// noise.
+pub fn train_tiny_clf(dir: &Path, model: &str) {
+    if !dir.join("images.npy").exists() {
+        write_tiny_data(dir);
+    }
+    tool("vae-train")
+        .current_dir(dir)
+        .args(["--preset", "clf-conv", "--epochs", "1", "--data", "images.npy", "--labels", "labels.npy"])
+        .args(["--batch-size", "16", "--metrics", "train.jsonl", "-o", model])
+        .assert()
+        .success();
+}
+
+/// Runs `name args` in `dir`, which must fail with exit status 1 and one line on stderr that
+/// contains each of `words`; returns the line.
+pub fn fails_with_one_line(dir: &Path, name: &str, args: &[&str], words: &[&str]) -> String {
+    let out = tool(name).current_dir(dir).args(args).assert().code(1).get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{name} {args:?}: {stderr}");
+    for w in words {
+        assert!(stderr.contains(w), "{name} {args:?}: no '{w}' in {stderr}");
+    }
+    assert!(out.stdout.is_empty(), "{name} {args:?} wrote to stdout");
+    stderr
+}

@@ -21,6 +21,8 @@ const HELP: &[(&str, &str, &[&str])] = &[
     ("ddpm-denoise", "ddpm-denoise --model", &["--shard"]),
     ("ddpm-eval", "ddpm-eval --model", &["Table 2"]),
     ("tensor-cat", "tensor-cat codes.0.safetensors", &["metadata"]),
+    ("img-classify", "img-classify --model clf.safetensors", &["--features"]),
+    ("img-select", "img-select s.npy --scores p.npy --labels l.npy", &["by class, then by score"]),
 ];
 
 /// The Makefile's TOOLS, the list of every binary the project builds.

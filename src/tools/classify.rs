@@ -1,0 +1,66 @@
+//! `img-classify`: a trained classifier (vib-mlp, clf-conv) applied to images, batch by
+//! batch: class probabilities, or the penultimate-layer features the sample-quality metrics
+//! compare.
+
+use candle_core::Device;
+
+use crate::checkpoint::ModelSource;
+use crate::data::convert::fit_margin;
+use crate::error::{Error, Result};
+use crate::io::npy::{DType, NpyWriter};
+use crate::io::{check_io, OutputPath};
+use crate::models::classifier::Classifier;
+use crate::tools::ImageSource;
+
+/// What `img-classify` writes per image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassifyOutput {
+    /// Class probabilities [N, K].
+    Probabilities,
+    /// Penultimate-layer features [N, D].
+    Features,
+}
+
+/// What `img-classify` classifies.
+pub struct ImgClassify {
+    pub model: ModelSource,
+    pub images: ImageSource,
+    pub output_kind: ClassifyOutput,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub output: OutputPath,
+    pub device: Device,
+}
+
+/// Writes .npy f32 [N, K] of class probabilities (or [N, D] of features), one row per image
+/// in input order, reading the images `batch_size` at a time. vib-mlp's row r averages its
+/// softmax over draws of z from the stream (seed, Eval, r), whatever the batch size
+/// ([`Classifier::probabilities`]).
+pub fn img_classify(r: &ImgClassify) -> Result<()> {
+    check_io(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
+    let classifier = Classifier::load(r.model.checkpoint(&r.device)?, &r.device)?;
+    let want = classifier.geometry();
+    let images = r.images.open(None, r.batch_size)?;
+    let source = match r.images.spec.file() {
+        Some(path) => path.to_string(),
+        None => "--data".to_string(),
+    };
+    fit_margin(images.geometry(), want, &source)?;
+    let mut images = images.fitted(want)?;
+    let width = match r.output_kind {
+        ClassifyOutput::Probabilities => classifier.classes(),
+        ClassifyOutput::Features => classifier.feature_dim(),
+    };
+    let io = |e| Error::io(&r.output, e);
+    let mut writer = NpyWriter::new(r.output.create()?, DType::F32, &[images.len(), width]).map_err(io)?;
+    let mut row = 0;
+    while let Some(batch) = images.next_batch(&r.device)? {
+        let values = match r.output_kind {
+            ClassifyOutput::Probabilities => classifier.probabilities(&batch.x, r.seed, row)?,
+            ClassifyOutput::Features => classifier.features(&batch.x)?,
+        };
+        writer.write_rows(&values.flatten_all()?.to_vec1::<f32>()?).map_err(io)?;
+        row += batch.x.dim(0)?;
+    }
+    writer.finish().map_err(io)?.finish()
+}
