@@ -108,7 +108,7 @@ fn main() {
         let prior = PriorTask::new(config, Params::init(0, &Device::Cpu)).expect("prior").model;
         let mut times = Vec::new();
         for method in [SampleMethod::Cached, SampleMethod::Plain] {
-            let opts = SampleOptions { temperature: 1.0, top_k: None, method };
+            let opts = SampleOptions { method, ..SampleOptions::default() };
             let t = seconds(runs, || {
                 let codes: Tensor = sample(&prior, n, None, None, &opts, &mut RowStreams::new(0, Stream::Sample, 0..n))
                     .expect("sample");
