@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs, SeedArgs};
+use genimg::cli::{self, DeviceArgs, ImageInputArgs, ModelArgs, OutputArgs, SeedArgs, ShardArgs};
 use genimg::tools::classify::{img_classify, ClassifyOutput, ImgClassify};
 
 const EXAMPLES: &str = "\
@@ -12,11 +12,13 @@ Examples:
   img-classify --model clf.safetensors --data mnist --split test --features > feats.npy
   vq-decode --model vq.safetensors codes.safetensors | img-classify --model clf.safetensors > probs.npy
   img-classify --model vib.safetensors digits.npy --seed 3 > probs.npy
+  img-classify --model clf.safetensors --data mnist --split train --shard 0/9 --features -o floor.npy
 
 Writes .npy f32 [N, K]: each image's class probabilities (rows sum to 1), in input order;
 with --features, [N, D]: clf-conv's penultimate layer (D = 128) or vib-mlp's posterior mean
 (D = 256), for sample-quality metrics. vib-mlp averages its softmax over 12 draws of z,
-image i's drawn from its own stream of --seed, so no row depends on --batch-size. The
+image i's drawn from its own stream of --seed, so no row depends on --batch-size or
+--shard (rows K of N, as in vq-encode). The
 images must have the classifier's channels and size (28x28 and 32x32 are padded or
 cropped to each other).";
 
@@ -35,6 +37,8 @@ struct Args {
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     #[command(flatten)]
+    shard: ShardArgs,
+    #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     seed: SeedArgs,
@@ -52,6 +56,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         images: args.input.source()?,
         output_kind: if args.features { ClassifyOutput::Features } else { ClassifyOutput::Probabilities },
         batch_size: args.batch_size as usize,
+        shard: args.shard.shard(),
         seed: args.seed.seed,
         output: args.output.output,
         device: args.device.device.device()?,

@@ -6,6 +6,7 @@ use candle_core::Device;
 
 use crate::checkpoint::ModelSource;
 use crate::data::convert::fit_margin;
+use crate::data::Shard;
 use crate::error::{Error, Result};
 use crate::io::npy::{DType, NpyWriter};
 use crate::io::{check_io, OutputPath};
@@ -27,15 +28,17 @@ pub struct ImgClassify {
     pub images: ImageSource,
     pub output_kind: ClassifyOutput,
     pub batch_size: usize,
+    /// Only these rows of the images (all by default).
+    pub shard: Shard,
     pub seed: u64,
     pub output: OutputPath,
     pub device: Device,
 }
 
 /// Writes .npy f32 [N, K] of class probabilities (or [N, D] of features), one row per image
-/// in input order, reading the images `batch_size` at a time. vib-mlp's row r averages its
-/// softmax over draws of z from the stream (seed, Eval, r), whatever the batch size
-/// ([`Classifier::probabilities`]).
+/// in input order, reading the images `batch_size` at a time (only the shard's). vib-mlp's
+/// image r averages its softmax over draws of z from the stream (seed, Eval, r), whatever the
+/// batch size and the shard ([`Classifier::probabilities`]).
 pub fn img_classify(r: &ImgClassify) -> Result<()> {
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
     let classifier = Classifier::load(r.model.checkpoint(&r.device)?, &r.device)?;
@@ -46,14 +49,15 @@ pub fn img_classify(r: &ImgClassify) -> Result<()> {
         None => "--data".to_string(),
     };
     fit_margin(images.geometry(), want, &source)?;
-    let mut images = images.fitted(want)?;
+    let rows = r.shard.rows(images.len());
+    let mut row = rows.start;
+    let mut images = images.fitted(want)?.only(rows)?;
     let width = match r.output_kind {
         ClassifyOutput::Probabilities => classifier.classes(),
         ClassifyOutput::Features => classifier.feature_dim(),
     };
     let io = |e| Error::io(&r.output, e);
     let mut writer = NpyWriter::new(r.output.create()?, DType::F32, &[images.len(), width]).map_err(io)?;
-    let mut row = 0;
     while let Some(batch) = images.next_batch(&r.device)? {
         let values = match r.output_kind {
             ClassifyOutput::Probabilities => classifier.probabilities(&batch.x, r.seed, row)?,

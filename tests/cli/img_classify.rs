@@ -69,6 +69,16 @@ fn vib_probabilities_are_vae_evals_and_do_not_depend_on_the_batch() {
     assert_eq!(shape, [64, 10]);
     let (_, batched) = classify(dir.path(), &[&base[..], &["--batch-size", "5"]].concat(), "b.npy");
     assert_eq!(batched, p);
+    // Shards K of 3 (rows 0..22, 22..43, 43..64) are the whole run's rows, in order.
+    let shards: Vec<f32> = (0..3)
+        .flat_map(|k| {
+            let shard = format!("{k}/3");
+            let (shape, part) = classify(dir.path(), &[&base[..], &["--shard", &shard]].concat(), "k.npy");
+            assert_eq!(shape, [[22, 21, 21][k], 10]);
+            part
+        })
+        .collect();
+    assert_eq!(shards, p);
     let (_, other_seed) = classify(dir.path(), &["--model", "vib.safetensors", "images.npy"], "s.npy");
     assert_ne!(other_seed, p);
     let (shape, _) = classify(dir.path(), &[&base[..], &["--features"]].concat(), "f.npy");
