@@ -76,7 +76,9 @@ pub fn mmd2_unbiased(x: &[f32], y: &[f32], d: usize) -> f64 {
     let kernel_sum = |p: &[f32], q: &[f32], skip_diagonal: bool| -> f64 {
         let mut gram = vec![0f32; m * m];
         matmul(&mut gram, Mat::rows(p, m, d), Mat::rows(q, m, d).t(), false);
-        gram.par_chunks_exact(m)
+        // Row sums on rayon's threads, added in row order: the same bits on any thread count.
+        let rows: Vec<f64> = gram
+            .par_chunks_exact(m)
             .enumerate()
             .map(|(i, row)| {
                 let all: f64 = row.iter().map(|&g| (f64::from(g) / d as f64 + 1.0).powi(3)).sum();
@@ -86,7 +88,8 @@ pub fn mmd2_unbiased(x: &[f32], y: &[f32], d: usize) -> f64 {
                     all
                 }
             })
-            .sum()
+            .collect();
+        rows.iter().sum()
     };
     let (xx, yy, xy) = (kernel_sum(x, x, true), kernel_sum(y, y, true), kernel_sum(x, y, false));
     let m = m as f64;

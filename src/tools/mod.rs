@@ -17,9 +17,11 @@
 //! | `ddpm-noise` | [`ddpm::ddpm_noise`] |
 //! | `ddpm-denoise` | [`ddpm::ddpm_denoise`] |
 //! | `tensor-cat` | [`cat::tensor_cat`] |
+//! | `img-fid` | [`fid::img_fid`] |
 
 pub mod cat;
 pub mod ddpm;
+pub mod fid;
 pub mod img;
 pub mod prior;
 pub mod train;

@@ -20,6 +20,7 @@ const HELP: &[(&str, &str, &[&str])] = &[
     ("ddpm-denoise", "ddpm-denoise --model", &["--shard"]),
     ("ddpm-eval", "ddpm-eval --model", &["Table 2"]),
     ("tensor-cat", "tensor-cat codes.0.safetensors", &["metadata"]),
+    ("img-fid", "img-fid samples.npy reference.npy", &["--no-features", "REFERENCE is the real set"]),
 ];
 
 /// The Makefile's TOOLS, the list of every binary the project builds.

@@ -13,6 +13,7 @@ mod ddpm_train;
 mod flags;
 mod help;
 mod hostile_input;
+mod img_fid;
 mod img_grid;
 mod img_pack;
 mod interrupt;
