@@ -34,10 +34,13 @@ SAMPLES and REFERENCE); dim (D).";
 #[derive(Parser)]
 #[command(name = "img-fid", version, after_help = EXAMPLES)]
 struct Args {
-    /// SAMPLES (the generated set) and REFERENCE (the real set): features .npy [N, D] or
-    /// statistics files; one may be `-` (stdin). With --save-stats: the one set to describe.
-    #[arg(value_name = "SAMPLES REFERENCE", required = true, num_args = 1..=2)]
-    inputs: Vec<InputPath>,
+    /// The generated set: features .npy [N, D] or a statistics file; `-` is stdin. With
+    /// --save-stats: the set whose statistics are written.
+    #[arg(value_name = "SAMPLES")]
+    samples: InputPath,
+    /// The real set, of the same kind (one of the two may be `-`).
+    #[arg(value_name = "REFERENCE", required_unless_present = "save_stats", conflicts_with = "save_stats")]
+    reference: Option<InputPath>,
     /// KID's random subsets.
     #[arg(long, default_value_t = kid::DEFAULT_SUBSETS, value_name = "N")]
     kid_subsets: usize,
@@ -66,7 +69,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     img_fid(&ImgFid {
-        inputs: args.inputs,
+        samples: args.samples,
+        reference: args.reference,
         kid_subsets: args.kid_subsets,
         kid_subset_size: args.kid_subset_size,
         k: args.k,

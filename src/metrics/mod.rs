@@ -65,6 +65,7 @@ impl Features {
 pub(crate) fn gaussian_features(rows: usize, dim: usize, scale: f32, shift: f32, seed: u64) -> Features {
     use rand::Rng as _;
     let mut rng = crate::rng::Rng::new(seed, crate::rng::Stream::Eval, 0);
-    let data = (0..rows * dim).map(|_| rng.inner().sample::<f32, _>(rand_distr::StandardNormal) * scale + shift).collect();
+    let data =
+        (0..rows * dim).map(|_| rng.inner().sample::<f32, _>(rand_distr::StandardNormal) * scale + shift).collect();
     Features::new(data, dim).unwrap()
 }

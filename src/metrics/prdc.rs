@@ -187,8 +187,7 @@ mod tests {
             precision: (0..m).filter(|&j| inside(j) > 0).count() as f64 / m as f64,
             recall: (0..n).filter(|&i| (0..m).any(|j| d(i, j) < rf[j])).count() as f64 / n as f64,
             density: (0..m).map(inside).sum::<usize>() as f64 / (k * m) as f64,
-            coverage: (0..n).filter(|&i| (0..m).map(|j| d(i, j)).fold(f64::INFINITY, f64::min) < rr[i]).count()
-                as f64
+            coverage: (0..n).filter(|&i| (0..m).map(|j| d(i, j)).fold(f64::INFINITY, f64::min) < rr[i]).count() as f64
                 / n as f64,
         }
     }
@@ -200,7 +199,10 @@ mod tests {
         assert_eq!((same.precision, same.recall, same.coverage), (1.0, 1.0, 1.0));
         let far = gaussian_features(50, 6, 1.0, 100.0, 2);
         assert_eq!(prdc(&a, &far, 5).unwrap(), Prdc { precision: 0.0, recall: 0.0, density: 0.0, coverage: 0.0 });
-        assert!(prdc(&a, &gaussian_features(5, 6, 1.0, 0.0, 3), 5).unwrap_err().to_string().contains("more than 5 rows"));
+        assert!(prdc(&a, &gaussian_features(5, 6, 1.0, 0.0, 3), 5)
+            .unwrap_err()
+            .to_string()
+            .contains("more than 5 rows"));
     }
 
     /// Blocks of any size, down to one row, give what the whole distance matrix gives.

@@ -44,15 +44,23 @@ pub fn sqrtm_psd(a: MatRef<'_, f64>) -> Result<Mat<f64>> {
 
 /// tr sqrt(sqrt(S1) S2 sqrt(S1)), the cross term of the Fréchet distance, for symmetric
 /// positive semi-definite `s1` and `s2`: the sum of the square roots of the (clamped)
-/// eigenvalues of the symmetric matrix sqrt(S1) S2 sqrt(S1), which are those of S1 S2.
+/// eigenvalues of that symmetric matrix.
+///
+/// With S1 = U diag(w) U^T, sqrt(S1) S2 sqrt(S1) = U M U^T for M = diag(sqrt w) U^T S2 U
+/// diag(sqrt w): the same eigenvalues (an orthogonal similarity, which moves no eigenvalue
+/// by more than round-off), from two matrix products instead of the three that forming
+/// sqrt(S1) and then the product would take (D = 2048, on 2 shared cores: 3.7-4.4 s
+/// against 8.2-8.8 s, of which 2.2 s is the eigendecomposition of S1 and 1 s that of M).
 pub fn trace_sqrt_product(s1: MatRef<'_, f64>, s2: MatRef<'_, f64>) -> Result<f64> {
     let d = s1.nrows();
-    let r = sqrtm_psd(s1)?;
-    let mut rs2 = Mat::zeros(d, d);
-    matmul(rs2.as_mut(), Accum::Replace, r.as_ref(), s2, 1.0, Par::rayon(0));
+    let (w, u) = eigen_psd(s1)?;
+    let mut s2u = Mat::zeros(d, d);
+    matmul(s2u.as_mut(), Accum::Replace, s2, u.as_ref(), 1.0, Par::rayon(0));
     let mut m = Mat::zeros(d, d);
-    matmul(m.as_mut(), Accum::Replace, rs2.as_ref(), r.as_ref(), 1.0, Par::rayon(0));
-    let w = symmetric_part(m.as_ref()).self_adjoint_eigenvalues(Side::Lower).map_err(not_converged)?;
+    matmul(m.as_mut(), Accum::Replace, u.transpose(), s2u.as_ref(), 1.0, Par::rayon(0));
+    let root: Vec<f64> = w.iter().map(|w| w.sqrt()).collect();
+    let m = Mat::from_fn(d, d, |i, j| root[i] * 0.5 * (m[(i, j)] + m[(j, i)]) * root[j]);
+    let w = m.self_adjoint_eigenvalues(Side::Lower).map_err(not_converged)?;
     Ok(w.iter().map(|&w| w.max(0.0).sqrt()).sum())
 }
 
@@ -74,7 +82,10 @@ mod tests {
     /// Q diag(lam) Q^T with Q = H(1,2,3,4,5) H(1,-1,2,-2,3), lam = 10^(-10 i / 4): condition
     /// number 1e10 (tests/golden/metrics_scipy.py builds the same matrix).
     fn ill_conditioned() -> (Mat<f64>, Mat<f64>, Vec<f64>) {
-        let q = product(householder(&[1.0, 2.0, 3.0, 4.0, 5.0]).as_ref(), householder(&[1.0, -1.0, 2.0, -2.0, 3.0]).as_ref());
+        let q = product(
+            householder(&[1.0, 2.0, 3.0, 4.0, 5.0]).as_ref(),
+            householder(&[1.0, -1.0, 2.0, -2.0, 3.0]).as_ref(),
+        );
         let lam: Vec<f64> = (0..5).map(|i| 10f64.powf(-10.0 * i as f64 / 4.0)).collect();
         let ql = Mat::from_fn(5, 5, |i, j| q[(i, j)] * lam[j]);
         (product(ql.as_ref(), q.transpose()), q, lam)
@@ -82,11 +93,31 @@ mod tests {
 
     /// scipy.linalg.sqrtm of the matrix, from tests/golden/metrics_scipy.py ("sqrtm row-major").
     const SCIPY_SQRTM: [f64; 25] = [
-        0.8179452843322941, 0.11187777556797487, -0.16468534546565852, 0.22525753824427502, -0.24157292821485368,
-        0.11187777556797852, 0.03996205248441926, -0.02766858011042238, 0.0058637959861643, -0.04392435031393879,
-        -0.16468534546565766, -0.02766858011043085, 0.0351476442802111, -0.03902987161630554, 0.0498200503111358,
-        0.22525753824427727, 0.00586379598616753, -0.03902987161629982, 0.08872133202409221, -0.05673611052712603,
-        -0.24157292821485074, -0.04392435031394226, 0.04982005031114185, -0.0567361105271308, 0.07780792499993826,
+        0.8179452843322941,
+        0.11187777556797487,
+        -0.16468534546565852,
+        0.22525753824427502,
+        -0.24157292821485368,
+        0.11187777556797852,
+        0.03996205248441926,
+        -0.02766858011042238,
+        0.0058637959861643,
+        -0.04392435031393879,
+        -0.16468534546565766,
+        -0.02766858011043085,
+        0.0351476442802111,
+        -0.03902987161630554,
+        0.0498200503111358,
+        0.22525753824427727,
+        0.00586379598616753,
+        -0.03902987161629982,
+        0.08872133202409221,
+        -0.05673611052712603,
+        -0.24157292821485074,
+        -0.04392435031394226,
+        0.04982005031114185,
+        -0.0567361105271308,
+        0.07780792499993826,
     ];
 
     #[test]

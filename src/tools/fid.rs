@@ -28,8 +28,10 @@ const BATCH_VALUES: usize = 1 << 20;
 
 /// What `img-fid` computes.
 pub struct ImgFid {
-    /// SAMPLES then REFERENCE; only the one set whose statistics are written with `save_stats`.
-    pub inputs: Vec<InputPath>,
+    /// The generated set; with `save_stats`, the set whose statistics are written.
+    pub samples: InputPath,
+    /// The real set; `None` with `save_stats`.
+    pub reference: Option<InputPath>,
     /// KID's random subsets.
     pub kid_subsets: usize,
     /// Rows of each set in a KID subset; min(1000, N_A, N_B) when `None`.
@@ -57,22 +59,17 @@ pub struct FeatureSet {
 /// Compares SAMPLES with REFERENCE and writes one JSON object (see `img-fid --help`), or with
 /// `save_stats` writes the statistics file of the one input.
 pub fn img_fid(r: &ImgFid) -> Result<()> {
-    if let Some(stats) = &r.save_stats {
-        let [input] = r.inputs.as_slice() else {
-            return Err(Error::config(format!(
-                "--save-stats writes the statistics of one INPUT, got {} inputs",
-                r.inputs.len()
-            )));
-        };
-        check_io(&[("INPUT", Some(input))], &[("--save-stats", Some(stats))])?;
-        let set = read_feature_set(input)?;
-        return write_stats(&set, r.stats_features, stats);
-    }
-    let [samples, reference] = r.inputs.as_slice() else {
-        return Err(Error::config(format!(
-            "give two inputs, SAMPLES and REFERENCE (or one with --save-stats), got {}",
-            r.inputs.len()
-        )));
+    let samples = &r.samples;
+    let reference = match (&r.save_stats, &r.reference) {
+        (Some(stats), None) => {
+            check_io(&[("SAMPLES", Some(samples))], &[("--save-stats", Some(stats))])?;
+            return write_stats(&read_feature_set(samples)?, r.stats_features, stats);
+        }
+        (None, Some(reference)) => reference,
+        (Some(_), Some(_)) => {
+            return Err(Error::config("--save-stats writes the statistics of one set: give SAMPLES only"))
+        }
+        (None, None) => return Err(Error::config("give SAMPLES and REFERENCE (or SAMPLES with --save-stats)")),
     };
     check_io(&[("SAMPLES", Some(samples)), ("REFERENCE", Some(reference))], &[("-o", Some(&r.output))])?;
     let a = read_feature_set(samples)?;
@@ -170,7 +167,8 @@ fn finish(moments: Moments, input: &InputPath) -> Result<Stats> {
 
 /// A statistics file written by `--save-stats`.
 fn read_stats(map: &TensorMap, input: &InputPath) -> Result<FeatureSet> {
-    let expected = "expected a statistics file of img-fid --save-stats (mu f64 [D], sigma f64 [D, D], features f32 [N, D])";
+    let expected =
+        "expected a statistics file of img-fid --save-stats (mu f64 [D], sigma f64 [D, D], features f32 [N, D])";
     let check = |name: &str, t: &'_ Tensor, dtype: DType, shape_ok: bool| -> Result<()> {
         if t.dtype() == dtype && shape_ok {
             return Ok(());
