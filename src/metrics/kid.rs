@@ -47,19 +47,27 @@ pub fn kid(a: &Features, b: &Features, subsets: usize, subset_size: Option<usize
             "--kid-subset-size {m}: a subset needs 2 to {fewest} rows (the smaller set has {fewest})"
         )));
     }
+    crate::memory::ensure_fits(
+        format!("--kid-subset-size {m} (its kernel matrix)"),
+        crate::memory::bytes_of(&[m, m], 4),
+    )
+    .map_err(Error::config)?;
     if subsets == 0 {
         return Err(Error::config("--kid-subsets 0: at least one subset is needed"));
     }
-    let mmds: Vec<f64> = (0..subsets)
-        .map(|s| {
-            let mut rng = Rng::new(seed, Stream::Subsets, s as u64);
-            let x = gather(a, &sample(rng.inner(), a.rows(), m).into_vec());
-            let y = gather(b, &sample(rng.inner(), b.rows(), m).into_vec());
-            mmd2_unbiased(&x, &y, a.dim())
-        })
-        .collect();
-    let mean = mmds.iter().sum::<f64>() / subsets as f64;
-    let var = mmds.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / subsets as f64;
+    // Welford's running mean and sum of squared deviations: memory does not grow with
+    // --kid-subsets.
+    let (mut mean, mut squares) = (0.0, 0.0);
+    for s in 0..subsets {
+        let mut rng = Rng::new(seed, Stream::Subsets, s as u64);
+        let x = gather(a, &sample(rng.inner(), a.rows(), m).into_vec());
+        let y = gather(b, &sample(rng.inner(), b.rows(), m).into_vec());
+        let mmd = mmd2_unbiased(&x, &y, a.dim());
+        let delta = mmd - mean;
+        mean += delta / (s + 1) as f64;
+        squares += delta * (mmd - mean);
+    }
+    let var = squares / subsets as f64;
     Ok(Kid { mean, std: var.sqrt(), subsets, subset_size: m })
 }
 

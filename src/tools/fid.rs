@@ -136,6 +136,12 @@ fn read_features<R: std::io::Read>(mut reader: npy::NpyReader<R>, input: &InputP
             format!("{} {:?}: expected features f32 or f64 [N, D]", header.dtype.name(), header.shape),
         ));
     }
+    // The covariance's accumulators and FID's products: a few D x D f64 matrices.
+    crate::memory::ensure_fits(
+        format!("features of {dim} dimensions (their covariance)"),
+        crate::memory::bytes_of(&[8, dim, dim], 8),
+    )
+    .map_err(|e| Error::bad_input(input, e))?;
     let mut moments = Moments::new(dim);
     let mut features = Vec::new();
     while let Some(batch) = reader.read_rows((BATCH_VALUES / dim).max(1))? {

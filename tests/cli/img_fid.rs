@@ -102,6 +102,10 @@ fn sets_that_cannot_be_compared_fail_with_one_line() {
     assert!(line.contains("[N, D]"), "{line}");
     let line = assert_fails_naming(tool("img-fid").current_dir(d).args(["a.npy", "a.npy", "--k", "50"]), d, "--k 50");
     assert!(line.contains("more than 50 rows"), "{line}");
+    // A covariance too large for the machine is refused before it is allocated.
+    write_npy_f32(d, "wide.npy", &[2, 300_000], &vec![0.0; 600_000]);
+    let line = assert_fails_naming(tool("img-fid").current_dir(d).args(["wide.npy", "a.npy"]), d, "wide.npy");
+    assert!(line.contains("more than the"), "{line}");
     // REFERENCE is needed, except with --save-stats, which takes one set: usage errors.
     tool("img-fid").current_dir(d).arg("a.npy").assert().code(2);
     tool("img-fid").current_dir(d).args(["--save-stats", "s.safetensors", "a.npy", "a.npy"]).assert().code(2);
