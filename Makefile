@@ -8,7 +8,7 @@ MAKEFLAGS += --no-builtin-rules
 CARGO ?= cargo
 BIN := target/release
 TOOLS := img-pack img-grid img-plot vae-train vae-eval vae-encode vae-decode vq-encode vq-decode prior-fit prior-sample \
-  ddpm-train ddpm-noise ddpm-denoise ddpm-eval tensor-cat img-classify img-select
+  ddpm-train ddpm-noise ddpm-denoise ddpm-eval tensor-cat img-classify img-select img-fid
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
 SOURCES := Cargo.toml $(shell find src bin data vendor -type f)
 

@@ -11,6 +11,7 @@ pub mod diffusion;
 pub mod error;
 pub mod io;
 pub mod memory;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod plot;

@@ -32,6 +32,8 @@ pub enum Stream {
     Sample = 5,
     /// Which training images `--flip` mirrors (index: step).
     Flip = 6,
+    /// The rows of one of KID's random subsets (index: subset).
+    Subsets = 7,
 }
 
 /// A seeded generator with helpers that produce candle tensors.

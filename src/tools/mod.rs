@@ -20,10 +20,12 @@
 //! | `img-plot` | [`plot::img_plot`] |
 //! | `img-classify` | [`classify::img_classify`] |
 //! | `img-select` | [`select::img_select`] |
+//! | `img-fid` | [`fid::img_fid`] |
 
 pub mod cat;
 pub mod classify;
 pub mod ddpm;
+pub mod fid;
 pub mod img;
 pub mod plot;
 pub mod prior;

@@ -23,6 +23,7 @@ const HELP: &[(&str, &str, &[&str])] = &[
     ("tensor-cat", "tensor-cat codes.0.safetensors", &["metadata"]),
     ("img-classify", "img-classify --model clf.safetensors", &["--features"]),
     ("img-select", "img-select s.npy --scores p.npy --labels l.npy", &["by class, then by score"]),
+    ("img-fid", "img-fid samples.npy reference.npy", &["--no-features", "REFERENCE is the real set"]),
 ];
 
 /// The Makefile's TOOLS, the list of every binary the project builds.

@@ -14,6 +14,7 @@ mod flags;
 mod help;
 mod hostile_input;
 mod img_classify;
+mod img_fid;
 mod img_grid;
 mod img_pack;
 mod img_plot;
