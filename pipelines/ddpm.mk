@@ -9,6 +9,14 @@
 # gathers the wall times, the final loss, the held-out noise-prediction error, the class
 # accuracy per W and the bound. SMOKE=1 runs the same graph with a tiny U-Net trained on the
 # test split, in about a minute.
+#
+# Sample quality as numbers (quality.jsonl, in summary.json as "quality"): a clf-conv
+# classifier trained on the data gives features; pipelines/quality.sh reports FID, KID,
+# precision, recall, density, coverage of each DDIM set (W = 0, 1, 3) and of the ancestral
+# chain's samples against the test split's features, and their class accuracy; beside them
+# the floor (as many train images against the test split) and the ceiling (as much Gaussian
+# noise against it). With 100 samples a row (16 for the chain) these are small-sample
+# figures: FID's bias grows as the sets shrink, so compare rows of one size.
 
 # OUT applies to the pipeline named on the command line (see vae.mk).
 DDPM_DATA_SET := $(or $(DATA),mnist)
@@ -33,7 +41,7 @@ DDPM_TRAIN := $(DDPM_SET) --split test --eval-data $(DDPM_OUT)/test.npy --eval-l
 DDPM_HELD_OUT := eval
 DDPM_TEST := $(DDPM_OUT)/test.npy
 DDPM_VIB := $(DDPM_SET) --split test --epochs 1
-DDPM_CHAIN := 4
+DDPM_CHAIN := 8
 DDPM_BOUND_IMAGES := 4
 DDPM_DDIM_STEPS := 10
 else
@@ -52,6 +60,11 @@ DDPM_COMMON := --seed $(DDPM_SEED) --device $(DDPM_DEVICE)
 DDPM_STAMP := $(DDPM_OUT)/.settings-$(DDPM_EPOCHS)-$(DDPM_SEED)-$(DDPM_DEVICE)-$(SMOKE)-$(DDPM_DATA_SET)
 DDPM_SAMPLES := $(shell echo $$(( 10 * $(DDPM_CLASSES) )))
 DDPM_GUIDANCE := 0 1 3
+# The floor's and the ceiling's shares of the train split and of the test split's noise:
+# about DDPM_SAMPLES images each (9,000 and 1,000 digits; 3,416 and 370 emoji).
+DDPM_FLOOR_SHARD := $(if $(filter mnist,$(DDPM_DATA_SET)),0/90,0/38)
+DDPM_NOISE_SHARD := $(if $(filter mnist,$(DDPM_DATA_SET)),0/10,0/4)
+DDPM_Q := $(DDPM_OUT)/quality
 
 .PHONY: pipeline-ddpm
 pipeline-ddpm: $(DDPM_OUT)/summary.json
@@ -88,17 +101,55 @@ $(DDPM_OUT)/classes-w%.json: $(DDPM_OUT)/vib.safetensors $(DDPM_OUT)/samples-w%.
 	$(BIN)/vae-eval --model $< --data $(DDPM_OUT)/samples-w$*.npy --labels $(DDPM_OUT)/samples-w$*.labels.npy \
 	  $(DDPM_COMMON) -o $@
 
-$(DDPM_OUT)/samples-ddpm.png: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-denoise
+$(DDPM_OUT)/samples-ddpm.npy: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-denoise
 	$(call timed,$(DDPM_OUT)/ddpm.seconds,$(BIN)/ddpm-denoise --model $< -n $(DDPM_CHAIN) --sampler ddpm \
-	  --clip $(DDPM_COMMON) --png $@)
+	  --clip --labels-out $(DDPM_OUT)/samples-ddpm.labels.npy $(DDPM_COMMON) -o $@)
+
+$(DDPM_OUT)/samples-ddpm.png: $(DDPM_OUT)/samples-ddpm.npy $(BIN)/img-grid
+	$(BIN)/img-grid $< --scale 2 -o $@
 
 # The bound on the first images of the bundled test split.
 $(DDPM_OUT)/bound.json: $(DDPM_OUT)/ddpm.safetensors $(BIN)/ddpm-eval
 	$(call timed,$(DDPM_OUT)/bound.seconds,$(BIN)/ddpm-eval --model $< $(DDPM_SET) --split test \
 	  -n $(DDPM_BOUND_IMAGES) $(DDPM_COMMON) -o $@)
 
+# The classifier whose features the quality table uses.
+$(DDPM_OUT)/clf.safetensors: $(DDPM_STAMP) $(BIN)/vae-train
+	$(BIN)/vae-train --preset clf-conv $(DDPM_SET) $(if $(filter 1,$(SMOKE)),--split test --epochs 1,--epochs 5 --lr-schedule cosine) \
+	  $(DDPM_COMMON) --metrics $(DDPM_OUT)/clf-train.jsonl -o $@
+
+$(DDPM_Q)/test-features.npy: $(DDPM_OUT)/clf.safetensors $(BIN)/img-classify
+	@mkdir -p $(@D)
+	$(BIN)/img-classify --model $< $(DDPM_SET) --split test --features $(DDPM_COMMON) -o $@
+
+$(DDPM_Q)/noise.npy: $(DDPM_STAMP) $(BIN)/ddpm-noise
+	@mkdir -p $(@D)
+	$(BIN)/ddpm-noise --t 999 --clip $(DDPM_SET) --split test $(DDPM_COMMON) -o $@
+
+DDPM_QUALITY = pipelines/quality.sh $(BIN) $(DDPM_OUT)/clf.safetensors
+DDPM_QUALITY_TOOLS := $(BIN)/img-classify $(BIN)/img-fid $(BIN)/vae-eval pipelines/quality.sh
+
+$(DDPM_Q)/floor.json: $(DDPM_Q)/test-features.npy $(DDPM_QUALITY_TOOLS)
+	$(DDPM_QUALITY) "$(DDPM_SET) --split train --shard $(DDPM_FLOOR_SHARD)" $< - $(DDPM_SEED) $(DDPM_DEVICE) \
+	  '"row": "floor: train against test"' > $@
+
+$(DDPM_Q)/ceiling.json: $(DDPM_Q)/test-features.npy $(DDPM_Q)/noise.npy $(DDPM_QUALITY_TOOLS)
+	$(DDPM_QUALITY) "--data $(DDPM_Q)/noise.npy --range 11 --shard $(DDPM_NOISE_SHARD)" $< - $(DDPM_SEED) $(DDPM_DEVICE) \
+	  '"row": "ceiling: noise against test"' > $@
+
+$(DDPM_Q)/ddim-w%.json: $(DDPM_OUT)/samples-w%.npy $(DDPM_Q)/test-features.npy $(DDPM_QUALITY_TOOLS)
+	$(DDPM_QUALITY) "--data $<" $(DDPM_Q)/test-features.npy $(DDPM_OUT)/samples-w$*.labels.npy $(DDPM_SEED) $(DDPM_DEVICE) \
+	  '"sampler": "ddim", "steps": $(DDPM_DDIM_STEPS), "guidance": $*' > $@
+
+$(DDPM_Q)/ddpm.json: $(DDPM_OUT)/samples-ddpm.npy $(DDPM_Q)/test-features.npy $(DDPM_QUALITY_TOOLS)
+	$(DDPM_QUALITY) "--data $<" $(DDPM_Q)/test-features.npy $(DDPM_OUT)/samples-ddpm.labels.npy $(DDPM_SEED) $(DDPM_DEVICE) \
+	  '"sampler": "ddpm", "steps": 1000, "guidance": 0' > $@
+
+$(DDPM_OUT)/quality.jsonl: $(DDPM_Q)/floor.json $(DDPM_Q)/ceiling.json $(foreach w,$(DDPM_GUIDANCE),$(DDPM_Q)/ddim-w$(w).json) $(DDPM_Q)/ddpm.json
+	cat $^ > $@
+
 DDPM_PARTS := $(foreach w,$(DDPM_GUIDANCE),$(DDPM_OUT)/samples-w$(w).png $(DDPM_OUT)/classes-w$(w).json) \
-  $(DDPM_OUT)/samples-ddpm.png $(DDPM_OUT)/bound.json
+  $(DDPM_OUT)/samples-ddpm.png $(DDPM_OUT)/bound.json $(DDPM_OUT)/quality.jsonl
 
 $(DDPM_OUT)/summary.json: $(DDPM_PARTS)
 	{ last=$$(tail -n 1 $(DDPM_OUT)/ddpm-train.jsonl); \
@@ -112,6 +163,7 @@ $(DDPM_OUT)/summary.json: $(DDPM_PARTS)
 	  printf ' "seconds": {"train": %s, %s "ddpm_1000_steps_%s_images": %s, "bound": %s},\n' "$$(cat $(DDPM_OUT)/train.seconds)" \
 	    "$$(for w in $(DDPM_GUIDANCE); do printf '"ddim_$(DDPM_DDIM_STEPS)_steps_w%s": %s, ' $$w "$$(cat $(DDPM_OUT)/ddim-w$$w.seconds)"; done)" \
 	    $(DDPM_CHAIN) "$$(cat $(DDPM_OUT)/ddpm.seconds)" "$$(cat $(DDPM_OUT)/bound.seconds)"; \
+	  printf ' "quality": [%s],\n' "$$(paste -sd, $(DDPM_OUT)/quality.jsonl)"; \
 	  printf ' "last_epoch": %s,\n' "$$last"; \
-	  printf ' "files": ["ddpm.safetensors", %s "samples-ddpm.png", "bound.json"]}\n' \
+	  printf ' "files": ["ddpm.safetensors", %s "samples-ddpm.png", "bound.json", "quality.jsonl"]}\n' \
 	    "$$(for w in $(DDPM_GUIDANCE); do printf '"samples-w%s.png", ' $$w; done)"; } > $@

@@ -13,6 +13,19 @@
 # depends on it. SMOKE=1 runs the same graph on a tiny budget (the test split, small priors,
 # one epoch each).
 #
+# Sample quality as numbers (quality.jsonl, in summary.json as "quality", and tradeoff.svg): a
+# clf-conv classifier trained on the train split gives features and class probabilities. For
+# temperatures 1.0 and 0.5 and acceptance rates 10 %, 25 % and 100 %, prior-sample draws
+# KEEP / rate samples of each class, img-classify scores them, img-select keeps the KEEP of
+# each class most likely of their class (rejection sampling, VQ-VAE-2 section 3.3; 100 % keeps
+# all), and pipelines/quality.sh reports FID, KID, precision, recall, density, coverage
+# against the test split's features and the class accuracy of the kept samples. Every row
+# compares KEEP x classes samples with the test split (1,000 digits: KEEP is 100, 40 for the
+# 370 emoji), as do the floor (a ninth of the train split against the test split) and the
+# ceiling (Gaussian noise, ddpm-noise at its last step, against the test split), so each
+# number can be read between them. tradeoff.svg draws FID against class accuracy over the
+# acceptance rates (the paper's Figure 5).
+#
 # The same flow as a shell pipe:
 #   prior-sample --model prior-top.safetensors --bottom prior-bottom.safetensors -n 100 \
 #     | vq-decode --model vqvae2.safetensors --png samples.png --cols 10
@@ -56,15 +69,26 @@ VQ_COMMON := --seed $(VQ_SEED) --device $(VQ_DEVICE)
 VQ_STAMP := $(VQ_OUT)/.settings-$(VQ_EPOCHS)-$(VQ_TOP_EPOCHS)-$(VQ_BOTTOM_EPOCHS)-$(VQ_SEED)-$(VQ_DEVICE)-$(SMOKE)-$(notdir $(VQ_DATA))
 # Ten samples of each class, drawn in blocks of ten: a grid of ten columns shows one class a row.
 VQ_SAMPLES := $(shell echo $$(( 10 * $(VQ_CLASSES) )))
+# The quality table: samples kept per class (the test split's size over the classes), the
+# rates, the temperatures; the floor's share of the train split (1/9 of a bundled one: the
+# test split's size; all of a file).
+VQ_KEEP := $(if $(filter 1,$(SMOKE)),2,$(if $(filter emoji,$(VQ_DATA)),40,100))
+VQ_ACCEPTANCE := 10 25 100
+VQ_QUALITY_TEMPERATURES := 1.0 0.5
+VQ_FLOOR_SHARD := $(if $(filter mnist emoji,$(VQ_DATA)),0/9,0/1)
+VQ_Q := $(VQ_OUT)/quality
 
 # $(call vq_images,SPLIT): the flags naming the images (and labels) of a split: train or test
 # of a bundled set; for a file, the training files or TEST_DATA / TEST_LABELS.
+# $(call vq_pixels,SPLIT): the same images without their labels, for img-classify.
 ifneq ($(filter mnist emoji,$(VQ_DATA)),)
 vq_images = --data $(VQ_DATA) --split $(1)
+vq_pixels = --data $(VQ_DATA) --split $(1)
 VQ_INPUTS :=
 else
 vq_images = --data $(if $(filter test,$(1)),$(or $(TEST_DATA),$(VQ_DATA)),$(VQ_DATA)) \
   --labels $(if $(filter test,$(1)),$(or $(TEST_LABELS),$(LABELS)),$(LABELS))
+vq_pixels = --data $(if $(filter test,$(1)),$(or $(TEST_DATA),$(VQ_DATA)),$(VQ_DATA))
 VQ_INPUTS := $(VQ_DATA) $(LABELS) $(TEST_DATA) $(TEST_LABELS)
 endif
 
@@ -119,7 +143,64 @@ $(VQ_OUT)/vib.safetensors: $(VQ_STAMP) $(VQ_INPUTS) $(BIN)/vae-train
 $(VQ_OUT)/sample-classes.json: $(VQ_OUT)/vib.safetensors $(VQ_OUT)/samples.npy $(VQ_OUT)/sample-codes.safetensors $(BIN)/vae-eval
 	$(BIN)/vae-eval --model $< --data $(VQ_OUT)/samples.npy --labels $(VQ_OUT)/sample-codes.safetensors $(VQ_COMMON) -o $@
 
-$(VQ_OUT)/summary.json: $(VQ_OUT)/samples.png $(VQ_OUT)/sample-classes.json
+# The classifier whose features and probabilities the quality table uses.
+$(VQ_OUT)/clf.safetensors: $(VQ_STAMP) $(VQ_INPUTS) $(BIN)/vae-train
+	$(call vq_timed,clf,$(BIN)/vae-train --preset clf-conv $(call vq_images,$(VQ_TRAIN_SPLIT)) $(if $(filter 1,$(SMOKE)),--epochs 1,--epochs 5 --lr-schedule cosine) \
+	  $(VQ_COMMON) --metrics $(VQ_OUT)/clf-train.jsonl -o $@)
+
+$(VQ_Q)/test-features.npy: $(VQ_OUT)/clf.safetensors $(BIN)/img-classify
+	@mkdir -p $(@D)
+	$(BIN)/img-classify --model $< $(call vq_pixels,test) --features $(VQ_COMMON) -o $@
+
+# Gaussian noise of the data's geometry (x_T of the forward process, clipped to [-1, 1]).
+$(VQ_Q)/noise.npy: $(VQ_STAMP) $(VQ_INPUTS) $(BIN)/ddpm-noise
+	@mkdir -p $(@D)
+	$(BIN)/ddpm-noise --t 999 --clip $(call vq_pixels,test) $(VQ_COMMON) -o $@
+
+QUALITY = pipelines/quality.sh $(BIN) $(VQ_OUT)/clf.safetensors
+QUALITY_TOOLS := $(BIN)/img-classify $(BIN)/img-fid $(BIN)/vae-eval pipelines/quality.sh
+
+$(VQ_Q)/floor.json: $(VQ_Q)/test-features.npy $(QUALITY_TOOLS)
+	$(QUALITY) "$(call vq_pixels,train) --shard $(VQ_FLOOR_SHARD)" $< - $(VQ_SEED) $(VQ_DEVICE) '"row": "floor: train against test"' > $@
+
+$(VQ_Q)/ceiling.json: $(VQ_Q)/test-features.npy $(VQ_Q)/noise.npy $(QUALITY_TOOLS)
+	$(QUALITY) "--data $(VQ_Q)/noise.npy --range 11" $< - $(VQ_SEED) $(VQ_DEVICE) '"row": "ceiling: noise against test"' > $@
+
+# $(call vq_quality,TEMPERATURE,ACCEPTANCE): the rules of one row of the table: draw
+# KEEP * 100 / ACCEPTANCE samples of each class, decode, score, keep the best KEEP of each.
+define vq_quality
+$(VQ_Q)/codes-t$(1)-a$(2).safetensors: $(VQ_OUT)/prior-top.safetensors $(VQ_OUT)/prior-bottom.safetensors $(BIN)/prior-sample
+	@mkdir -p $$(@D)
+	$(BIN)/prior-sample --model $(VQ_OUT)/prior-top.safetensors --bottom $(VQ_OUT)/prior-bottom.safetensors \
+	  -n $(shell echo $$(( $(VQ_CLASSES) * $(VQ_KEEP) * 100 / $(2) ))) --temperature $(1) $(VQ_COMMON) -o $$@
+
+$(VQ_Q)/samples-t$(1)-a$(2).npy: $(VQ_Q)/codes-t$(1)-a$(2).safetensors $(VQ_OUT)/vqvae2.safetensors $(BIN)/vq-decode
+	$(BIN)/vq-decode --model $(VQ_OUT)/vqvae2.safetensors $$< --device $(VQ_DEVICE) -o $$@
+
+$(VQ_Q)/probs-t$(1)-a$(2).npy: $(VQ_Q)/samples-t$(1)-a$(2).npy $(VQ_OUT)/clf.safetensors $(BIN)/img-classify
+	$(BIN)/img-classify --model $(VQ_OUT)/clf.safetensors $$< $(VQ_COMMON) -o $$@
+
+$(VQ_Q)/kept-t$(1)-a$(2).npy: $(VQ_Q)/probs-t$(1)-a$(2).npy $(BIN)/img-select
+	$(BIN)/img-select $(VQ_Q)/samples-t$(1)-a$(2).npy --scores $$< --labels $(VQ_Q)/codes-t$(1)-a$(2).safetensors \
+	  --keep $(VQ_KEEP) --labels-out $(VQ_Q)/kept-labels-t$(1)-a$(2).npy -o $$@
+
+$(VQ_Q)/quality-t$(1)-a$(2).json: $(VQ_Q)/kept-t$(1)-a$(2).npy $(VQ_Q)/test-features.npy $(QUALITY_TOOLS)
+	$(QUALITY) "--data $$<" $(VQ_Q)/test-features.npy $(VQ_Q)/kept-labels-t$(1)-a$(2).npy $(VQ_SEED) $(VQ_DEVICE) \
+	  '"temperature": $(1), "acceptance": $(shell awk 'BEGIN { print $(2) / 100 }'), "drawn": $(shell echo $$(( $(VQ_CLASSES) * $(VQ_KEEP) * 100 / $(2) )))' > $$@
+endef
+$(foreach t,$(VQ_QUALITY_TEMPERATURES),$(foreach a,$(VQ_ACCEPTANCE),$(eval $(call vq_quality,$(t),$(a)))))
+
+VQ_QUALITY_ROWS := $(VQ_Q)/floor.json $(VQ_Q)/ceiling.json \
+  $(foreach t,$(VQ_QUALITY_TEMPERATURES),$(foreach a,$(VQ_ACCEPTANCE),$(VQ_Q)/quality-t$(t)-a$(a).json))
+
+$(VQ_OUT)/quality.jsonl: $(VQ_QUALITY_ROWS)
+	cat $^ > $@
+
+$(VQ_OUT)/tradeoff.svg: $(VQ_OUT)/quality.jsonl $(BIN)/img-plot
+	$(BIN)/img-plot $< -x class_accuracy -y fid --by temperature --label acceptance \
+	  --title "FID against class accuracy, rejection sampling at acceptance 1, 0.25, 0.1" -o $@
+
+$(VQ_OUT)/summary.json: $(VQ_OUT)/samples.png $(VQ_OUT)/sample-classes.json $(VQ_OUT)/quality.jsonl $(VQ_OUT)/tradeoff.svg
 	{ last() { tail -n 1 $(VQ_OUT)/$$1; }; \
 	  printf '{"data": "%s", "preset": "%s", "epochs": {"vqvae2": %s, "prior_top": %s, "prior_bottom": %s}, "temperature": %s, "seed": %s, "smoke": %s,\n' \
 	    $(VQ_DATA) $(VQ_PRESET) $(VQ_EPOCHS) $(VQ_TOP_EPOCHS) $(VQ_BOTTOM_EPOCHS) $(VQ_TEMPERATURE) $(VQ_SEED) $(if $(filter 1,$(SMOKE)),true,false); \
@@ -127,6 +208,7 @@ $(VQ_OUT)/summary.json: $(VQ_OUT)/samples.png $(VQ_OUT)/sample-classes.json
 	  printf ' "prior_top_last_epoch": %s,\n "prior_bottom_last_epoch": %s,\n' "$$(last prior-top.jsonl)" "$$(last prior-bottom.jsonl)"; \
 	  printf ' "sample_class_accuracy": %s,\n' "$$(sed -n 's/.*"error": *\([0-9.eE+-]*\).*/\1/p' $(VQ_OUT)/sample-classes.json | awk '{ print 1 - $$1 }')"; \
 	  printf ' "sample_classifier": %s,\n' "$$(cat $(VQ_OUT)/sample-classes.json)"; \
+	  printf ' "quality": [%s],\n' "$$(paste -sd, $(VQ_OUT)/quality.jsonl)"; \
 	  printf ' "wall_seconds": {'; \
 	  for f in $(VQ_OUT)/.time-*; do printf '%s"%s": %s' "$${sep:-}" "$${f##*/.time-}" "$$(cat $$f)"; sep=', '; done; \
-	  printf '},\n "files": ["vqvae2.safetensors", "prior-top.safetensors", "prior-bottom.safetensors", "samples.png"]}\n'; } > $@
+	  printf '},\n "files": ["vqvae2.safetensors", "prior-top.safetensors", "prior-bottom.safetensors", "samples.png", "quality.jsonl", "tradeoff.svg"]}\n'; } > $@
