@@ -13,14 +13,16 @@ Examples:
   vq-decode --model vq.safetensors codes.safetensors | img-classify --model clf.safetensors > probs.npy
   img-classify --model vib.safetensors digits.npy --seed 3 > probs.npy
   img-classify --model clf.safetensors --data mnist --split train --shard 0/9 --features -o floor.npy
+  img-classify --model pt_inception.safetensors --data emoji --features -o inception.npy
 
 Writes .npy f32 [N, K]: each image's class probabilities (rows sum to 1), in input order;
 with --features, [N, D]: clf-conv's penultimate layer (D = 128) or vib-mlp's posterior mean
-(D = 256), for sample-quality metrics. vib-mlp averages its softmax over 12 draws of z,
-image i's drawn from its own stream of --seed, so no row depends on --batch-size or
---shard (rows K of N, as in vq-encode). The
-images must have the classifier's channels and size (28x28 and 32x32 are padded or
-cropped to each other).";
+(D = 256), for the sample-quality metrics of img-fid. vib-mlp averages its softmax over 12
+draws of z, image i's from its own stream of --seed, so no row depends on --batch-size or
+--shard (rows K of N, as in vq-encode). The images must have the classifier's channels and
+size (28x28 and 32x32 are padded or cropped to each other). --model may also be pytorch-fid's
+Inception-v3 weights (README: Inception features for FID): --features then writes their
+pool3 features [N, 2048] of the images as they are (any size, grey or RGB).";
 
 /// Classify images with a trained classifier (clf-conv, vib-mlp).
 #[derive(Parser)]

@@ -106,6 +106,19 @@ impl InceptionV3 {
         Ok(InceptionV3 { stem, mixed })
     }
 
+    /// Whether a checkpoint file holds pytorch-fid's weights rather than a model of this
+    /// project: a safetensors file with the stem's first convolution and no model config.
+    pub fn is_pytorch_fid_file(path: &InputPath) -> Result<bool> {
+        let InputPath::File(_) = path else { return Ok(false) };
+        let (mut input, len) = path.open()?;
+        let Ok(header) = crate::io::safetensors::read_header(&mut input, len.unwrap_or(u64::MAX), &path.to_string())
+        else {
+            return Ok(false);
+        };
+        Ok(header.tensors.contains_key("blocks.0.0.conv.weight")
+            && !header.metadata.contains_key(crate::checkpoint::CONFIG_KEY))
+    }
+
     /// The network in a safetensors file of pytorch-fid's state dict (see the module docs),
     /// which must hold every tensor, with its shape, and nothing else.
     pub fn load(path: &InputPath, device: &Device) -> Result<Self> {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::io::npy::{DType, NpyWriter};
 use crate::io::{check_io, OutputPath};
 use crate::models::classifier::Classifier;
+use crate::models::inception::InceptionV3;
 use crate::tools::ImageSource;
 
 /// What `img-classify` writes per image.
@@ -39,8 +40,14 @@ pub struct ImgClassify {
 /// in input order, reading the images `batch_size` at a time (only the shard's). vib-mlp's
 /// image r averages its softmax over draws of z from the stream (seed, Eval, r), whatever the
 /// batch size and the shard ([`Classifier::probabilities`]).
+///
+/// `--model` may also be pytorch-fid's Inception-v3 weights ([`InceptionV3`]): then the
+/// features are its 2048 pool3 features of the images as they are (any size, grey or RGB).
 pub fn img_classify(r: &ImgClassify) -> Result<()> {
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
+    if InceptionV3::is_pytorch_fid_file(&r.model.path)? {
+        return inception_features(r);
+    }
     let classifier = Classifier::load(r.model.checkpoint(&r.device)?, &r.device)?;
     let want = classifier.geometry();
     let images = r.images.open(None, r.batch_size)?;
@@ -65,6 +72,27 @@ pub fn img_classify(r: &ImgClassify) -> Result<()> {
         };
         writer.write_rows(&values.flatten_all()?.to_vec1::<f32>()?).map_err(io)?;
         row += batch.x.dim(0)?;
+    }
+    writer.finish().map_err(io)?.finish()
+}
+
+/// [`img_classify`] with pytorch-fid's Inception: features only.
+fn inception_features(r: &ImgClassify) -> Result<()> {
+    if r.output_kind != ClassifyOutput::Features {
+        return Err(Error::bad_input(
+            &r.model.path,
+            "is pytorch-fid's Inception, which gives features only (pool3, 2048); add --features",
+        ));
+    }
+    let network = InceptionV3::load(&r.model.path, &r.device)?;
+    let images = r.images.open(None, r.batch_size)?;
+    let rows = r.shard.rows(images.len());
+    let mut images = images.only(rows)?;
+    let io = |e| Error::io(&r.output, e);
+    let dims = [images.len(), crate::models::inception::FEATURES];
+    let mut writer = NpyWriter::new(r.output.create()?, DType::F32, &dims).map_err(io)?;
+    while let Some(batch) = images.next_batch(&r.device)? {
+        writer.write_rows(&network.features(&batch.x)?.flatten_all()?.to_vec1::<f32>()?).map_err(io)?;
     }
     writer.finish().map_err(io)?.finish()
 }

@@ -119,6 +119,27 @@ fn a_pytorch_fid_state_dict_gives_pytorch_fids_pool3_features() {
     let grey = image("x_grey", [1, 1, 28, 28]).repeat((CHUNK + 1, 3, 1, 1)).unwrap();
     let last = net.features(&grey).unwrap().narrow(0, CHUNK, 1).unwrap();
     check_values("the last of CHUNK + 1 grey images", &last, X_GREY_AT, X_GREY_SQ_SUM, X_GREY_SUM);
+
+    // img-classify --model of the weights writes the same features, in batches and shards.
+    let pixels = image("x_grey", [1, 1, 28, 28]).repeat((3, 1, 1, 1)).unwrap();
+    let values = pixels.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    crate::common::write_npy_f32(dir.path(), "grey.npy", &[3, 1, 28, 28], &values);
+    let base = ["--model", "pt_inception.safetensors", "grey.npy", "--features", "--batch-size", "2"];
+    for (extra, rows) in [(None, 3), (Some("1/2"), 1)] {
+        let mut cmd = crate::common::tool("img-classify");
+        cmd.current_dir(dir.path()).args(base).args(["-o", "f.npy"]);
+        if let Some(shard) = extra {
+            cmd.args(["--shard", shard]);
+        }
+        cmd.assert().success();
+        let f = ndarray_npy::read_npy::<_, ndarray::Array2<f32>>(dir.path().join("f.npy")).unwrap();
+        assert_eq!(f.dim(), (rows, FEATURES));
+        let last = Tensor::from_slice(f.row(rows - 1).to_slice().unwrap(), (1, FEATURES), &Device::Cpu).unwrap();
+        check_values("img-classify's features", &last, X_GREY_AT, X_GREY_SQ_SUM, X_GREY_SUM);
+    }
+    let mut cmd = crate::common::tool("img-classify");
+    cmd.current_dir(dir.path()).args(["--model", "pt_inception.safetensors", "grey.npy", "-o", "p.npy"]);
+    crate::common::assert_fails_naming(&mut cmd, dir.path(), "gives features only (pool3, 2048); add --features");
 }
 
 /// Missing, misshapen and foreign tensors are named in one line; a file of other tensors
