@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use genimg::cli::{self, OutputArgs, SeedArgs};
+use genimg::checkpoint::ModelSource;
+use genimg::cli::{self, DeviceArgs, OutputArgs, SeedArgs};
 use genimg::io::{InputPath, OutputPath};
 use genimg::metrics::{kid, prdc};
-use genimg::tools::fid::{img_fid, ImgFid};
+use genimg::tools::fid::{img_fid, FeatureModel, ImgFid};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -15,13 +16,17 @@ Examples:
   img-fid --save-stats mnist-test.safetensors test-features.npy
   img-fid samples.npy mnist-test.safetensors --kid-subsets 50 --seed 1
   img-classify --model clf.safetensors x0.npy --features | img-fid - mnist-test.safetensors
+  img-fid --features clf.safetensors samples.npy test-images.npy
+  img-fid --features pt_inception.safetensors samples.npy cifar-test.safetensors
 
 Each set is a features .npy (f32 or f64 [N, D], e.g. from img-classify --features) or a
 statistics file of --save-stats, told apart by their first bytes. A statistics file
 (.safetensors) holds mu (f64 [D]), sigma (f64 [D, D]) and the features themselves
 (f32 [N, D]) so that KID and PRDC can be computed against it; with --no-features it holds
 mu and sigma only (as pytorch-fid's .npz), and only fid is reported against it (the other
-metrics are null). Both sets need features of the same dimension D.
+metrics are null). Both sets need features of the same dimension D. With --features MODEL a
+.npy is a set of images (u8, or float in [0,1]) whose features MODEL computes first (a file,
+not stdin; statistics files are read as they are).
 
 Output keys: fid (Fréchet distance of the Gaussians fitted to the two sets, pytorch-fid's
 formula); kid_mean, kid_std (unbiased MMD^2 with the kernel (x.y/D + 1)^3, mean and standard
@@ -57,10 +62,19 @@ struct Args {
     /// With --save-stats: store mu and sigma only (then only FID can be computed against it).
     #[arg(long, requires = "save_stats")]
     no_features: bool,
+    /// Read .npy inputs as images and compute their features with this model: a clf-conv or
+    /// vib-mlp checkpoint, or pytorch-fid's Inception-v3 weights (as img-classify --features).
+    #[arg(long, value_name = "MODEL")]
+    features: Option<InputPath>,
+    /// Images per batch through --features' model.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     seed: SeedArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +92,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         save_stats: args.save_stats,
         stats_features: !args.no_features,
         output: args.output.output,
+        features: match args.features {
+            Some(path) => Some(FeatureModel {
+                model: ModelSource { path, plain: None },
+                batch_size: args.batch_size as usize,
+                device: args.device.device.device()?,
+            }),
+            None => None,
+        },
     })?;
     Ok(())
 }

@@ -7,6 +7,10 @@
 //! first bytes. A statistics file holds `mu` (f64 [D]), `sigma` (f64 [D, D]) and, unless
 //! written with `--no-features`, the features themselves (`features`, f32 [N, D]), which KID
 //! and PRDC need; its metadata holds `format` ([`STATS_FORMAT`]) and `n` (the rows).
+//!
+//! With a feature model ([`ImgFid::features`]: a classifier or pytorch-fid's Inception, as
+//! `img-classify --features` takes them) a `.npy` is a set of images instead, and its features
+//! are computed first, batch by batch, into a temporary file.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,6 +18,8 @@ use std::io::Write;
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 
+use crate::checkpoint::ModelSource;
+use crate::data::{DataSpec, PixelRange, Shard};
 use crate::error::{Error, Result};
 use crate::io::npy::{self, Elements};
 use crate::io::safetensors::TensorMap;
@@ -46,6 +52,15 @@ pub struct ImgFid {
     pub stats_features: bool,
     /// Where the JSON object goes.
     pub output: OutputPath,
+    /// Read `.npy` inputs as images and compute their features with this model.
+    pub features: Option<FeatureModel>,
+}
+
+/// The network that turns images into features (`--features MODEL`).
+pub struct FeatureModel {
+    pub model: ModelSource,
+    pub batch_size: usize,
+    pub device: Device,
 }
 
 /// A set of features as `img-fid` reads it: its statistics, and the features unless it came
@@ -60,10 +75,11 @@ pub struct FeatureSet {
 /// `save_stats` writes the statistics file of the one input.
 pub fn img_fid(r: &ImgFid) -> Result<()> {
     let samples = &r.samples;
+    let model = r.features.as_ref().map(|f| &f.model.path);
     let reference = match (&r.save_stats, &r.reference) {
         (Some(stats), None) => {
-            check_io(&[("SAMPLES", Some(samples))], &[("--save-stats", Some(stats))])?;
-            return write_stats(&read_feature_set(samples)?, r.stats_features, stats);
+            check_io(&[("SAMPLES", Some(samples)), ("--features", model)], &[("--save-stats", Some(stats))])?;
+            return write_stats(&read_set(samples, r)?, r.stats_features, stats);
         }
         (None, Some(reference)) => reference,
         (Some(_), Some(_)) => {
@@ -71,9 +87,10 @@ pub fn img_fid(r: &ImgFid) -> Result<()> {
         }
         (None, None) => return Err(Error::config("give SAMPLES and REFERENCE (or SAMPLES with --save-stats)")),
     };
-    check_io(&[("SAMPLES", Some(samples)), ("REFERENCE", Some(reference))], &[("-o", Some(&r.output))])?;
-    let a = read_feature_set(samples)?;
-    let b = read_feature_set(reference)?;
+    let inputs = [("SAMPLES", Some(samples)), ("REFERENCE", Some(reference)), ("--features", model)];
+    check_io(&inputs, &[("-o", Some(&r.output))])?;
+    let a = read_set(samples, r)?;
+    let b = read_set(reference, r)?;
     if a.stats.dim() != b.stats.dim() {
         return Err(Error::bad_input(
             reference,
@@ -114,6 +131,35 @@ fn compare(a: &FeatureSet, b: &FeatureSet, r: &ImgFid) -> Result<Value> {
         }
     }
     Ok(report)
+}
+
+/// A set as the request reads it: with a feature model, a `.npy` of images goes through it.
+fn read_set(input: &InputPath, r: &ImgFid) -> Result<FeatureSet> {
+    let Some(net) = &r.features else { return read_feature_set(input) };
+    if let TensorFile::Safetensors(map) = crate::io::read_tensor_file(input, &Device::Cpu)? {
+        return read_stats(&map, input);
+    }
+    // Stdin was read by the check above; a pipe cannot be read twice.
+    if matches!(input, InputPath::Stdin) {
+        return Err(Error::bad_input(input, "with --features the images must be a file"));
+    }
+    let dir = tempfile::tempdir().map_err(|e| Error::io("a temporary folder", e))?;
+    let path = dir.path().join("features.npy");
+    crate::tools::classify::img_classify(&crate::tools::classify::ImgClassify {
+        model: net.model.clone(),
+        images: crate::tools::ImageSource {
+            spec: DataSpec::File(input.clone()),
+            split: None,
+            range: PixelRange::ZeroOne,
+        },
+        output_kind: crate::tools::classify::ClassifyOutput::Features,
+        batch_size: net.batch_size,
+        shard: Shard::default(),
+        seed: r.seed,
+        output: OutputPath::File(path.clone()),
+        device: net.device.clone(),
+    })?;
+    read_feature_set(&InputPath::File(path))
 }
 
 /// Reads a features `.npy` or a statistics file.

@@ -110,3 +110,32 @@ fn sets_that_cannot_be_compared_fail_with_one_line() {
     tool("img-fid").current_dir(d).arg("a.npy").assert().code(2);
     tool("img-fid").current_dir(d).args(["--save-stats", "s.safetensors", "a.npy", "a.npy"]).assert().code(2);
 }
+
+/// `--features MODEL` reads images and computes their features first: the same object as the
+/// pipe `img-classify --features` then `img-fid` on the feature files; a statistics file is
+/// still read as one.
+#[test]
+fn with_a_feature_model_images_give_the_pipes_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    crate::common::train_tiny_clf(d, "clf.safetensors");
+    crate::common::write_npy_u8(d, "other.npy", &[40, 28, 28], &crate::common::noise_pixels(40, 9));
+    for (images, features) in [("images.npy", "fa.npy"), ("other.npy", "fb.npy")] {
+        tool("img-classify")
+            .current_dir(d)
+            .args(["--model", "clf.safetensors", images, "--features", "-o", features])
+            .assert()
+            .success();
+    }
+    let piped = report_of("img-fid", d, &["fa.npy", "fb.npy"]);
+    let direct = report_of("img-fid", d, &["--features", "clf.safetensors", "images.npy", "other.npy"]);
+    assert_eq!(direct, piped);
+    tool("img-fid").current_dir(d).args(["--save-stats", "b.safetensors", "fb.npy"]).assert().success();
+    let against_stats = report_of("img-fid", d, &["--features", "clf.safetensors", "images.npy", "b.safetensors"]);
+    assert_eq!(against_stats, piped);
+    let mut cmd = tool("img-fid");
+    cmd.current_dir(d)
+        .args(["--features", "clf.safetensors", "-", "other.npy", "-o", "r.json"])
+        .write_stdin(std::fs::read(d.join("images.npy")).unwrap());
+    assert_fails_naming(&mut cmd, d, "<stdin>: with --features the images must be a file");
+}
