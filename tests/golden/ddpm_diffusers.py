@@ -20,8 +20,7 @@ import sys
 import numpy as np
 import torch
 from diffusers import UNet2DModel
-
-MASK = (1 << 64) - 1
+from seeded import digest, unit
 
 # The configs, as the Rust test has them (same JSON text).
 CONFIGS = {
@@ -44,28 +43,11 @@ STEPS = [10, 600]
 AT = [0, 1, 77, 200, 255]
 
 
-def splitmix(seed, n):
-    """splitmix64 of seed + i * golden gamma, for i < n: uint64 values (numpy wraps)."""
-    with np.errstate(over="ignore"):
-        z = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def name_seed(name):
-    """FNV-1a of the tensor's name."""
-    h = 0xCBF29CE484222325
-    for b in name.encode():
-        h = ((h ^ b) * 0x100000001B3) & MASK
-    return h
-
-
 def fill(name, shape):
     """Uniform in [-1, 1) times: 0.05 for biases, around 1 (1 + 0.2 u) for the GroupNorm scales
     (the other 1-d weights), sqrt(3 / fan in) for conv and linear weights (unit variance)."""
     n = int(np.prod(shape))
-    u = (splitmix(name_seed(name), n) >> np.uint64(11)).astype(np.float64) * 2.0**-53 * 2.0 - 1.0
+    u = unit(name, n)
     if name.endswith("bias"):
         v = u * 0.05
     elif len(shape) == 1:
@@ -73,12 +55,6 @@ def fill(name, shape):
     else:
         v = u * np.sqrt(3.0 / np.prod(shape[1:]))
     return torch.from_numpy(v.astype(np.float32).reshape(shape))
-
-
-def digest(state):
-    """FNV-1a of 'name:d0,d1,...;' over the sorted names."""
-    text = "".join(f"{k}:{','.join(str(d) for d in state[k].shape)};" for k in sorted(state))
-    return name_seed(text)
 
 
 def main():

@@ -26,35 +26,12 @@ import sys
 import numpy as np
 import torch
 import pytorch_fid.inception as fid
-
-MASK = (1 << 64) - 1
+from seeded import digest, unit
 
 # Batches: name of the generator stream, shape [N, C, H, W].
 INPUTS = [("x_rgb", (2, 3, 64, 48)), ("x_grey", (1, 1, 28, 28)), ("x_large", (1, 3, 331, 307))]
 # Indices into each batch's features [N, 2048], flattened.
 AT = [5 + 171 * i for i in range(24)]
-
-
-def splitmix(seed, n):
-    """splitmix64 of seed + i * golden gamma, for i < n: uint64 values (numpy wraps)."""
-    with np.errstate(over="ignore"):
-        z = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def name_seed(name):
-    """FNV-1a of the tensor's name."""
-    h = 0xCBF29CE484222325
-    for b in name.encode():
-        h = ((h ^ b) * 0x100000001B3) & MASK
-    return h
-
-
-def unit(name, n):
-    """n values uniform in [-1, 1) from the top 53 bits, in f64."""
-    return (splitmix(name_seed(name), n) >> np.uint64(11)).astype(np.float64) * 2.0**-53 * 2.0 - 1.0
 
 
 def fill(name, shape):
@@ -79,12 +56,6 @@ def image(name, shape):
     """Values in [0, 1): (u + 1) / 2."""
     u = unit(name, int(np.prod(shape)))
     return torch.from_numpy(((u + 1.0) / 2.0).astype(np.float32).reshape(shape))
-
-
-def digest(state):
-    """FNV-1a of 'name:d0,d1,...;' over the sorted names."""
-    text = "".join(f"{k}:{','.join(str(d) for d in state[k].shape)};" for k in sorted(state))
-    return name_seed(text)
 
 
 def fid_inception_v3_without_download():

@@ -18,26 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from seeded import unit
 
-MASK = (1 << 64) - 1
 SPREAD = 1.0
-
-
-def splitmix(seed, n):
-    """splitmix64 of seed + i * golden gamma, for i < n: uint64 values (numpy wraps)."""
-    with np.errstate(over="ignore"):
-        z = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def name_seed(name):
-    """FNV-1a of the tensor's name."""
-    h = 0xCBF29CE484222325
-    for b in name.encode():
-        h = ((h ^ b) * 0x100000001B3) & MASK
-    return h
 
 
 def fill(name, shape):
@@ -45,7 +28,7 @@ def fill(name, shape):
     SPREAD for the rest (the codebooks: about the spread of the encoder outputs, so that many
     codes are used)."""
     n = int(np.prod(shape))
-    u = (splitmix(name_seed(name), n) >> np.uint64(11)).astype(np.float64) * 2.0**-53 * 2.0 - 1.0
+    u = unit(name, n)
     if name.endswith("bias"):
         scale = 0.01
     elif len(shape) == 4:
