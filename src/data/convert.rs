@@ -76,7 +76,7 @@ impl Geometry {
     /// An error unless the height and width are positive multiples of `stride`, for a
     /// network (`model` names it) that halves its maps that many times over.
     pub fn check_stride(&self, model: &str, stride: usize) -> Result<()> {
-        let fits = |s: usize| s > 0 && s % stride == 0;
+        let fits = |s: usize| s > 0 && s.is_multiple_of(stride);
         if fits(self.height) && fits(self.width) {
             return Ok(());
         }

@@ -55,7 +55,9 @@ impl Bundled {
     pub fn sized(self, size: Option<usize>) -> Result<Self> {
         match (self, size) {
             (set, None) => Ok(set),
-            (Bundled::Emoji { .. }, Some(side)) if side > 0 && emoji::SIDE % side == 0 => Ok(Bundled::Emoji { side }),
+            (Bundled::Emoji { .. }, Some(side)) if side > 0 && emoji::SIDE.is_multiple_of(side) => {
+                Ok(Bundled::Emoji { side })
+            }
             (Bundled::Emoji { .. }, Some(side)) => Err(Error::config(format!(
                 "--size {side}: the bundled emoji are {0}x{0}; --size takes {0} divided by a whole number (32, 16, 8)",
                 emoji::SIDE

@@ -44,7 +44,7 @@ impl<'a> Scored<'a> {
         scores_name: &str,
         labels_name: &str,
     ) -> Result<Self> {
-        if classes == 0 || scores.len() % classes != 0 {
+        if classes == 0 || !scores.len().is_multiple_of(classes) {
             return Err(Error::bad_input(scores_name, "is not a [M, K] array of scores"));
         }
         let m = scores.len() / classes;

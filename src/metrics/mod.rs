@@ -34,7 +34,7 @@ pub struct Features {
 impl Features {
     /// Rows of `dim` values; `data` must hold a whole number of rows.
     pub fn new(data: Vec<f32>, dim: usize) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(Error::config(format!("{} feature values do not make rows of {dim}", data.len())));
         }
         Ok(Features { rows: data.len() / dim, dim, data })

@@ -60,7 +60,7 @@ impl Moments {
     /// Adds a batch of rows (row-major, a whole number of rows of `dim`).
     pub fn add_rows(&mut self, rows: &[f64]) {
         let d = self.dim();
-        assert!(d > 0 && rows.len() % d == 0, "Moments::add_rows: not a whole number of rows");
+        assert!(d > 0 && rows.len().is_multiple_of(d), "Moments::add_rows: not a whole number of rows");
         let b = rows.len() / d;
         if b == 0 {
             return;

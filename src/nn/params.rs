@@ -189,7 +189,7 @@ impl Params {
 
     /// `nn.GroupNorm(groups, channels)`: weight 1 and bias 0, as in PyTorch.
     pub fn group_norm(&mut self, name: &str, groups: usize, channels: usize) -> Result<GroupNorm> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::config(format!("{name}: {channels} channels do not split into {groups} groups")));
         }
         let w = self.tensor(&format!("{name}.weight"), &[channels], Init::Const(1.0))?;
