@@ -39,4 +39,15 @@ pub trait Dataset {
             Error::bad_input(self.name(), format!("has no labels, which {what} needs (pass --labels y.npy)"))
         })
     }
+
+    /// [`Dataset::require_labels`], each of them a class below `classes`.
+    fn require_classes(&self, what: &str, classes: usize) -> Result<&[u32]> {
+        let labels = self.require_labels(what)?;
+        match labels.iter().find(|&&l| l as usize >= classes) {
+            Some(bad) => {
+                Err(Error::bad_input(self.name(), format!("label {bad} is out of range for {classes} classes")))
+            }
+            None => Ok(labels),
+        }
+    }
 }

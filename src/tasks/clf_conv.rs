@@ -58,13 +58,7 @@ fn scalar(t: &Tensor) -> Result<f64> {
 /// The error (fraction of images whose most probable class is not their label) and the
 /// mean cross-entropy (nats) over `data`, `batch_size` images at a time.
 pub fn metrics(net: &ClfConv, data: &dyn Dataset, batch_size: usize, device: &Device) -> Result<Metrics> {
-    let labels = data.require_labels("evaluating clf-conv")?;
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= net.config.classes) {
-        return Err(Error::bad_input(
-            data.name(),
-            format!("label {bad} is out of range for {} classes", net.config.classes),
-        ));
-    }
+    data.require_classes("evaluating clf-conv", net.config.classes)?;
     let mut means = Means::default();
     let rows: Vec<usize> = (0..data.len()).collect();
     for chunk in rows.chunks(batch_size.max(1)) {
