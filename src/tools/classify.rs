@@ -2,10 +2,11 @@
 //! batch: class probabilities, or the penultimate-layer features the sample-quality metrics
 //! compare.
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
 use crate::checkpoint::ModelSource;
 use crate::data::convert::fit_margin;
+use crate::data::stream::ImageStream;
 use crate::data::Shard;
 use crate::error::{Error, Result};
 use crate::io::npy::{DType, NpyWriter};
@@ -46,7 +47,15 @@ pub struct ImgClassify {
 pub fn img_classify(r: &ImgClassify) -> Result<()> {
     check_io(&[("--model", Some(&r.model.path)), ("INPUT", r.images.spec.file())], &[("-o", Some(&r.output))])?;
     if InceptionV3::is_pytorch_fid_file(&r.model.path)? {
-        return inception_features(r);
+        if r.output_kind != ClassifyOutput::Features {
+            return Err(Error::bad_input(
+                &r.model.path,
+                "is pytorch-fid's Inception, which gives features only (pool3, 2048); add --features",
+            ));
+        }
+        let network = InceptionV3::load(&r.model.path, &r.device)?;
+        let images = r.images.open(None, r.batch_size)?;
+        return write_rows(r, images, crate::models::inception::FEATURES, |x, _| network.features(x));
     }
     let classifier = Classifier::load(r.model.checkpoint(&r.device)?, &r.device)?;
     let want = classifier.geometry();
@@ -56,43 +65,31 @@ pub fn img_classify(r: &ImgClassify) -> Result<()> {
         None => "--data".to_string(),
     };
     fit_margin(images.geometry(), want, &source)?;
+    let images = images.fitted(want)?;
+    match r.output_kind {
+        ClassifyOutput::Probabilities => {
+            write_rows(r, images, classifier.classes(), |x, row| classifier.probabilities(x, r.seed, row))
+        }
+        ClassifyOutput::Features => write_rows(r, images, classifier.feature_dim(), |x, _| classifier.features(x)),
+    }
+}
+
+/// Writes .npy f32 [N, width] for the shard's rows of `images`: `f` maps each batch, given
+/// the index of its first image, to [batch, width].
+fn write_rows(
+    r: &ImgClassify,
+    images: ImageStream,
+    width: usize,
+    mut f: impl FnMut(&Tensor, usize) -> Result<Tensor>,
+) -> Result<()> {
     let rows = r.shard.rows(images.len());
     let mut row = rows.start;
-    let mut images = images.fitted(want)?.only(rows)?;
-    let width = match r.output_kind {
-        ClassifyOutput::Probabilities => classifier.classes(),
-        ClassifyOutput::Features => classifier.feature_dim(),
-    };
+    let mut images = images.only(rows)?;
     let io = |e| Error::io(&r.output, e);
     let mut writer = NpyWriter::new(r.output.create()?, DType::F32, &[images.len(), width]).map_err(io)?;
     while let Some(batch) = images.next_batch(&r.device)? {
-        let values = match r.output_kind {
-            ClassifyOutput::Probabilities => classifier.probabilities(&batch.x, r.seed, row)?,
-            ClassifyOutput::Features => classifier.features(&batch.x)?,
-        };
-        writer.write_rows(&values.flatten_all()?.to_vec1::<f32>()?).map_err(io)?;
+        writer.write_rows(&f(&batch.x, row)?.flatten_all()?.to_vec1::<f32>()?).map_err(io)?;
         row += batch.x.dim(0)?;
-    }
-    writer.finish().map_err(io)?.finish()
-}
-
-/// [`img_classify`] with pytorch-fid's Inception: features only.
-fn inception_features(r: &ImgClassify) -> Result<()> {
-    if r.output_kind != ClassifyOutput::Features {
-        return Err(Error::bad_input(
-            &r.model.path,
-            "is pytorch-fid's Inception, which gives features only (pool3, 2048); add --features",
-        ));
-    }
-    let network = InceptionV3::load(&r.model.path, &r.device)?;
-    let images = r.images.open(None, r.batch_size)?;
-    let rows = r.shard.rows(images.len());
-    let mut images = images.only(rows)?;
-    let io = |e| Error::io(&r.output, e);
-    let dims = [images.len(), crate::models::inception::FEATURES];
-    let mut writer = NpyWriter::new(r.output.create()?, DType::F32, &dims).map_err(io)?;
-    while let Some(batch) = images.next_batch(&r.device)? {
-        writer.write_rows(&network.features(&batch.x)?.flatten_all()?.to_vec1::<f32>()?).map_err(io)?;
     }
     writer.finish().map_err(io)?.finish()
 }
