@@ -12,3 +12,6 @@ $(1):
 	@rm -f $(2)
 	@touch $$@
 endef
+
+# What pipelines/quality.sh (one row of a quality table) runs, for the rows' prerequisites.
+QUALITY_TOOLS := $(BIN)/img-classify $(BIN)/img-fid $(BIN)/vae-eval pipelines/quality.sh

@@ -127,21 +127,20 @@ $(DDPM_Q)/noise.npy: $(DDPM_STAMP) $(BIN)/ddpm-noise
 	$(BIN)/ddpm-noise --t 999 --clip $(DDPM_SET) --split test $(DDPM_COMMON) -o $@
 
 DDPM_QUALITY = pipelines/quality.sh $(BIN) $(DDPM_OUT)/clf.safetensors
-DDPM_QUALITY_TOOLS := $(BIN)/img-classify $(BIN)/img-fid $(BIN)/vae-eval pipelines/quality.sh
 
-$(DDPM_Q)/floor.json: $(DDPM_Q)/test-features.npy $(DDPM_QUALITY_TOOLS)
+$(DDPM_Q)/floor.json: $(DDPM_Q)/test-features.npy $(QUALITY_TOOLS)
 	$(DDPM_QUALITY) "$(DDPM_SET) --split train --shard $(DDPM_FLOOR_SHARD)" $< - $(DDPM_SEED) $(DDPM_DEVICE) \
 	  '"row": "floor: train against test"' > $@
 
-$(DDPM_Q)/ceiling.json: $(DDPM_Q)/test-features.npy $(DDPM_Q)/noise.npy $(DDPM_QUALITY_TOOLS)
+$(DDPM_Q)/ceiling.json: $(DDPM_Q)/test-features.npy $(DDPM_Q)/noise.npy $(QUALITY_TOOLS)
 	$(DDPM_QUALITY) "--data $(DDPM_Q)/noise.npy --range 11 --shard $(DDPM_NOISE_SHARD)" $< - $(DDPM_SEED) $(DDPM_DEVICE) \
 	  '"row": "ceiling: noise against test"' > $@
 
-$(DDPM_Q)/ddim-w%.json: $(DDPM_OUT)/samples-w%.npy $(DDPM_Q)/test-features.npy $(DDPM_QUALITY_TOOLS)
+$(DDPM_Q)/ddim-w%.json: $(DDPM_OUT)/samples-w%.npy $(DDPM_Q)/test-features.npy $(QUALITY_TOOLS)
 	$(DDPM_QUALITY) "--data $<" $(DDPM_Q)/test-features.npy $(DDPM_OUT)/samples-w$*.labels.npy $(DDPM_SEED) $(DDPM_DEVICE) \
 	  '"sampler": "ddim", "steps": $(DDPM_DDIM_STEPS), "guidance": $*' > $@
 
-$(DDPM_Q)/ddpm.json: $(DDPM_OUT)/samples-ddpm.npy $(DDPM_Q)/test-features.npy $(DDPM_QUALITY_TOOLS)
+$(DDPM_Q)/ddpm.json: $(DDPM_OUT)/samples-ddpm.npy $(DDPM_Q)/test-features.npy $(QUALITY_TOOLS)
 	$(DDPM_QUALITY) "--data $<" $(DDPM_Q)/test-features.npy $(DDPM_OUT)/samples-ddpm.labels.npy $(DDPM_SEED) $(DDPM_DEVICE) \
 	  '"sampler": "ddpm", "steps": 1000, "guidance": 0' > $@
 

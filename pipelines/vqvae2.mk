@@ -157,14 +157,16 @@ $(VQ_Q)/noise.npy: $(VQ_STAMP) $(VQ_INPUTS) $(BIN)/ddpm-noise
 	@mkdir -p $(@D)
 	$(BIN)/ddpm-noise --t 999 --clip $(call vq_pixels,test) $(VQ_COMMON) -o $@
 
-QUALITY = pipelines/quality.sh $(BIN) $(VQ_OUT)/clf.safetensors
-QUALITY_TOOLS := $(BIN)/img-classify $(BIN)/img-fid $(BIN)/vae-eval pipelines/quality.sh
+VQ_QUALITY = pipelines/quality.sh $(BIN) $(VQ_OUT)/clf.safetensors
 
 $(VQ_Q)/floor.json: $(VQ_Q)/test-features.npy $(QUALITY_TOOLS)
-	$(QUALITY) "$(call vq_pixels,train) --shard $(VQ_FLOOR_SHARD)" $< - $(VQ_SEED) $(VQ_DEVICE) '"row": "floor: train against test"' > $@
+	$(VQ_QUALITY) "$(call vq_pixels,train) --shard $(VQ_FLOOR_SHARD)" $< - $(VQ_SEED) $(VQ_DEVICE) '"row": "floor: train against test"' > $@
 
 $(VQ_Q)/ceiling.json: $(VQ_Q)/test-features.npy $(VQ_Q)/noise.npy $(QUALITY_TOOLS)
-	$(QUALITY) "--data $(VQ_Q)/noise.npy --range 11" $< - $(VQ_SEED) $(VQ_DEVICE) '"row": "ceiling: noise against test"' > $@
+	$(VQ_QUALITY) "--data $(VQ_Q)/noise.npy --range 11" $< - $(VQ_SEED) $(VQ_DEVICE) '"row": "ceiling: noise against test"' > $@
+
+# $(call vq_draws,ACCEPTANCE): the samples drawn for a row, KEEP * 100 / ACCEPTANCE of each class.
+vq_draws = $(shell echo $$(( $(VQ_CLASSES) * $(VQ_KEEP) * 100 / $(1) )))
 
 # $(call vq_quality,TEMPERATURE,ACCEPTANCE): the rules of one row of the table: draw
 # KEEP * 100 / ACCEPTANCE samples of each class, decode, score, keep the best KEEP of each.
@@ -172,7 +174,7 @@ define vq_quality
 $(VQ_Q)/codes-t$(1)-a$(2).safetensors: $(VQ_OUT)/prior-top.safetensors $(VQ_OUT)/prior-bottom.safetensors $(BIN)/prior-sample
 	@mkdir -p $$(@D)
 	$(BIN)/prior-sample --model $(VQ_OUT)/prior-top.safetensors --bottom $(VQ_OUT)/prior-bottom.safetensors \
-	  -n $(shell echo $$(( $(VQ_CLASSES) * $(VQ_KEEP) * 100 / $(2) ))) --temperature $(1) $(VQ_COMMON) -o $$@
+	  -n $(call vq_draws,$(2)) --temperature $(1) $(VQ_COMMON) -o $$@
 
 $(VQ_Q)/samples-t$(1)-a$(2).npy: $(VQ_Q)/codes-t$(1)-a$(2).safetensors $(VQ_OUT)/vqvae2.safetensors $(BIN)/vq-decode
 	$(BIN)/vq-decode --model $(VQ_OUT)/vqvae2.safetensors $$< --device $(VQ_DEVICE) -o $$@
@@ -185,8 +187,8 @@ $(VQ_Q)/kept-t$(1)-a$(2).npy: $(VQ_Q)/probs-t$(1)-a$(2).npy $(BIN)/img-select
 	  --keep $(VQ_KEEP) --labels-out $(VQ_Q)/kept-labels-t$(1)-a$(2).npy -o $$@
 
 $(VQ_Q)/quality-t$(1)-a$(2).json: $(VQ_Q)/kept-t$(1)-a$(2).npy $(VQ_Q)/test-features.npy $(QUALITY_TOOLS)
-	$(QUALITY) "--data $$<" $(VQ_Q)/test-features.npy $(VQ_Q)/kept-labels-t$(1)-a$(2).npy $(VQ_SEED) $(VQ_DEVICE) \
-	  '"temperature": $(1), "acceptance": $(shell awk 'BEGIN { print $(2) / 100 }'), "drawn": $(shell echo $$(( $(VQ_CLASSES) * $(VQ_KEEP) * 100 / $(2) )))' > $$@
+	$(VQ_QUALITY) "--data $$<" $(VQ_Q)/test-features.npy $(VQ_Q)/kept-labels-t$(1)-a$(2).npy $(VQ_SEED) $(VQ_DEVICE) \
+	  '"temperature": $(1), "acceptance": $(shell awk 'BEGIN { print $(2) / 100 }'), "drawn": $(call vq_draws,$(2))' > $$@
 endef
 $(foreach t,$(VQ_QUALITY_TEMPERATURES),$(foreach a,$(VQ_ACCEPTANCE),$(eval $(call vq_quality,$(t),$(a)))))
 
