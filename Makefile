@@ -12,7 +12,7 @@ TOOLS := img-pack img-grid img-plot vae-train vae-eval vae-encode vae-decode vq-
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
 SOURCES := Cargo.toml $(shell find src bin data vendor -type f)
 
-.PHONY: all build test bench bench-stages lint clean
+.PHONY: all build build-cuda test bench bench-stages lint clean
 all: build
 
 build: $(TOOL_PATHS)
@@ -21,6 +21,15 @@ build: $(TOOL_PATHS)
 $(TOOL_PATHS) &: $(SOURCES)
 	$(CARGO) build --release --locked
 	@touch $(TOOL_PATHS)
+
+# Every tool with --features cuda, on a machine with or without a GPU: NVIDIA's CUDA 13.0
+# compiler from PyPI wheels (scripts/cuda-toolchain.sh), its own target directory. The first
+# build takes about 30 minutes on 2 cores (nvcc compiling candle's kernels); not part of `test`.
+CUDA_TOOLCHAIN ?= target/cuda-toolchain
+CUDA_TARGET := target/cuda
+build-cuda:
+	eval "$$(scripts/cuda-toolchain.sh $(CUDA_TOOLCHAIN))" && \
+	  $(CARGO) build --release --locked --features cuda --target-dir $(CUDA_TARGET) --bins --tests
 
 # Unit and integration tests, then each pipeline's smoke run (same graph, tiny budget).
 test:

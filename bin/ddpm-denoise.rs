@@ -100,7 +100,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("ddpm-denoise", || run(Args::parse()))
 }
 

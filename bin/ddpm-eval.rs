@@ -53,7 +53,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("ddpm-eval", || run(Args::parse()))
 }
 

@@ -87,7 +87,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("ddpm-noise", || run(Args::parse()))
 }
 

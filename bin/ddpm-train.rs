@@ -61,7 +61,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("ddpm-train", || run(Args::parse()))
 }
 

@@ -49,7 +49,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("img-classify", || run(Args::parse()))
 }
 

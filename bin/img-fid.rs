@@ -77,7 +77,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("img-fid", || run(Args::parse()))
 }
 

@@ -83,7 +83,7 @@ struct Args {
     output: OutputArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("img-pack", || run(Args::parse()))
 }
 

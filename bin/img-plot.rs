@@ -46,7 +46,7 @@ struct Args {
     output: OutputArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("img-plot", || run(Args::parse()))
 }
 

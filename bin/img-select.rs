@@ -50,7 +50,7 @@ struct Args {
     labels_out: Option<OutputPath>,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("img-select", || run(Args::parse()))
 }
 

@@ -72,7 +72,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("prior-sample", || run(Args::parse()))
 }
 

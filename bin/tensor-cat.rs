@@ -29,7 +29,7 @@ struct Args {
     output: OutputArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("tensor-cat", || run(Args::parse()))
 }
 

@@ -45,7 +45,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("vae-decode", || run(Args::parse()))
 }
 

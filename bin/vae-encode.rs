@@ -37,7 +37,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("vae-encode", || run(Args::parse()))
 }
 

@@ -42,7 +42,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("vae-eval", || run(Args::parse()))
 }
 

@@ -54,7 +54,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("vae-train", || run(Args::parse()))
 }
 

@@ -48,7 +48,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("vq-decode", || run(Args::parse()))
 }
 

@@ -44,7 +44,7 @@ struct Args {
     device: DeviceArgs,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::run("vq-encode", || run(Args::parse()))
 }
 

@@ -119,14 +119,7 @@ impl DeviceSpec {
     pub fn device(&self) -> Result<Device, Error> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => {
-                if !candle_core::utils::cuda_is_available() {
-                    return Err(Error::config(
-                        "--device cuda: this build has no CUDA support (build with --features cuda)",
-                    ));
-                }
-                Device::new_cuda(*n).map_err(|e| Error::config(format!("--device cuda:{n}: {e}")))
-            }
+            DeviceSpec::Cuda(n) => crate::cuda::open(*n),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod cuda;
 pub mod data;
 pub mod diffusion;
 pub mod error;
