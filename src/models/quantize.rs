@@ -6,7 +6,13 @@
 //! Forward: each input vector takes its nearest code by L2 distance; the output is the code's
 //! vector with a straight-through gradient (`x + (q - x).detach()`), and the commitment loss
 //! is mean((sg[q] - x)^2). Training updates the codebook by EMA (decay 0.99, eps 1e-5) in
-//! f32 on the host, not by gradients.
+//! f32, not by gradients.
+//!
+//! Device rule for the EMA step: on the CPU a loop over the batch's rows
+//! ([`Quantizer::update`]'s host path); elsewhere tensor ops on the device (a one-hot matrix
+//! product for the statistics, masks for the restarts), so a GPU step copies back only the
+//! code counts (n_embed floats, for the idle counters) instead of the batch and the codebook.
+//! Both draw the same random numbers in the same order; they are tested equal.
 //!
 //! A living codebook: the common implementation's codebook (`randn` init) collapses on
 //! MNIST to a handful of codes. Here the codebook is initialised from the first batch's
@@ -38,6 +44,9 @@ pub struct Quantizer {
     embed_avg: Tensor,
     /// Updates since each code was last chosen (training state, not saved).
     idle: Vec<u32>,
+    /// Whether the codebook is known to hold statistics (an update ran, or the buffers were
+    /// checked), so the device path need not read `cluster_size` back to ask.
+    started: bool,
 }
 
 /// What quantizing a batch gives.
@@ -57,7 +66,7 @@ impl Quantizer {
         let embed = p.buffer(&format!("{name}.embed"), &[d, n], Init::Normal(1.0))?;
         let cluster_size = p.buffer(&format!("{name}.cluster_size"), &[n], Init::Const(0.0))?;
         let embed_avg = p.buffer(&format!("{name}.embed_avg"), &[d, n], Init::Const(0.0))?;
-        Ok(Quantizer { config, embed, cluster_size, embed_avg, idle: vec![0; n] })
+        Ok(Quantizer { config, embed, cluster_size, embed_avg, idle: vec![0; n], started: false })
     }
 
     /// The nearest code of each vector of `x` [..., dim]: u32 [...].
@@ -94,6 +103,15 @@ impl Quantizer {
     /// restarts of codes idle for too long. The first update of a fresh codebook
     /// (cluster_size all zero) first replaces it with randomly chosen inputs.
     pub fn update(&mut self, x: &Tensor, codes: &Tensor, rng: &mut Rng) -> Result<()> {
+        if self.embed.device().is_cpu() {
+            self.update_on_host(x, codes, rng)
+        } else {
+            self.update_with_tensor_ops(x, codes, rng)
+        }
+    }
+
+    /// [`Self::update`] as a loop over the rows on the host.
+    fn update_on_host(&mut self, x: &Tensor, codes: &Tensor, rng: &mut Rng) -> Result<()> {
         let (d, n) = (self.config.dim, self.config.n_embed);
         let device = self.embed.device().clone();
         let flat: Vec<f32> = x.detach().reshape(((), d))?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
@@ -150,6 +168,77 @@ impl Quantizer {
         self.embed.slice_set(&device_columns(&embed, d, n, &device)?, 0, 0)?;
         self.embed_avg.slice_set(&device_columns(&embed_avg, d, n, &device)?, 0, 0)?;
         self.cluster_size.slice_set(&Tensor::from_vec(cluster_size, n, &device)?, 0, 0)?;
+        Ok(())
+    }
+
+    /// [`Self::update`] as tensor ops on the buffers' device: the same arithmetic as the host
+    /// loop, with the random rows drawn on the host in the same order.
+    fn update_with_tensor_ops(&mut self, x: &Tensor, codes: &Tensor, rng: &mut Rng) -> Result<()> {
+        let (d, n) = (self.config.dim, self.config.n_embed);
+        let flat = x.detach().reshape(((), d))?.to_dtype(DType::F32)?.contiguous()?;
+        let rows = flat.dim(0)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let device = flat.device().clone();
+        // Columns [d, n] of chosen rows of the batch: row `picks[k]` for code k.
+        let rows_as_columns =
+            |picks: Vec<u32>| -> Result<Tensor> { Ok(flat.index_select(&Tensor::from_vec(picks, n, &device)?, 0)?.t()?) };
+        let mut codes = codes.flatten_all()?.to_dtype(DType::U32)?;
+        let (mut embed_avg, mut cluster_size) = (self.embed_avg.clone(), self.cluster_size.clone());
+        if !self.started {
+            // Read back once, at the first update: is this a fresh codebook?
+            self.started = cluster_size.to_vec1::<f32>()?.iter().any(|&c| c != 0.0);
+        }
+        if !self.started {
+            let picks = (0..n).map(|_| rng.inner().random_range(0..rows) as u32).collect();
+            let embed = rows_as_columns(picks)?;
+            codes = nearest(&flat, &embed)?;
+            embed_avg = embed;
+            cluster_size = Tensor::ones(n, DType::F32, &device)?;
+        }
+        // Batch statistics: a one-hot [rows, n] of the codes, its column sums (how often each
+        // code was chosen) and its product with the inputs (the sum of each code's inputs).
+        let one_hot = codes
+            .unsqueeze(1)?
+            .broadcast_eq(&Tensor::arange(0u32, n as u32, &device)?.unsqueeze(0)?)?
+            .to_dtype(DType::F32)?;
+        let count = one_hot.sum(0)?;
+        let sum = flat.t()?.matmul(&one_hot)?;
+        let (decay, eps) = (self.config.decay as f64, self.config.eps as f64);
+        let mut cluster_size = ((cluster_size * decay)? + (&count * (1.0 - decay))?)?;
+        let mut embed_avg = ((embed_avg * decay)? + (sum * (1.0 - decay))?)?;
+        // Laplace smoothing, as on the host.
+        let total = cluster_size.sum_all()?;
+        let smoothed = ((&cluster_size + eps)?.broadcast_div(&((&total + n as f64 * eps)?))?.broadcast_mul(&total))?;
+        let mut embed = embed_avg.broadcast_div(&smoothed.unsqueeze(0)?)?;
+        if let Some(after) = self.config.restart_after {
+            let count = count.to_vec1::<f32>()?;
+            let (mut mask, mut picks) = (vec![0f32; n], vec![0u32; n]);
+            for k in 0..n {
+                self.idle[k] = if count[k] > 0.0 { 0 } else { self.idle[k].saturating_add(1) };
+                if self.idle[k] >= after {
+                    picks[k] = rng.inner().random_range(0..rows) as u32;
+                    mask[k] = 1.0;
+                    self.idle[k] = 0;
+                }
+            }
+            if mask.contains(&1.0) {
+                let restarted = rows_as_columns(picks)?;
+                let mask = Tensor::from_vec(mask, n, &device)?;
+                let keep = (1.0 - &mask)?;
+                let blend = |old: &Tensor| -> Result<Tensor> {
+                    Ok((old.broadcast_mul(&keep)? + restarted.broadcast_mul(&mask)?)?)
+                };
+                embed = blend(&embed)?;
+                embed_avg = blend(&embed_avg)?;
+                cluster_size = ((cluster_size * &keep)? + &mask)?;
+            }
+        }
+        self.embed.slice_set(&embed.contiguous()?, 0, 0)?;
+        self.embed_avg.slice_set(&embed_avg.contiguous()?, 0, 0)?;
+        self.cluster_size.slice_set(&cluster_size.contiguous()?, 0, 0)?;
+        self.started = true;
         Ok(())
     }
 
@@ -299,6 +388,42 @@ mod tests {
         let (used, perplexity) = q.usage(&Tensor::new(&[0u32, 0, 1, 2], &Device::Cpu).unwrap()).unwrap();
         assert_eq!(used, 3);
         assert!((perplexity - (1.5f64 * 2f64.ln()).exp()).abs() < 1e-9);
+    }
+
+    /// The device path (tensor ops) against the host loop, run on the CPU from the same
+    /// state with the same random numbers: a fresh codebook, then steps with restarts.
+    #[test]
+    fn tensor_op_update_matches_the_host_loop() {
+        let config = QuantizerConfig { dim: 3, n_embed: 16, decay: 0.9, eps: 1e-5, restart_after: Some(2) };
+        let d = Device::Cpu;
+        let run = |tensor_ops: bool| {
+            let mut p = Params::init(0, &d);
+            let mut q = Quantizer::new("q", config, &mut p).unwrap();
+            let set = p.finish().unwrap();
+            for step in 0..4 {
+                // Inputs in a few tight clusters, so that some codes go idle and restart.
+                let x = Rng::new(7, Stream::Step, step).normal(&[40, 3], &d).unwrap();
+                let x = ((x * 0.05).unwrap() + (step % 2) as f64).unwrap();
+                let codes = q.codes(&x).unwrap();
+                let mut rng = Rng::new(3, Stream::Step, step);
+                if tensor_ops {
+                    q.update_with_tensor_ops(&x, &codes, &mut rng).unwrap();
+                } else {
+                    q.update_on_host(&x, &codes, &mut rng).unwrap();
+                }
+            }
+            let get = |name: &str| set.get(name).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (get("q.embed"), get("q.embed_avg"), get("q.cluster_size"), q.idle().to_vec())
+        };
+        let (host, ops) = (run(false), run(true));
+        assert_eq!(host.3, ops.3, "idle counters");
+        assert!(host.2.iter().any(|&c| c == 1.0), "no code restarted: {:?}", host.2);
+        for (name, a, b) in [("embed", &host.0, &ops.0), ("embed_avg", &host.1, &ops.1), ("cluster_size", &host.2, &ops.2)]
+        {
+            for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{name}[{i}]: host {x}, tensor ops {y}");
+            }
+        }
     }
 
     #[test]
