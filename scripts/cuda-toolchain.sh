@@ -13,8 +13,8 @@
 # - Linkers and build scripts look for `lib64/libX.so`; the wheels ship only `libX.so.N`.
 #   `lib64/` gets unversioned links.
 # - No wheel ships the driver library (libcuda.so, which comes with the NVIDIA driver). The
-#   build links nothing against it (candle's cudarc loads every CUDA library when a CUDA device
-#   is first asked for; vendor/README.md), so no stub is needed to link, and none is shipped.
+#   build links nothing against it (candle's cudarc loads the driver, cuBLAS, cuRAND and NVRTC
+#   when a CUDA device is first asked for; vendor/README.md), so no stub is needed.
 # - There is no `nvidia-smi` to ask for the compute capability: CUDA_COMPUTE_CAP=90 (H100 and
 #   H200; candle's kernels build for it, as sm_90a) unless the caller sets one.
 #
@@ -45,14 +45,21 @@ cuda="$prefix/site-packages/nvidia/cu13"
 [ -x "$cuda/bin/nvcc" ] || { echo "cuda-toolchain: $cuda/bin/nvcc is missing after the install" >&2; exit 1; }
 chmod +x "$cuda"/bin/* "$cuda"/nvvm/bin/* 2>/dev/null || true
 
-# Unversioned links: lib64/libcublas.so -> ../lib/libcublas.so.13, and so on.
+# Unversioned links: lib64/libcublas.so -> ../lib/libcublas.so.13, and so on. Not for the
+# CUDA runtime: candle-kernels links `-lcudart` (for its statically compiled MoE kernels, which
+# register themselves with the runtime at program start), and with only lib64/libcudart.a ->
+# libcudart_static.a to find, the linker takes the runtime statically. The tools then need no
+# libcudart.so.13 to start; the static runtime opens the driver only when CUDA is first used.
 mkdir -p "$cuda/lib64"
 for lib in "$cuda"/lib/lib*.so.*; do
   base=$(basename "$lib")
   name=${base%%.so.*}.so
+  [ "$name" = libcudart.so ] && continue
   ln -sfn "../lib/$base" "$cuda/lib64/$name"
   ln -sfn "../lib/$base" "$cuda/lib64/$base"
 done
+rm -f "$cuda/lib64/libcudart.so" "$cuda/lib64/libcudart.so.13"
+ln -sfn ../lib/libcudart_static.a "$cuda/lib64/libcudart.a"
 
 cat <<EOF
 export CUDA_HOME='$cuda'

@@ -51,6 +51,7 @@
 //! cross-entropy are fused kernels; elsewhere they are candle's ops (the device rules of
 //! [`ops`], [`layer`], [`Linear`] and [`mean_cross_entropy`]).
 
+mod kernels;
 mod layer;
 mod ops;
 mod sample;

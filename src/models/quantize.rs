@@ -182,8 +182,9 @@ impl Quantizer {
         }
         let device = flat.device().clone();
         // Columns [d, n] of chosen rows of the batch: row `picks[k]` for code k.
-        let rows_as_columns =
-            |picks: Vec<u32>| -> Result<Tensor> { Ok(flat.index_select(&Tensor::from_vec(picks, n, &device)?, 0)?.t()?) };
+        let rows_as_columns = |picks: Vec<u32>| -> Result<Tensor> {
+            Ok(flat.index_select(&Tensor::from_vec(picks, n, &device)?, 0)?.t()?)
+        };
         let mut codes = codes.flatten_all()?.to_dtype(DType::U32)?;
         let (mut embed_avg, mut cluster_size) = (self.embed_avg.clone(), self.cluster_size.clone());
         if !self.started {
@@ -418,7 +419,8 @@ mod tests {
         let (host, ops) = (run(false), run(true));
         assert_eq!(host.3, ops.3, "idle counters");
         assert!(host.2.iter().any(|&c| c == 1.0), "no code restarted: {:?}", host.2);
-        for (name, a, b) in [("embed", &host.0, &ops.0), ("embed_avg", &host.1, &ops.1), ("cluster_size", &host.2, &ops.2)]
+        for (name, a, b) in
+            [("embed", &host.0, &ops.0), ("embed_avg", &host.1, &ops.1), ("cluster_size", &host.2, &ops.2)]
         {
             for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
                 assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{name}[{i}]: host {x}, tensor ops {y}");

@@ -3,14 +3,16 @@
 //! conditioning, and the choice between the fused layer op and these candle ops.
 //!
 //! Device rule: on the CPU (f32) each gated layer is one fused op ([`super::layer`]); elsewhere
-//! the layer is composed of the candle ops below ([`causal_unfold`], [`gate`]), which the fused
+//! the layer is composed of [`causal_unfold`], a matrix product and [`gate`], which the fused
 //! op is tested against in `composed_path_matches_the_fused_one_in_logits_and_every_gradient`.
-//! [`OpPath`] makes the choice, once per forward pass. The gate's row kernels (also used by
-//! the fused op and the cached sampler) are here too.
+//! [`OpPath`] makes the choice, once per forward pass. On CUDA (f32) the unfold and the gate
+//! are one op each with its own kernel ([`super::kernels`]); on other devices, candle's ops.
+//! The gate's row kernels (also used by the fused op and the cached sampler) are here too.
 
 use candle_core::{DType, Tensor};
 use multiversion::multiversion;
 
+use super::kernels::{Gate, Unfold};
 use crate::nn::fastmath;
 
 /// Which implementation of a gated layer a forward pass runs; see the module's device rule.
@@ -37,17 +39,21 @@ impl OpPath {
 /// convolution with `taps`: [N H W, T C], where entry (t, c) of a pixel's row (index t C + c)
 /// is channel c of the pixel at tap t, or 0 outside the map. A product with the
 /// convolution's weight as an [out, T C] matrix (taps major, see `PixelCnn`'s `tap_major`) is
-/// then the convolution. As candle ops: the maps padded with zeros as far as the taps reach,
-/// and one shifted view per tap, concatenated along the channels.
+/// then the convolution. On CUDA one kernel ([`Unfold`]); elsewhere candle ops: the maps
+/// padded with zeros as far as the taps reach, and one shifted view per tap, concatenated
+/// along the channels.
 pub(super) fn causal_unfold(
     x: &Tensor,
-    taps: &[(isize, isize)],
+    taps: &'static [(isize, isize)],
     (height, width): (usize, usize),
 ) -> candle_core::Result<Tensor> {
     let (rows, c) = x.dims2()?;
     let hw = height * width;
     if hw == 0 || rows % hw != 0 {
         candle_core::bail!("causal-unfold: {:?} is not rows of {height}x{width} maps", x.dims())
+    }
+    if x.device().is_cuda() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(Unfold { taps, height, width });
     }
     let reach = |pick: fn(&(isize, isize)) -> isize| {
         let (lo, hi) = taps.iter().map(pick).fold((0, 0), |(lo, hi), d| (lo.min(d), hi.max(d)));
@@ -70,7 +76,8 @@ pub(super) fn causal_unfold(
 /// gate(a + conds) = tanh(f) * sigmoid(g) over the last dimension, [..., 2C] -> [..., C]:
 /// the first C channels are f, the last C are g. Each conditioning tensor [N, 1 or P, 2C] is
 /// added, in order, to the pixels of each of the N images (P pixels each), broadcast over them
-/// when it has one. As candle ops: broadcast adds, narrow, tanh, sigmoid, mul.
+/// when it has one. The adds are candle's broadcast adds; the gate is one kernel on CUDA
+/// ([`Gate`]), elsewhere narrow, tanh, sigmoid and mul.
 pub(super) fn gate(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor> {
     let dims = a.dims();
     let two_c = dims.last().copied().unwrap_or(0);
@@ -83,7 +90,11 @@ pub(super) fn gate(a: &Tensor, conds: &[&Tensor]) -> candle_core::Result<Tensor>
         // (..., 2C) -> (n, pixels, 2C)
         x = x.reshape((n, (), two_c))?.broadcast_add(k)?;
     }
-    let (x, last, c) = (x.reshape(dims)?, dims.len() - 1, two_c / 2);
+    let x = x.reshape(dims)?;
+    if x.device().is_cuda() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(Gate);
+    }
+    let (last, c) = (dims.len() - 1, two_c / 2);
     x.narrow(last, 0, c)?.tanh()? * candle_nn::ops::sigmoid(&x.narrow(last, c, c)?)?
 }
 

@@ -502,3 +502,40 @@ fn the_layer_op_matches_the_composed_layer() {
         }
     }
 }
+
+/// The CUDA path's single ops (their reference loops, run on the CPU) against the composed
+/// candle ops: the unfold of both stacks' taps and the gate, values and input gradients.
+#[test]
+fn kernel_ops_match_the_composed_ops() {
+    use super::kernels::{Gate, Unfold};
+    use candle_core::Var;
+    let d = Device::Cpu;
+    let (h, w, c) = (3, 4, 5);
+    let close = |a: &Tensor, b: &Tensor, tol: f32, what: &str| {
+        assert_eq!(a.dims(), b.dims(), "{what}");
+        let err = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err <= tol, "{what}: differs by {err}");
+    };
+    // A weighted sum, so every output entry gets its own gradient.
+    let loss = |y: &Tensor, seed: u64| {
+        let r = Rng::new(seed, Stream::Eval, 0).normal(y.dims(), &d).unwrap();
+        (y * r).unwrap().sum_all().unwrap()
+    };
+    let x = Var::from_tensor(&Rng::new(1, Stream::Eval, 0).normal(&[2 * h * w, c], &d).unwrap()).unwrap();
+    for taps in [ops::V_TAPS, ops::H_TAPS] {
+        let kernel = x.apply_op1(Unfold { taps, height: h, width: w }).unwrap();
+        let composed = ops::causal_unfold(&x, taps, (h, w)).unwrap();
+        close(&kernel, &composed, 0.0, "unfold");
+        let gk = loss(&kernel, 2).backward().unwrap().get(&x).unwrap().clone();
+        let gc = loss(&composed, 2).backward().unwrap().get(&x).unwrap().clone();
+        close(&gk, &gc, 1e-5, "unfold's gradient");
+    }
+    let a = Var::from_tensor(&(Rng::new(3, Stream::Eval, 0).normal(&[2, h * w, 2 * c], &d).unwrap() * 2.0).unwrap())
+        .unwrap();
+    let kernel = a.apply_op1(Gate).unwrap();
+    let composed = ops::gate(&a, &[]).unwrap();
+    close(&kernel, &composed, 1e-6, "gate");
+    let gk = loss(&kernel, 4).backward().unwrap().get(&a).unwrap().clone();
+    let gc = loss(&composed, 4).backward().unwrap().get(&a).unwrap().clone();
+    close(&gk, &gc, 1e-5, "gate's gradient");
+}

@@ -4,6 +4,12 @@
 //! `--help` and runs on the CPU on a machine without them. cudarc panics when a library is
 //! missing; [`open`] asks for each first, so `--device cuda` there is one line naming it.
 
+//!
+//! [`kernels`]: the project's own CUDA kernels for ops on the hot path, compiled at run time.
+
+#[cfg(feature = "cuda")]
+pub mod kernels;
+
 use candle_core::Device;
 
 use crate::error::{Error, Result};
@@ -25,7 +31,7 @@ pub fn open(ordinal: usize) -> Result<Device> {
 /// The first CUDA library candle needs that cannot be loaded, described for a user.
 #[cfg(feature = "cuda")]
 fn missing_library() -> Option<&'static str> {
-    use cudarc::{cublas, curand, driver};
+    use candle_core::cuda_backend::cudarc::{cublas, curand, driver};
     type Present = unsafe fn() -> bool;
     let libraries: [(&str, Present); 3] = [
         (
