@@ -50,10 +50,7 @@ pub fn prior_top() -> PixelCnnConfig {
 
 /// The bottom-level prior: 8x8 maps of 512 codes conditioned on 4x4 top codes.
 pub fn prior_bottom() -> PixelCnnConfig {
-    PixelCnnConfig {
-        top: Some(TopCondition { n_embed: 512, height: 4, width: 4 }),
-        ..PixelCnnConfig::pixelcnn_prior()
-    }
+    PixelCnnConfig { top: Some(TopCondition { n_embed: 512, height: 4, width: 4 }), ..PixelCnnConfig::pixelcnn_prior() }
 }
 
 pub fn ddpm_mnist() -> DdpmConfig {

@@ -39,7 +39,12 @@ fn vae_mlp() {
     assert_close("vae-mlp mu", &mu_r, &mu_d, FORWARD);
     assert_close("vae-mlp logvar", &lv_r, &lv_d, FORWARD);
     let z = normal(&[4, 20], 1);
-    assert_close("vae-mlp decoder logits", &r.decode_logits(&z).unwrap(), &d.decode_logits(&to(&z, &dev)).unwrap(), FORWARD);
+    assert_close(
+        "vae-mlp decoder logits",
+        &r.decode_logits(&z).unwrap(),
+        &d.decode_logits(&to(&z, &dev)).unwrap(),
+        FORWARD,
+    );
 }
 
 #[test]
@@ -127,11 +132,15 @@ pub fn assert_clear_nearest(what: &str, inputs: Tensor, set: &ParamSet, name: &s
     let x = host(&inputs);
     let mut least = f64::INFINITY;
     for row in x.chunks_exact(dim) {
-        let mut d: Vec<f64> = e.chunks_exact(dim).map(|c| c.iter().zip(row).map(|(a, b)| (a - b).powi(2)).sum()).collect();
+        let mut d: Vec<f64> =
+            e.chunks_exact(dim).map(|c| c.iter().zip(row).map(|(a, b)| (a - b).powi(2)).sum()).collect();
         d.sort_by(f64::total_cmp);
         least = least.min((d[1] - d[0]) / d[0].max(1.0));
     }
-    assert!(n > 1 && least > NEAREST_GAP, "{what}: a near-tie between codes ({least:.2e}) at seed {SEED}; pick another");
+    assert!(
+        n > 1 && least > NEAREST_GAP,
+        "{what}: a near-tie between codes ({least:.2e}) at seed {SEED}; pick another"
+    );
 }
 
 #[test]

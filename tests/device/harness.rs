@@ -82,7 +82,12 @@ pub fn assert_same_codes(what: &str, reference: &Tensor, device: &Tensor) {
     let (r, d) = (host(reference), host(device));
     if let Some(at) = r.iter().zip(&d).position(|(a, b)| a != b) {
         let differ = r.iter().zip(&d).filter(|(a, b)| a != b).count();
-        panic!("{what}: {differ} of {} codes differ, first at flat index {at}: cpu {}, device {}", r.len(), r[at], d[at]);
+        panic!(
+            "{what}: {differ} of {} codes differ, first at flat index {at}: cpu {}, device {}",
+            r.len(),
+            r[at],
+            d[at]
+        );
     }
 }
 

@@ -20,7 +20,7 @@
 //!   +-lr); buffers after the step (running statistics, codebooks, weight averages) as forward
 //!   passes;
 //! - codes (vector quantization, greedy PixelCNN sampling): equal, on seeds whose reference
-//!   has no near-tie (checked on the CPU: a gap of 1e-3 relative);
+//!   has no near-tie (checked on the CPU: gaps of 1e-3 relative for codebooks, 2e-4 for logits);
 //! - PixelCNN at temperature 1: a map may diverge only at a position whose uniform number lies
 //!   between a boundary of the CPU's and the device's teacher-forced CDF (slack 1e-5), and
 //!   those probabilities agree to 1e-4;

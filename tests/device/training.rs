@@ -94,7 +94,11 @@ fn compare(what: &str, r: &Side, d: &Side, lr: f64) {
         d.loss,
         (r.loss - d.loss).abs()
     );
-    assert_eq!(r.grads.keys().collect::<Vec<_>>(), d.grads.keys().collect::<Vec<_>>(), "{what}: parameters with a gradient");
+    assert_eq!(
+        r.grads.keys().collect::<Vec<_>>(),
+        d.grads.keys().collect::<Vec<_>>(),
+        "{what}: parameters with a gradient"
+    );
     let ref_grads: BTreeMap<&String, Vec<f64>> = r.grads.iter().map(|(k, g)| (k, host(g))).collect();
     let largest = ref_grads.values().map(|g| max_abs(g)).fold(0.0, f64::max);
     assert!(largest > 0.0, "{what}: every gradient is zero; the step tests nothing");
@@ -104,7 +108,11 @@ fn compare(what: &str, r: &Side, d: &Side, lr: f64) {
         assert_within(&format!("{what}: gradient of {name}"), g, &d.grads[name], GRAD * scale);
         dev_grads.insert(name, host(&d.grads[name]));
     }
-    assert_eq!(r.after.keys().collect::<Vec<_>>(), d.after.keys().collect::<Vec<_>>(), "{what}: tensors after the step");
+    assert_eq!(
+        r.after.keys().collect::<Vec<_>>(),
+        d.after.keys().collect::<Vec<_>>(),
+        "{what}: tensors after the step"
+    );
     for (name, t) in &r.after {
         let label = format!("{what}: {name} after one step");
         match (ref_grads.get(name), dev_grads.get(name)) {
