@@ -51,8 +51,11 @@ mod vq_decode;
 #[path = "vq-encode.rs"]
 mod vq_encode;
 
+/// A tool's name and its `main`.
+type Tool = (&'static str, fn() -> ExitCode);
+
 /// Every tool, by the name it is run as.
-const TOOLS: &[(&str, fn() -> ExitCode)] = &[
+const TOOLS: &[Tool] = &[
     ("ddpm-denoise", ddpm_denoise::main),
     ("ddpm-eval", ddpm_eval::main),
     ("ddpm-noise", ddpm_noise::main),

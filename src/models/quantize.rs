@@ -418,7 +418,7 @@ mod tests {
         };
         let (host, ops) = (run(false), run(true));
         assert_eq!(host.3, ops.3, "idle counters");
-        assert!(host.2.iter().any(|&c| c == 1.0), "no code restarted: {:?}", host.2);
+        assert!(host.2.contains(&1.0), "no code restarted: {:?}", host.2);
         for (name, a, b) in
             [("embed", &host.0, &ops.0), ("embed_avg", &host.1, &ops.1), ("cluster_size", &host.2, &ops.2)]
         {
