@@ -12,7 +12,7 @@ TOOLS := img-pack img-grid img-plot vae-train vae-eval vae-encode vae-decode vq-
 TOOL_PATHS := $(addprefix $(BIN)/,$(TOOLS))
 SOURCES := Cargo.toml $(shell find src bin data vendor -type f)
 
-.PHONY: all build build-cuda test bench bench-stages lint clean
+.PHONY: all build build-cuda gpu-kit test bench bench-stages lint clean
 all: build
 
 build: $(TOOL_PATHS)
@@ -30,6 +30,16 @@ CUDA_TARGET := target/cuda
 build-cuda:
 	eval "$$(scripts/cuda-toolchain.sh $(CUDA_TOOLCHAIN))" && \
 	  $(CARGO) build --release --locked --features cuda --target-dir $(CUDA_TARGET) --bins --tests
+
+# What scripts/gpu-check.sh takes to a GPU machine (64 MiB at most carried): the CUDA build's
+# multi-call `genimg` and the tests/device executable, stripped and xz-compressed.
+GPU_KIT := target/gpu-kit
+gpu-kit: build-cuda
+	mkdir -p $(GPU_KIT)
+	strip -o $(GPU_KIT)/genimg $(CUDA_TARGET)/release/genimg
+	strip -o $(GPU_KIT)/device $$(ls -t $(CUDA_TARGET)/release/deps/device-* | grep -v '\.d$$' | head -1)
+	xz -T2 -6 -f $(GPU_KIT)/genimg $(GPU_KIT)/device
+	ls -l $(GPU_KIT)
 
 # Unit and integration tests, then each pipeline's smoke run (same graph, tiny budget).
 test:

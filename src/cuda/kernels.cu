@@ -1,8 +1,8 @@
 // genimg's CUDA kernels, compiled at run time by NVRTC (src/cuda/kernels.rs). Every array is
 // f32 and contiguous; sizes are size_t; each kernel is a grid-stride loop, so any grid covers
 // its range. Each is the CUDA peer of a `cpu_fwd` of the same op, whose Rust loop is the
-// reference its tests compare with: gate_* in src/models/pixelcnn/kernels.rs (Gate, GateGrad),
-// causal_* there too (Unfold, Fold), adam_* in src/nn/adam_kernels.rs (Moments, Apply).
+// reference its tests compare with: gate_* and causal_* in src/models/pixelcnn/kernels.rs
+// (Gate, GateGrad, Unfold, Fold).
 
 #define GRID_STRIDE(i, n) \
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)blockDim.x * gridDim.x)
@@ -61,22 +61,4 @@ extern "C" __global__ void causal_fold(const float *du, float *dx, const long lo
     }
     dx[idx] = sum;
   }
-}
-
-// Adam's moments in place, mv [2n] = (m, v), from the gradient g [n] times scale:
-// m = b1 m + c1 g, v = b2 v + c2 g^2 (c = 1 - b, taken in f64 by the caller).
-extern "C" __global__ void adam_moments(float *mv, const float *g, size_t n, float b1, float b2, float c1, float c2,
-                                        float scale) {
-  GRID_STRIDE(i, n) {
-    float gi = scale * g[i];
-    mv[i] = b1 * mv[i] + c1 * gi;
-    mv[n + i] = b2 * mv[n + i] + c2 * gi * gi;
-  }
-}
-
-// Adam's update of the parameter p [n] in place from mv [2n] = (m, v):
-// p = decay p - step m / (sqrt(v) inv_sqrt_bc2 + eps).
-extern "C" __global__ void adam_apply(float *p, const float *mv, size_t n, float decay, float step,
-                                      float inv_sqrt_bc2, float eps) {
-  GRID_STRIDE(i, n) { p[i] = decay * p[i] - step * mv[i] / (sqrtf(mv[n + i]) * inv_sqrt_bc2 + eps); }
 }
