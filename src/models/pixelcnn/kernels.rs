@@ -10,16 +10,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use super::ops::{gate_grad_row, gate_rows, shifted};
 #[cfg(feature = "cuda")]
 use crate::cuda::kernels as cuda;
+use crate::nn::gemm::contiguous_f32;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-
-/// The contiguous f32 data of a CPU input.
-fn host<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{op}: expected a contiguous f32 tensor"),
-    }
-}
 
 /// The last dimension of `l`, and the rows before it.
 fn rows_of(l: &Layout) -> (usize, usize) {
@@ -45,7 +38,7 @@ impl CustomOp1 for Gate {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let a = host(s, l, self.name())?;
+        let a = contiguous_f32(self.name(), s, l)?;
         let (rows, two_c) = rows_of(l);
         let mut out = vec![0f32; rows * two_c / 2];
         gate_rows(a, &mut out, two_c / 2);
@@ -91,7 +84,7 @@ impl CustomOp2 for GateGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, dy) = (host(s1, l1, self.name())?, host(s2, l2, self.name())?);
+        let (a, dy) = (contiguous_f32(self.name(), s1, l1)?, contiguous_f32(self.name(), s2, l2)?);
         let (_, two_c) = rows_of(l1);
         let c = two_c / 2;
         let mut da = a.to_vec();
@@ -147,7 +140,7 @@ impl CustomOp1 for Unfold {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = host(s, l, self.name())?;
+        let x = contiguous_f32(self.name(), s, l)?;
         let (pixels, c) = rows_of(l);
         let (h, w, t) = (self.height, self.width, self.taps.len());
         let mut u = vec![0f32; pixels * t * c];
@@ -199,7 +192,7 @@ impl CustomOp1 for Fold {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let du = host(s, l, self.name())?;
+        let du = contiguous_f32(self.name(), s, l)?;
         let Unfold { taps, height: h, width: w } = self.0;
         let (pixels, tc) = rows_of(l);
         let c = tc / taps.len();
