@@ -60,6 +60,15 @@ fn fixed() -> [(&'static str, Value); 12] {
     ]
 }
 
+/// The value diffusers reads `v` as: its `get_activation` builds the same `nn.SiLU` for
+/// `act_fn` "swish" as for "silu" (several community configs say "swish").
+fn synonym_of(key: &str, v: &Value) -> Value {
+    match (key, v.as_str()) {
+        ("act_fn", Some("swish")) => "silu".into(),
+        _ => v.clone(),
+    }
+}
+
 /// The configuration a diffusers `config.json` of a `UNet2DModel` describes, with the
 /// project's diffusion settings (linear schedule, T = 1000, EMA 0.9999; dropout 0.1 where
 /// the file does not say). An error names the first key whose value this network does not
@@ -76,7 +85,7 @@ pub fn from_diffusers_config(json: &str) -> Result<DdpmConfig, String> {
             continue;
         }
         match fixed.iter().find(|(k, _)| k == key) {
-            Some((_, want)) if want == v => {}
+            Some((_, want)) if *want == synonym_of(key, v) => {}
             Some((_, want)) => return Err(format!("{key} = {v} is not supported (only {want})")),
             None => return Err(format!("{key} = {v}: unknown UNet2DModel key")),
         }
@@ -358,12 +367,14 @@ mod tests {
             e,
             "down_block_types: block type 'SkipDownBlock2D' is not supported (only DownBlock2D and AttnDownBlock2D)"
         );
-        // Harmless keys of later diffusers versions at their defaults are taken.
+        // Harmless keys of later diffusers versions at their defaults, and "swish" for "silu",
+        // are taken.
         let mut v: Value = serde_json::from_str(CIFAR10).unwrap();
         for (k, d) in [
             ("add_attention", Value::from(true)),
             ("num_class_embeds", Value::Null),
             ("downsample_type", "conv".into()),
+            ("act_fn", "swish".into()),
         ] {
             v[k] = d;
         }
