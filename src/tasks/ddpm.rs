@@ -132,10 +132,13 @@ impl Task for DdpmTask {
 
     fn load_extra_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
         let device = self.params.device();
+        // Under today's names, as the parameters are (a state of an earlier release).
+        let saved: BTreeMap<String, Tensor> =
+            state.iter().filter_map(|(k, v)| Some((k.strip_prefix("ema.")?.to_string(), v.clone()))).collect();
+        let saved = self.config().upgrade_tensors(saved)?;
         for (k, avg) in self.ema.iter_mut() {
-            let saved = state
-                .get(&format!("ema.{k}"))
-                .ok_or_else(|| Error::config(format!("the training state has no average of '{k}'")))?;
+            let saved =
+                saved.get(k).ok_or_else(|| Error::config(format!("the training state has no average of '{k}'")))?;
             *avg = saved.to_device(&device)?;
         }
         let n = state.get("ema_updates").ok_or_else(|| Error::config("the training state has no EMA step count"))?;

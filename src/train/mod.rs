@@ -414,8 +414,12 @@ fn resume(
     let map = TensorMap::read(&input, device)?;
     crate::checkpoint::ensure_finite(&map.tensors, &input.to_string())?;
     let meta = |k: &str| map.metadata.get(k).cloned().unwrap_or_default();
+    // A state written by an earlier release describes its network as that release did: the
+    // configuration is compared as read today, as a model file's is.
+    let saved_config = meta(crate::checkpoint::CONFIG_KEY);
+    let saved_config = ModelConfig::from_json(&saved_config).map(|c| c.to_json()).unwrap_or(saved_config);
     let checks = [
-        ("model config", meta(crate::checkpoint::CONFIG_KEY), info.config.clone()),
+        ("model config", saved_config, info.config.clone()),
         ("data", meta("genimg.data"), info.data.clone()),
         ("--batch-size", meta("genimg.batch_size"), info.batch_size.to_string()),
         ("--seed", meta("genimg.seed"), info.seed.to_string()),
@@ -438,8 +442,17 @@ fn resume(
     let strip = |prefix: &str| -> BTreeMap<String, Tensor> {
         map.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect()
     };
-    task.params().assign(&strip("param."))?;
-    adam.load_state(&map.tensors)?;
+    // The per-parameter tensors under today's names (an earlier release's layout renamed as
+    // a model file's is; current names pass unchanged).
+    let config = task.config();
+    task.params().assign(&config.upgrade_tensors(strip("param."))?)?;
+    let mut moments = BTreeMap::new();
+    for prefix in ["exp_avg.", "exp_avg_sq."] {
+        for (k, v) in config.upgrade_tensors(strip(prefix))? {
+            moments.insert(format!("{prefix}{k}"), v);
+        }
+    }
+    adam.load_state(&moments)?;
     adam.set_step(step);
     task.load_extra_state(&strip("extra."))?;
     Ok(step)

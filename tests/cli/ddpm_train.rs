@@ -21,8 +21,11 @@ fn train(dir: &Path, out: &str, epochs: &str, extra: &[&str]) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// A tensor's shape and raw bytes.
+type Raw = (Vec<usize>, Vec<u8>);
+
 /// Each tensor's shape and raw bytes, by name.
-type Tensors = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
+type Tensors = BTreeMap<String, Raw>;
 
 /// Tensors and metadata of a `.safetensors` file, read with the safetensors crate.
 fn read(path: &Path) -> (Tensors, BTreeMap<String, String>) {
@@ -109,4 +112,129 @@ fn stores_the_schedule_and_refuses_other_networks_and_bad_settings() {
     let mut cmd = tool("ddpm-train");
     cmd.current_dir(dir.path()).args(TINY_DDPM).args(["--data", "missing.npy", "-o", "m.safetensors"]);
     assert_fails_naming(&mut cmd, dir.path(), "missing.npy");
+}
+
+/// A tensor's name in the project's U-Net layout from before it followed diffusers (the old
+/// `src/models/ddpm.rs`: `time_embed.{0,2}`, `down.{l}.res.{i}` with `temb` and `skip`,
+/// `down.{l}.attn.{i}` with `norm`, a fused `qkv` and `proj`, `down.{l}.downsample`,
+/// `mid.{res,attn}`, `up.{l}` numbered by level, `norm_out`), for `levels` levels.
+fn old_name(name: &str, levels: usize) -> String {
+    let up = |u: &str| levels - 1 - u.parse::<usize>().unwrap();
+    let parts: Vec<&str> = name.split('.').collect();
+    let (module, rest) = match parts.as_slice() {
+        ["time_embedding", "linear_1", rest @ ..] => ("time_embed.0".to_string(), rest),
+        ["time_embedding", "linear_2", rest @ ..] => ("time_embed.2".to_string(), rest),
+        ["conv_norm_out", rest @ ..] => ("norm_out".to_string(), rest),
+        ["down_blocks", l, "resnets", i, rest @ ..] => (format!("down.{l}.res.{i}"), rest),
+        ["down_blocks", l, "attentions", i, rest @ ..] => (format!("down.{l}.attn.{i}"), rest),
+        ["down_blocks", l, "downsamplers", "0", "conv", rest @ ..] => (format!("down.{l}.downsample"), rest),
+        ["mid_block", "resnets", i, rest @ ..] => (format!("mid.res.{i}"), rest),
+        ["mid_block", "attentions", i, rest @ ..] => (format!("mid.attn.{i}"), rest),
+        ["up_blocks", u, "resnets", i, rest @ ..] => (format!("up.{}.res.{i}", up(u)), rest),
+        ["up_blocks", u, "attentions", i, rest @ ..] => (format!("up.{}.attn.{i}", up(u)), rest),
+        ["up_blocks", u, "upsamplers", "0", "conv", rest @ ..] => (format!("up.{}.upsample", up(u)), rest),
+        _ => return name.to_string(),
+    };
+    let leaf = match rest {
+        ["time_emb_proj", kind] => format!("temb.{kind}"),
+        ["conv_shortcut", kind] => format!("skip.{kind}"),
+        ["group_norm", kind] => format!("norm.{kind}"),
+        ["to_q" | "to_k" | "to_v", kind] => format!("qkv.{kind}"),
+        ["to_out", "0", kind] => format!("proj.{kind}"),
+        _ => rest.join("."),
+    };
+    format!("{module}.{leaf}")
+}
+
+/// Writes `tensors` (under their groups' prefixes) in the old layout: names by [`old_name`],
+/// q, k and v fused into one conv1x1 [3c, c, 1, 1] (its bias [3c]) in that order, the
+/// output projection a conv1x1 [c, c, 1, 1].
+fn to_old_layout(tensors: &Tensors, levels: usize) -> Tensors {
+    let mut out = Tensors::new();
+    let mut fused: BTreeMap<String, [Option<Raw>; 3]> = BTreeMap::new();
+    for (name, (shape, data)) in tensors {
+        let (prefix, inner) = ["param.", "exp_avg.", "exp_avg_sq.", "extra.ema."]
+            .iter()
+            .find_map(|p| name.strip_prefix(p).map(|rest| (*p, rest)))
+            .unwrap_or(("", name.as_str()));
+        let old = format!("{prefix}{}", if prefix.is_empty() { inner.to_string() } else { old_name(inner, levels) });
+        let which = ["to_q.", "to_k.", "to_v."].iter().position(|p| inner.contains(&format!(".{p}")));
+        let mut shape = shape.clone();
+        if old.ends_with("proj.weight") {
+            shape.extend([1, 1]);
+        }
+        match which {
+            Some(i) => fused.entry(old).or_default()[i] = Some((shape, data.clone())),
+            None => {
+                out.insert(old, (shape, data.clone()));
+            }
+        }
+    }
+    for (name, parts) in fused {
+        let parts: Vec<_> = parts.into_iter().map(|p| p.expect("q, k and v")).collect();
+        let mut shape = parts[0].0.clone();
+        shape[0] *= 3;
+        if shape.len() == 2 {
+            shape.extend([1, 1]);
+        }
+        out.insert(name, (shape, parts.into_iter().flat_map(|p| p.1).collect()));
+    }
+    out
+}
+
+/// The configuration JSON as the old release wrote it: `base_channels`, `channel_mult`,
+/// `num_res_blocks`, `attn_resolutions`, `groups` instead of diffusers' fields.
+fn old_config(config: &str) -> String {
+    let mut c: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config).unwrap();
+    let groups = c["norm_num_groups"].clone();
+    for key in [
+        "block_out_channels",
+        "layers_per_block",
+        "down_block_types",
+        "up_block_types",
+        "norm_num_groups",
+        "norm_eps",
+        "flip_sin_to_cos",
+        "freq_shift",
+        "downsample_padding",
+        "attention_head_dim",
+        "mid_block_scale_factor",
+    ] {
+        c.remove(key).unwrap_or_else(|| panic!("{key} in {config}"));
+    }
+    let old = serde_json::json!({"base_channels": 8, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
+        "attn_resolutions": [8], "groups": groups});
+    c.extend(old.as_object().unwrap().clone());
+    serde_json::Value::Object(c).to_string()
+}
+
+/// A training state written before the U-Net followed diffusers (its names, its fused
+/// attention, its configuration fields) resumes, and ends where an uninterrupted run ends.
+#[test]
+fn a_training_state_of_the_old_layout_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_npy_u8(dir.path(), "x.npy", &[16, 28, 28], &noise_pixels(16, 1));
+    train(dir.path(), "full.safetensors", "2", &[]);
+    train(dir.path(), "cut.safetensors", "1", &[]);
+
+    let state_file = dir.path().join("cut.state.safetensors");
+    let (state, mut meta) = read(&state_file);
+    let old = to_old_layout(&state, 3);
+    assert!(old.contains_key("param.mid.attn.0.qkv.weight") && old.contains_key("exp_avg.up.0.res.1.temb.bias"));
+    assert!(old.contains_key("extra.ema.down.2.attn.0.proj.weight") && !old.keys().any(|k| k.contains("blocks")));
+    assert_eq!(old["param.mid.attn.0.qkv.weight"].0, [48, 16, 1, 1]);
+    meta.insert("genimg.config".into(), old_config(&meta["genimg.config"]));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = old
+        .iter()
+        .map(|(k, (shape, data))| {
+            let dtype = if k == "extra.ema_updates" { safetensors::Dtype::I64 } else { safetensors::Dtype::F32 };
+            (k.clone(), safetensors::tensor::TensorView::new(dtype, shape.clone(), data).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, Some(meta.into_iter().collect()), &state_file).unwrap();
+
+    train(dir.path(), "cut.safetensors", "2", &["--resume"]);
+    let (full, cut) = (read(&dir.path().join("full.safetensors")), read(&dir.path().join("cut.safetensors")));
+    assert!(full.0 == cut.0, "the resumed run differs from the uninterrupted one");
+    assert_eq!(full.1["genimg.config"], cut.1["genimg.config"]);
 }
