@@ -25,22 +25,32 @@
 #                first 160 upscaled emoji by vqvae2-256's checkpoint (10 steps)
 #   prior-64     prior-fit --level bottom, 64x64 codes on the 32x32 top codes, batch 16: the
 #                first 48 of them (3 steps)
-#   sample-256   prior-sample --model prior-32's --bottom prior-64's -n 16 (cached sampler):
-#                genimg only, torch null. PyTorch has no cached sampler, and the plain one
-#                (the whole network per code) takes about 260 s for ONE sample here (1,024
-#                forwards at 16 ms + 4,096 at 59 ms), too slow to be part of the run.
-# BENCH_QUICK cuts them to 64, 8, 32 and 16 images, the priors to 2 layers of 16 channels,
-# and samples 2.
+#   sample-256   prior-sample --model prior-32's --bottom prior-64's -n 16 (cached sampler).
+#                PyTorch has no cached sampler; its plain one (the whole network per code,
+#                the peer's prior-sample) takes about 260 s for ONE sample on this CPU (1,024
+#                forwards at 16 ms + 4,096 at 59 ms), so it runs only with a GPU
+#                BENCH_DEVICE (torch null on the CPU).
+#   ddpm-cifar10 ddpm-train --preset ddpm-cifar10 --batch-size 16, one epoch of the first
+#                160 bundled emoji at 32x32 (10 steps; issue 13's training figure).
+# BENCH_QUICK cuts them to 64, 8, 32 and 16 images (16 for ddpm-cifar10), the priors to 2
+# layers of 16 channels, and samples 2.
+#
+# BENCH_DEVICE=cuda[:N] runs both sides on that GPU (the speed table of docs/gpu.md), the
+# colour stages and ddpm-cifar10 on budgets that keep start-up small beside the work: all
+# 3,416 train emoji at 64 px, the 370 test emoji at 256 px (batch 4), their 32x32 and 64x64
+# codes, 3,416 emoji at 32 px for ddpm-cifar10. Without /usr/bin/time (a bare GPU machine)
+# the seconds come from the shell and peak RSS is null.
 #
 # Builds nothing (the Makefile builds first); binaries come from ${BIN:-target/release}.
 # Environment:
 #   BENCH_STAGES=a,b,...  only these stages (vae-mlp vib-mlp vqvae2-mnist vq-encode
 #                         prior-top prior-bottom vq-decode ddpm-train ddim vqvae2-64
-#                         vqvae2-256 prior-32 prior-64 sample-256); a checkpoint or code file
+#                         vqvae2-256 prior-32 prior-64 sample-256 ddpm-cifar10); a checkpoint or code file
 #                         that a chosen stage needs is made by genimg, untimed
 #   BENCH_QUICK=1         every stage on a tiny budget (the 1,000 test digits, one epoch,
 #                         priors of 2 layers of 16 channels, ddpm-train on 256 digits,
 #                         DDIM -n 8 --steps 5), to check the harness in a few minutes
+#   BENCH_DEVICE=D        cpu (default) or cuda[:N], for genimg's --device and the peer's
 #   BENCH_THREADS=N       PyTorch's threads (default: the number of CPUs)
 #   PYTHON=python3        the interpreter with torch and numpy
 #   BENCH_KEEP=1          keep the temporary folder (inputs, checkpoints, logs)
@@ -53,9 +63,10 @@ set -euo pipefail
 BIN=${BIN:-target/release}
 PYTHON=${PYTHON:-python3}
 QUICK=${BENCH_QUICK:-0}
+DEVICE=${BENCH_DEVICE:-cpu}
 THREADS=${BENCH_THREADS:-$(nproc)}
 ALL_STAGES="vae-mlp,vib-mlp,vqvae2-mnist,vq-encode,prior-top,prior-bottom,vq-decode,ddpm-train,ddim"
-ALL_STAGES+=",vqvae2-64,vqvae2-256,prior-32,prior-64,sample-256"
+ALL_STAGES+=",vqvae2-64,vqvae2-256,prior-32,prior-64,sample-256,ddpm-cifar10"
 STAGES=${BENCH_STAGES:-$ALL_STAGES}
 PEER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/peer/torch_stages.py"
 
@@ -65,9 +76,10 @@ for tool in img-pack vae-train vq-encode vq-decode prior-fit prior-sample ddpm-t
     exit 1
   fi
 done
+HAVE_TIME=1
 if [[ ! -x /usr/bin/time ]]; then
-  echo "whole_process.sh: /usr/bin/time is needed (apt-get install time)" >&2
-  exit 1
+  HAVE_TIME=0
+  echo "whole_process.sh: no /usr/bin/time (apt-get install time): peak RSS is null" >&2
 fi
 for s in ${STAGES//,/ }; do
   if [[ ",$ALL_STAGES," != *",$s,"* ]]; then
@@ -92,29 +104,41 @@ else
 fi
 cd "$WORK"
 
-SEED=(--seed 0 --device cpu)
+SEED=(--seed 0 --device "$DEVICE")
 if [[ $QUICK == 1 ]]; then
   TRAIN_SPLIT=test MLP_EPOCHS=1 VQ_EPOCHS=1 PRIOR_EPOCHS=1 DDIM_N=8 DDIM_STEPS=5
   PRIOR_NET=(--layers 2 --channels 16) # as pipelines/vqvae2.mk with SMOKE=1
   # The colour stages: images at 64 and 256 px, top and bottom code maps, samples.
-  N_64=64 N_256=8 N_TOP=32 N_BOTTOM=16 SAMPLE_N=2
+  N_64=64 N_256=8 N_TOP=32 N_BOTTOM=16 SAMPLE_N=2 N_C10=16
+elif [[ $DEVICE != cpu ]]; then
+  TRAIN_SPLIT=train MLP_EPOCHS=10 VQ_EPOCHS=1 PRIOR_EPOCHS=2 DDIM_N=64 DDIM_STEPS=50
+  PRIOR_NET=()
+  N_64=3416 N_256=370 N_TOP=370 N_BOTTOM=370 SAMPLE_N=16 N_C10=3416
 else
   TRAIN_SPLIT=train MLP_EPOCHS=10 VQ_EPOCHS=1 PRIOR_EPOCHS=2 DDIM_N=64 DDIM_STEPS=50
   PRIOR_NET=()
-  N_64=640 N_256=40 N_TOP=160 N_BOTTOM=48 SAMPLE_N=16
+  N_64=640 N_256=40 N_TOP=160 N_BOTTOM=48 SAMPLE_N=16 N_C10=160
 fi
 
 wants() { [[ ",$STAGES," == *",$1,"* ]]; }
 
-# $(mib KIB): KiB to MiB, one decimal.
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# $(mib KIB): KiB to MiB, one decimal (null stays null).
+mib() { awk -v k="$1" 'BEGIN { if (k == "null") print "null"; else printf "%.1f", k / 1024 }'; }
 
 # timed NAME COMMAND...: runs COMMAND under /usr/bin/time, its stdout to NAME.out and stderr
 # to NAME.err; leaves "seconds peak_kib" in NAME.time. A failure shows the log and stops.
 timed() {
   local name=$1
   shift
-  if ! /usr/bin/time -f '%e %M' -o "$name.time" "$@" > "$name.out" 2> "$name.err"; then
+  local rc=0
+  if [[ $HAVE_TIME == 1 ]]; then
+    /usr/bin/time -f '%e %M' -o "$name.time" "$@" > "$name.out" 2> "$name.err" || rc=$?
+  else
+    local start=$EPOCHREALTIME
+    "$@" > "$name.out" 2> "$name.err" || rc=$?
+    awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f null\n", b - a }' > "$name.time"
+  fi
+  if [[ $rc != 0 ]]; then
     echo "whole_process.sh: $name failed: $*" >&2
     tail -n 20 "$name.err" >&2
     exit 1
@@ -157,7 +181,7 @@ stage_line() {
   ROWS+=("$stage|$g_sec|$(mib "$g_kib")|$t_sec|$t_wo|$t_mib|$ratio|$g_ips|$t_ips")
 }
 
-PEER_CMD=("$PYTHON" "$PEER" --threads "$THREADS" --seed 0)
+PEER_CMD=("$PYTHON" "$PEER" --threads "$THREADS" --seed 0 --device "$DEVICE")
 
 # Inputs, untimed: the bundled digits as .npy with labels.
 "$BIN/img-pack" mnist --split train -o train.npy --labels-out train-labels.npy
@@ -211,9 +235,9 @@ fi
 # held-out codes); the peer loads genimg's checkpoint and its codes are compared.
 if wants vq-encode || wants prior-top || wants prior-bottom || wants vq-decode; then
   timed g-encode "$BIN/vq-encode" --model vq.safetensors --data mnist --split "$TRAIN_SPLIT" \
-    --device cpu -o codes-train.safetensors
+    --device "$DEVICE" -o codes-train.safetensors
   if [[ $TRAIN_SPLIT == train ]]; then
-    "$BIN/vq-encode" --model vq.safetensors --data mnist --split test --device cpu -o codes-test.safetensors
+    "$BIN/vq-encode" --model vq.safetensors --data mnist --split test --device "$DEVICE" -o codes-test.safetensors
   else
     cp codes-train.safetensors codes-test.safetensors
   fi
@@ -245,7 +269,7 @@ for level in top bottom; do
 done
 
 if wants vq-decode; then
-  timed g-decode "$BIN/vq-decode" --model vq.safetensors codes-train.safetensors --device cpu -o decoded.npy
+  timed g-decode "$BIN/vq-decode" --model vq.safetensors codes-train.safetensors --device "$DEVICE" -o decoded.npy
   t=$(torch_stage t-decode vq-decode --model vq.safetensors --codes codes-train.safetensors \
     -o torch-decoded.npy)
   stage_line vq-decode g-decode "$t"
@@ -278,7 +302,7 @@ fi
 
 # The colour stages (see the top): inputs made untimed; each genimg command as a user runs it,
 # then the peer on the same files.
-colour() { wants vqvae2-64 || wants vqvae2-256 || wants prior-32 || wants prior-64 || wants sample-256; }
+colour() { wants vqvae2-64 || wants vqvae2-256 || wants prior-32 || wants prior-64 || wants sample-256 || wants ddpm-cifar10; }
 
 # npy_head IN N OUT: the first N images of an .npy (version 1-3 header, C order), with the
 # standard library only, so genimg's side needs no numpy.
@@ -309,6 +333,8 @@ if colour; then
   npy_head emoji.npy "$N_64" emoji-64px.npy
   "$BIN/img-pack" emoji --split test --size 256 -o emoji-256px-all.npy
   npy_head emoji-256px-all.npy "$N_256" emoji-256px.npy
+  "$BIN/img-pack" emoji --split train --size 32 -o emoji-32px-all.npy
+  npy_head emoji-32px-all.npy "$N_C10" emoji-32px.npy
 fi
 
 if wants vqvae2-64; then
@@ -336,7 +362,7 @@ if wants prior-32 || wants prior-64 || wants sample-256; then
     n=$N_TOP
     [[ $level == bottom ]] && n=$N_BOTTOM
     npy_head emoji-256px-all.npy "$n" "codes-$level-images.npy"
-    "$BIN/vq-encode" --model vq256.safetensors "codes-$level-images.npy" --device cpu \
+    "$BIN/vq-encode" --model vq256.safetensors "codes-$level-images.npy" --device "$DEVICE" \
       -o "codes-$level.safetensors"
   done
 fi
@@ -360,7 +386,20 @@ done
 if wants sample-256; then
   timed g-sample-256 "$BIN/prior-sample" --model prior-32.safetensors --bottom prior-64.safetensors \
     -n "$SAMPLE_N" "${SEED[@]}" -o sample-256.safetensors
-  stage_line sample-256 g-sample-256 "" "" "$SAMPLE_N"
+  t=""
+  if [[ $DEVICE != cpu ]]; then
+    t=$(torch_stage t-sample-256 prior-sample -n "$SAMPLE_N" --top-size 32 "${PRIOR_NET[@]}")
+  fi
+  stage_line sample-256 g-sample-256 "$t" "" "$SAMPLE_N"
+fi
+
+# ddpm-cifar10 (google/ddpm-cifar10-32's U-Net, 35.7 M parameters) on the emoji at 32 px.
+if wants ddpm-cifar10; then
+  timed g-ddpm-cifar10 "$BIN/ddpm-train" --preset ddpm-cifar10 --data emoji-32px.npy --batch-size 16 \
+    --epochs 1 "${SEED[@]}" --metrics ddpm-cifar10.jsonl -o ddpm-cifar10.safetensors
+  t=$(torch_stage t-ddpm-cifar10 ddpm-train --preset ddpm-cifar10 --data emoji-32px.npy --batch-size 16 \
+    --epochs 1 -o torch-ddpm-cifar10.safetensors)
+  stage_line ddpm-cifar10 g-ddpm-cifar10 "$t" "" "$N_C10"
 fi
 
 echo

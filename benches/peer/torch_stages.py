@@ -1,14 +1,17 @@
 """PyTorch peer of genimg's main-job stages, for benches/whole_process.sh.
 
-Each subcommand runs, on the CPU, the same network and the same loop as one genimg command,
-on the same input files, and prints ONE JSON line on stdout:
+Each subcommand runs the same network and the same loop as one genimg command, on the same
+input files and on the same device (`--device cpu|cuda[:N]`, default cpu; on CUDA in f32, TF32
+off, as genimg computes), and prints ONE JSON line on stdout:
 
     {"stage": ..., "import_seconds": ..., "seconds": ..., "images": ...}
 
 `import_seconds` is the time from the process's start (read from /proc/self/stat) to torch
 imported (for the training stages with torch._dynamo, which torch.optim imports on first use); `seconds` the time of the work after the inputs and the model are loaded (training
 with its held-out evaluation and per-epoch checkpoint, encoding, decoding or sampling);
-`images` the images (or code maps) processed.
+`images` the images (or code maps) processed. On CUDA the clock stops after a
+torch.cuda.synchronize(), and the inputs and the model are on the device before it starts
+(CUDA's start-up is outside `seconds`, inside genimg's whole-process time).
 
 The networks are those of docs/models.md, with genimg's parameter names, so genimg's
 checkpoints load into them with `load_state_dict(strict=True)` (vq-encode, vq-decode, ddim
@@ -48,6 +51,16 @@ do exactly that):
   warmed up as min(0.9999, (1 + n) / (10 + n))) after each step. Attention uses
   F.scaled_dot_product_attention (the same softmax(q k^T / sqrt(c)) v). The checkpoint
   written after each epoch is the average, as genimg's.
+- ddpm-train --preset ddpm-cifar10: the same U-Net class at google/ddpm-cifar10-32's sizes
+  (3x32x32; channels 128, 256, 256, 256; attention at 16x16 and in the middle; GroupNorm 32
+  groups), --batch-size 16 as issue 13's figures. It differs from diffusers' UNet2DModel of
+  that config only where the cost does not (downsample padding, GroupNorm eps, the order of
+  sines and cosines), so its time is that network's.
+- prior-sample: the plain sampler (the whole network per code, no cache) of two randomly
+  initialised unconditioned priors, --top-size (32) then the bottom at twice the size on the
+  top codes, -n maps at once: the work genimg's cached sampler does in prior-sample. Its time
+  does not depend on the weights. On a CPU this takes minutes per sample (whole_process.sh
+  runs it only on a GPU).
 - ddim: a genimg ddpm checkpoint, N samples in batches of 64, DDIM with "trailing" steps
   (999, 979, ..., 19), eta 0, x_0 clipped to [-1, 1] and the noise direction recomputed from
   it, as src/diffusion/sampler.rs does; output an .npy in [0, 1] (genimg writes a PNG).
@@ -201,8 +214,22 @@ def load_labels(path):
 
 def batches(n, size, shuffle):
     """Row indices of each batch of an epoch."""
-    order = torch.randperm(n) if shuffle else torch.arange(n)
+    order = torch.randperm(n, device=DEVICE) if shuffle else torch.arange(n, device=DEVICE)
     return [order[i : i + size] for i in range(0, n, size)]
+
+
+DEVICE = torch.device("cpu")
+
+
+def on_device(t):
+    return t.to(DEVICE)
+
+
+def elapsed(start):
+    """Seconds since `start`, after the device's queued work has finished."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+    return time.perf_counter() - start
 
 
 def report(stage, seconds, images, **extra):
@@ -217,7 +244,7 @@ def log(msg):
 
 def state_dict_from(path):
     tensors, _ = read_safetensors(path)
-    return {k: torch.from_numpy(v) for k, v in tensors.items()}
+    return {k: on_device(torch.from_numpy(v)) for k, v in tensors.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,14 +301,15 @@ class VIB(nn.Module):
 
 
 def train_mlp(args, stage):
-    x = load_images(args.data).flatten(1)
-    eval_x = load_images(args.eval_data).flatten(1) if args.eval_data else None
+    x = on_device(load_images(args.data).flatten(1))
+    eval_x = on_device(load_images(args.eval_data).flatten(1)) if args.eval_data else None
     if stage == "vae-mlp":
         model, lr, batch = VAE(), 1e-3, 128
     else:
         model, lr, batch = VIB(), 1e-4, 100
-        y = load_labels(args.labels)
-        eval_y = load_labels(args.eval_labels) if args.eval_data else None
+        y = on_device(load_labels(args.labels))
+        eval_y = on_device(load_labels(args.eval_labels)) if args.eval_data else None
+    model.to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     start = time.perf_counter()
     for epoch in range(args.epochs):
@@ -303,7 +331,7 @@ def train_mlp(args, stage):
             model.eval()
             with torch.no_grad():
                 if stage == "vae-mlp":
-                    sums = torch.zeros(4, dtype=torch.float64)
+                    sums = torch.zeros(4, dtype=torch.float64, device=DEVICE)
                     for rows in batches(len(eval_x), 500, shuffle=False):
                         xb = eval_x[rows]
                         nll, kl, mu = model.terms(xb)
@@ -324,7 +352,7 @@ def train_mlp(args, stage):
                     metrics = {"error": wrong / len(eval_x), "ce": ce_sum / len(eval_x)}
         write_safetensors(args.output, model.state_dict())
         log(f"{stage} epoch {epoch + 1}: {json.dumps(metrics)}")
-    report(stage, time.perf_counter() - start, args.epochs * len(x))
+    report(stage, elapsed(start), args.epochs * len(x))
 
 
 # ---------------------------------------------------------------------------------------
@@ -480,9 +508,9 @@ def colour_images(path):
 
 def train_vqvae2(args, stage):
     images = vq_images if stage == "vqvae2-mnist" else colour_images
-    x = images(args.data)
-    eval_x = images(args.eval_data) if args.eval_data else None
-    model = VQVAE(in_channel=x.shape[1])
+    x = on_device(images(args.data))
+    eval_x = on_device(images(args.eval_data)) if args.eval_data else None
+    model = VQVAE(in_channel=x.shape[1]).to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     start = time.perf_counter()
     for epoch in range(args.epochs):
@@ -510,18 +538,18 @@ def train_vqvae2(args, stage):
                 metrics["codes_used_b"], metrics["perplexity_b"] = usage(torch.cat(bottoms), 512)
         write_safetensors(args.output, model.state_dict())
         log(f"{stage} epoch {epoch + 1}: {json.dumps(metrics)}")
-    report(stage, time.perf_counter() - start, args.epochs * len(x))
+    report(stage, elapsed(start), args.epochs * len(x))
 
 
 def load_vqvae2(path):
     model = VQVAE()
     model.load_state_dict(state_dict_from(path), strict=True)
-    return model.eval()
+    return model.to(DEVICE).eval()
 
 
 def vq_encode(args):
     model = load_vqvae2(args.model)
-    x = vq_images(args.data)
+    x = on_device(vq_images(args.data))
     labels = load_labels(args.labels) if args.labels else None
     start = time.perf_counter()
     tops, bottoms = [], []
@@ -531,8 +559,8 @@ def vq_encode(args):
                 _, _, _, id_t, id_b = model.encode(x[chunk])
                 tops.append(id_t)
                 bottoms.append(id_b)
-    top, bottom = torch.cat(tops), torch.cat(bottoms)
-    seconds = time.perf_counter() - start
+    top, bottom = torch.cat(tops).cpu(), torch.cat(bottoms).cpu()
+    seconds = elapsed(start)
     if args.output:
         out = {"top": top.numpy().astype(np.int64), "bottom": bottom.numpy().astype(np.int64)}
         if labels is not None:
@@ -544,8 +572,8 @@ def vq_encode(args):
 def vq_decode(args):
     model = load_vqvae2(args.model)
     codes, _ = read_safetensors(args.codes)
-    top = torch.from_numpy(codes["top"].astype(np.int64))
-    bottom = torch.from_numpy(codes["bottom"].astype(np.int64))
+    top = on_device(torch.from_numpy(codes["top"].astype(np.int64)))
+    bottom = on_device(torch.from_numpy(codes["bottom"].astype(np.int64)))
     n = len(bottom)
     start = time.perf_counter()
     out = np.lib.format.open_memmap(args.output, mode="w+", dtype=np.float32, shape=(n, 1, 32, 32)) if args.output else None
@@ -554,11 +582,11 @@ def vq_decode(args):
             for chunk in rows.split(250):
                 images = (model.decode_code(top[chunk], bottom[chunk]) * 0.5 + 0.5).clamp(0, 1)
                 if out is not None:
-                    out[int(chunk[0]) : int(chunk[-1]) + 1] = images.numpy()
+                    out[int(chunk[0]) : int(chunk[-1]) + 1] = images.cpu().numpy()
     if out is not None:
         out.flush()
         del out
-    report("vq-decode", time.perf_counter() - start, n)
+    report("vq-decode", elapsed(start), n)
 
 
 # ---------------------------------------------------------------------------------------
@@ -636,9 +664,9 @@ class PixelCNN(nn.Module):
 def train_prior(args, level):
     def load(path):
         t, _ = read_safetensors(path)
-        codes = torch.from_numpy(t[level].astype(np.int64))
-        labels = None if args.no_labels or "labels" not in t else torch.from_numpy(t["labels"].astype(np.int64))
-        top = torch.from_numpy(t["top"].astype(np.int64)) if level == "bottom" else None
+        codes = on_device(torch.from_numpy(t[level].astype(np.int64)))
+        labels = None if args.no_labels or "labels" not in t else on_device(torch.from_numpy(t["labels"].astype(np.int64)))
+        top = on_device(torch.from_numpy(t["top"].astype(np.int64))) if level == "bottom" else None
         return codes, labels, top
 
     codes, labels, top = load(args.data)
@@ -652,7 +680,7 @@ def train_prior(args, level):
         layers=args.layers,
         n_classes=n_classes,
         n_embed_top=n_embed("top") if level == "bottom" else None,
-    )
+    ).to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     pick = lambda t, rows: None if t is None else t[rows]  # noqa: E731
     start = time.perf_counter()
@@ -676,11 +704,31 @@ def train_prior(args, level):
             metrics["bits_per_code"] = nats / len(e_codes) / math.log(2)
         write_safetensors(args.output, model.state_dict())
         log(f"prior-{level} epoch {epoch + 1}: {json.dumps(metrics)}")
-    report(f"prior-{level}", time.perf_counter() - start, args.epochs * len(codes))
+    report(f"prior-{level}", elapsed(start), args.epochs * len(codes))
+
+
+@torch.inference_mode()
+def sample_prior(args):
+    def prior(n_embed_top=None):
+        return PixelCNN(channels=args.channels, layers=args.layers, n_embed_top=n_embed_top).to(DEVICE).eval()
+
+    def draw(model, size, top=None):
+        codes = torch.zeros(args.n, size, size, dtype=torch.long, device=DEVICE)
+        for i in range(size):
+            for j in range(size):
+                probs = F.softmax(model(codes, None, top)[:, :, i, j], 1)
+                codes[:, i, j] = torch.multinomial(probs, 1)[:, 0]
+        return codes
+
+    top_model, bottom_model = prior(), prior(n_embed_top=512)
+    start = time.perf_counter()
+    top = draw(top_model, args.top_size)
+    draw(bottom_model, 2 * args.top_size, top)
+    report("prior-sample", elapsed(start), args.n)
 
 
 # ---------------------------------------------------------------------------------------
-# ddpm-unet-mnist (src/models/ddpm.rs)
+# ddpm-unet-mnist (src/models/ddpm.rs) and ddpm-cifar10
 # ---------------------------------------------------------------------------------------
 
 
@@ -831,19 +879,26 @@ def linear_abar(T=1000):
     return torch.cumprod(1 - betas, 0)
 
 
+def unet(preset):
+    if preset == "ddpm-cifar10":
+        return UNet(in_channels=3, base=128, mult=(1, 2, 2, 2), attn_resolutions=(16,), groups=32)
+    return UNet()
+
+
 def train_ddpm(args):
-    x = vq_images(args.data)  # padded to 32x32, in [-1, 1]
-    model = UNet()
+    # ddpm-unet-mnist: digits padded to 32x32; ddpm-cifar10: colour images as they are; in [-1, 1].
+    x = on_device(colour_images(args.data) if args.preset == "ddpm-cifar10" else vq_images(args.data))
+    model = unet(args.preset).to(DEVICE)
     ema = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    abar = linear_abar().float()
+    abar = on_device(linear_abar().float())
     updates = 0
     start = time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
-        for rows in batches(len(x), 128, shuffle=True):
+        for rows in batches(len(x), args.batch_size, shuffle=True):
             x0 = x[rows]
-            t = torch.randint(0, len(abar), (len(rows),))
+            t = torch.randint(0, len(abar), (len(rows),), device=DEVICE)
             eps = torch.randn_like(x0)
             a = abar[t][:, None, None, None]
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -859,13 +914,13 @@ def train_ddpm(args):
         names = [name for name, _ in model.named_parameters()]
         write_safetensors(args.output, dict(zip(names, ema)))
         log(f"ddpm-train epoch {epoch + 1}: last loss {loss.item():.4f}")
-    report("ddpm-train", time.perf_counter() - start, args.epochs * len(x))
+    report("ddpm-train", elapsed(start), args.epochs * len(x))
 
 
 def ddim(args):
     model = UNet()
     model.load_state_dict(state_dict_from(args.model), strict=True)
-    model.eval()
+    model.to(DEVICE).eval()
     abar = linear_abar()
     span = len(abar)
     ts = [round(span * (args.steps - i) / args.steps) - 1 for i in range(args.steps)]
@@ -874,18 +929,18 @@ def ddim(args):
     start = time.perf_counter()
     with torch.inference_mode():
         for first in range(0, args.n, 64):  # ddpm-denoise's --batch-size 64
-            x = torch.randn(min(64, args.n - first), 1, 32, 32)
+            x = torch.randn(min(64, args.n - first), 1, 32, 32, device=DEVICE)
             for i, t in enumerate(ts):
                 a = float(abar[t])
                 a_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else 1.0
-                eps = model(x, torch.full((len(x),), t, dtype=torch.long))
+                eps = model(x, torch.full((len(x),), t, dtype=torch.long, device=DEVICE))
                 x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
                 eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # eta 0: sigma 0
                 x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
             out.append(((x + 1) * 0.5).clamp(0, 1))
-    seconds = time.perf_counter() - start
+    seconds = elapsed(start)
     if args.output:
-        np.save(args.output, torch.cat(out).numpy())
+        np.save(args.output, torch.cat(out).cpu().numpy())
     report("ddim", seconds, args.n)
 
 
@@ -912,6 +967,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     sub = p.add_subparsers(dest="stage", required=True)
 
     def stage(name, *flags):
@@ -923,8 +979,10 @@ def main():
     for name in ("vae-mlp", "vib-mlp", "vqvae2-mnist", "vqvae2", "ddpm-train"):
         s = stage(name, "--data", "--labels", "--eval-data", "--eval-labels")
         s.add_argument("--epochs", type=int, default=1)
-        if name.startswith("vqvae2"):
+        if name.startswith("vqvae2") or name == "ddpm-train":
             s.add_argument("--batch-size", type=int, default=128)
+        if name == "ddpm-train":
+            s.add_argument("--preset", choices=("ddpm-unet-mnist", "ddpm-cifar10"), default="ddpm-unet-mnist")
         s.add_argument("-o", "--output", default=f"torch-{name}.safetensors")
     for name in ("prior-top", "prior-bottom"):
         s = stage(name, "--data", "--eval-data")
@@ -940,6 +998,11 @@ def main():
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("-o", "--output")
+    s = stage("prior-sample")
+    s.add_argument("-n", type=int, default=16)
+    s.add_argument("--top-size", type=int, default=32)
+    s.add_argument("--channels", type=int, default=64)
+    s.add_argument("--layers", type=int, default=12)
     s = stage("agree", "--genimg", "--peer")
     s.add_argument("--first", type=int, default=100)
     args = p.parse_args()
@@ -951,6 +1014,12 @@ def main():
     _measure_import_seconds()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # f32, as genimg
+        torch.backends.cudnn.allow_tf32 = False
+        torch.cuda.init()
     if args.stage == "vib-mlp" and not args.labels:
         p.error("vib-mlp needs --labels")
     if args.stage == "vib-mlp" and args.eval_data and not args.eval_labels:
@@ -966,6 +1035,7 @@ def main():
         "prior-bottom": lambda: train_prior(args, "bottom"),
         "ddpm-train": lambda: train_ddpm(args),
         "ddim": lambda: ddim(args),
+        "prior-sample": lambda: sample_prior(args),
         "agree": lambda: agree(args),
     }
     run[args.stage]()
