@@ -277,17 +277,18 @@ fi
 
 # ddpm-unet-mnist: one epoch of the 1,000 test digits (see above), with BENCH_QUICK of their
 # first 256 (when numpy is there to cut them); DDIM as pipelines/ddpm.mk.
+# genimg's ddpm-train is class-conditional on the bundled digits' labels; so is the peer's.
 DDPM_DATA=(--data mnist --split test)
-DDPM_PEER_DATA=test.npy
+DDPM_PEER_DATA=(--data test.npy --labels test-labels.npy)
 if [[ $QUICK == 1 && $HAVE_TORCH == 1 ]]; then
   "$PYTHON" -c 'import numpy as np; np.save("digits-256.npy", np.load("test.npy")[:256])'
   DDPM_DATA=(--data digits-256.npy)
-  DDPM_PEER_DATA=digits-256.npy
+  DDPM_PEER_DATA=(--data digits-256.npy)
 fi
 if wants ddpm-train; then
   timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \
     "${SEED[@]}" --metrics ddpm.jsonl -o ddpm.safetensors
-  t=$(torch_stage t-ddpm ddpm-train --data "$DDPM_PEER_DATA" --epochs 1 -o torch-ddpm.safetensors)
+  t=$(torch_stage t-ddpm ddpm-train "${DDPM_PEER_DATA[@]}" --epochs 1 -o torch-ddpm.safetensors)
   stage_line ddpm-train g-ddpm "$t"
 elif wants ddim; then
   timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \

@@ -51,6 +51,10 @@ do exactly that):
   warmed up as min(0.9999, (1 + n) / (10 + n))) after each step. Attention uses
   F.scaled_dot_product_attention (the same softmax(q k^T / sqrt(c)) v). The checkpoint
   written after each epoch is the average, as genimg's.
+  With --labels the model is class-conditional as genimg's ddpm-train makes it on labelled
+  data (class_embedding of classes + 1 rows added to the time embedding, the label dropped to
+  the last, null, row with probability 0.1); ddim samples such a model's classes in equal
+  blocks at guidance 0.
 - ddpm-train --preset ddpm-cifar10: the same U-Net class at google/ddpm-cifar10-32's sizes
   (3x32x32; channels 128, 256, 256, 256; attention at 16x16 and in the middle; GroupNorm 32
   groups), --batch-size 16 as issue 13's figures. It differs from diffusers' UNet2DModel of
@@ -802,12 +806,16 @@ class UNet(nn.Module):
     eps 1e-5, sines then cosines with freq_shift 1, one attention head)."""
 
     def __init__(self, image_size=32, in_channels=1, base=32, mult=(1, 2, 2), num_res_blocks=2,
-                 attn_resolutions=(8,), groups=8, dropout=0.1):
+                 attn_resolutions=(8,), groups=8, dropout=0.1, num_class_embeds=None):
         super().__init__()
         self.base = base
         temb_dim = 4 * base
         self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
         self.time_embedding = UTimeEmbedding(base, temb_dim)
+        # Classes + 1 rows, the last the null class, added to the time embedding (genimg's
+        # and diffusers' num_class_embeds with class_embed_type None).
+        if num_class_embeds is not None:
+            self.class_embedding = nn.Embedding(num_class_embeds, temb_dim)
         skips, ch, res = [base], base, image_size
         self.down_blocks = nn.ModuleList()
         for level, m in enumerate(mult):
@@ -848,8 +856,11 @@ class UNet(nn.Module):
         angles = t.double()[:, None] * freqs[None]
         return torch.cat([angles.sin(), angles.cos()], 1).float()
 
-    def forward(self, x, t):
-        temb = F.silu(self.time_embedding(self.timestep_embedding(t)))
+    def forward(self, x, t, y=None):
+        temb = self.time_embedding(self.timestep_embedding(t))
+        if y is not None:
+            temb = temb + self.class_embedding(y)
+        temb = F.silu(temb)
         h = self.conv_in(x)
         skips = [h]
         for blk in self.down_blocks:
@@ -879,16 +890,23 @@ def linear_abar(T=1000):
     return torch.cumprod(1 - betas, 0)
 
 
-def unet(preset):
+def unet(preset, num_class_embeds=None):
     if preset == "ddpm-cifar10":
-        return UNet(in_channels=3, base=128, mult=(1, 2, 2, 2), attn_resolutions=(16,), groups=32)
-    return UNet()
+        return UNet(in_channels=3, base=128, mult=(1, 2, 2, 2), attn_resolutions=(16,), groups=32,
+                    num_class_embeds=num_class_embeds)
+    return UNet(num_class_embeds=num_class_embeds)
+
+
+P_UNCOND = 0.1  # genimg's p_uncond: a training label dropped to the null class
 
 
 def train_ddpm(args):
     # ddpm-unet-mnist: digits padded to 32x32; ddpm-cifar10: colour images as they are; in [-1, 1].
     x = on_device(colour_images(args.data) if args.preset == "ddpm-cifar10" else vq_images(args.data))
-    model = unet(args.preset).to(DEVICE)
+    # With --labels a class-conditional model, as genimg's ddpm-train makes on labelled data.
+    y = on_device(load_labels(args.labels)) if args.labels else None
+    classes = int(y.max()) + 1 if y is not None else None
+    model = unet(args.preset, classes + 1 if classes else None).to(DEVICE)
     ema = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     abar = on_device(linear_abar().float())
@@ -902,7 +920,12 @@ def train_ddpm(args):
             eps = torch.randn_like(x0)
             a = abar[t][:, None, None, None]
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-            loss = F.mse_loss(model(x_t, t), eps)
+            if y is None:
+                labels = None
+            else:
+                drop = torch.rand(len(rows), device=DEVICE) < P_UNCOND
+                labels = torch.where(drop, torch.full_like(y[rows], classes), y[rows])
+            loss = F.mse_loss(model(x_t, t, labels), eps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -918,8 +941,10 @@ def train_ddpm(args):
 
 
 def ddim(args):
-    model = UNet()
-    model.load_state_dict(state_dict_from(args.model), strict=True)
+    state = state_dict_from(args.model)
+    embeds = state["class_embedding.weight"].shape[0] if "class_embedding.weight" in state else None
+    model = UNet(num_class_embeds=embeds)
+    model.load_state_dict(state, strict=True)
     model.to(DEVICE).eval()
     abar = linear_abar()
     span = len(abar)
@@ -930,10 +955,15 @@ def ddim(args):
     with torch.inference_mode():
         for first in range(0, args.n, 64):  # ddpm-denoise's --batch-size 64
             x = torch.randn(min(64, args.n - first), 1, 32, 32, device=DEVICE)
+            # A class-conditional model: classes in equal blocks, guidance 0 (one pass a step).
+            y = None
+            if embeds is not None:
+                rows = torch.arange(first, first + len(x), device=DEVICE)
+                y = rows * (embeds - 1) // args.n
             for i, t in enumerate(ts):
                 a = float(abar[t])
                 a_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else 1.0
-                eps = model(x, torch.full((len(x),), t, dtype=torch.long, device=DEVICE))
+                eps = model(x, torch.full((len(x),), t, dtype=torch.long, device=DEVICE), y)
                 x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
                 eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # eta 0: sigma 0
                 x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
