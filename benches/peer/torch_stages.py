@@ -906,7 +906,7 @@ def train_ddpm(args):
     # With --labels a class-conditional model, as genimg's ddpm-train makes on labelled data.
     y = on_device(load_labels(args.labels)) if args.labels else None
     classes = int(y.max()) + 1 if y is not None else None
-    model = unet(args.preset, classes + 1 if classes else None).to(DEVICE)
+    model = unet(args.preset, None if classes is None else classes + 1).to(DEVICE)
     ema = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     abar = on_device(linear_abar().float())
