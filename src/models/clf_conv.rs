@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::memory::bytes_of;
 use crate::nn::functional::{dropout_mask, relu};
 use crate::nn::params::Params;
+use crate::nn::pool::max_pool2d;
 use crate::nn::{BatchNorm2d, Conv2d, ConvConfig, Linear, Mode};
 use crate::rng::Rng;
 
@@ -146,7 +147,7 @@ impl ClfConv {
         for (i, (conv, norm)) in self.layers.iter().enumerate() {
             h = norm.forward_leaky_relu(&conv.forward(&h)?, mode, 0.0)?;
             if i % 2 == 1 {
-                h = h.max_pool2d(2)?;
+                h = max_pool2d(&h, 2, 2)?;
             }
         }
         let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;

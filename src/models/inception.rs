@@ -46,6 +46,7 @@ use crate::io::InputPath;
 use crate::nn::conv::{Conv2d, ConvConfig};
 use crate::nn::functional::relu;
 use crate::nn::params::{Init, Params};
+use crate::nn::pool::max_pool2d;
 
 /// The side images are resized to.
 pub const SIZE: usize = 299;
@@ -462,14 +463,14 @@ impl InceptionE {
 
 /// `F.max_pool2d(x, kernel_size=3, stride=2)`.
 fn max_pool_3x3_stride_2(x: &Tensor) -> Result<Tensor> {
-    Ok(x.max_pool2d_with_stride(3, 2)?)
+    Ok(max_pool2d(x, 3, 2)?)
 }
 
 /// `F.max_pool2d(x, kernel_size=3, stride=1, padding=1)`. PyTorch pads with -inf; padding
 /// with copies of the edge gives the same maxima, as each copied value is in the window of
 /// every output that sees it.
 fn max_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
-    Ok(x.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?.max_pool2d_with_stride(3, 1)?)
+    Ok(max_pool2d(&x.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?, 3, 1)?)
 }
 
 /// `F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)`: the sum of

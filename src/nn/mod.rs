@@ -1,6 +1,6 @@
 //! Building blocks shared by the models: a strict, seeded parameter store with PyTorch
 //! names, an Adam whose state can be saved, fused CPU layers (linear, convolutions, GroupNorm
-//! with SiLU), BatchNorm and small numerically stable functions.
+//! with SiLU), BatchNorm, max pooling and small numerically stable functions.
 
 pub mod adam;
 pub mod batch_norm;
@@ -13,6 +13,7 @@ pub mod group_norm;
 pub mod linear;
 mod norm;
 pub mod params;
+pub mod pool;
 
 pub use adam::{Adam, AdamConfig};
 pub use batch_norm::{BatchNorm2d, Mode};
