@@ -37,9 +37,10 @@ struct Args {
     /// With --png: images per row [default: a square grid].
     #[arg(long, value_name = "K", requires = "png", value_parser = clap::value_parser!(u32).range(1..))]
     cols: Option<u32>,
-    /// Images per batch.
-    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    batch_size: u32,
+    /// Code maps per batch [default: 500, fewer for large images: as many as keep a batch's
+    /// activations within 1 GiB, e.g. 128 at 128x128 and 32 at 256x256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: Option<u32>,
     #[command(flatten)]
     shard: ShardArgs,
     #[command(flatten)]
@@ -61,7 +62,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         model: args.model.source(),
         input: args.input,
         output,
-        batch_size: args.batch_size as usize,
+        batch_size: args.batch_size.map(|b| b as usize),
         shard: args.shard.shard(),
         device: args.device.device.device()?,
     };

@@ -28,6 +28,16 @@ pub fn bytes_of(dims: &[usize], bytes_each: usize) -> Option<u128> {
     dims.iter().try_fold(bytes_each as u128, |acc, &d| acc.checked_mul(d as u128))
 }
 
+/// The largest batch of at most `max` items, and at least 1, whose `per_item` bytes (`None`:
+/// beyond counting) stay within `budget`.
+pub fn batch_within(per_item: Option<u128>, budget: u128, max: usize) -> usize {
+    match per_item {
+        Some(0) => max.max(1),
+        Some(b) => usize::try_from(budget / b).unwrap_or(usize::MAX).clamp(1, max.max(1)),
+        None => 1,
+    }
+}
+
 /// An error message unless `bytes` (`None`: beyond counting) fits in the machine's memory;
 /// `what` says what would need them.
 pub fn ensure_fits(what: impl std::fmt::Display, bytes: Option<u128>) -> Result<(), String> {
@@ -77,6 +87,15 @@ mod tests {
             ensure_fits("--hidden 1000000000: the network", bytes_of(&[1_000_000_000, 1_000_000_000], 4)).unwrap_err();
         assert!(e.starts_with("--hidden 1000000000: the network would need 4.0 EB, more than the "), "{e}");
         assert!(ensure_fits("x", None).unwrap_err().contains("more bytes than can be counted"));
+    }
+
+    #[test]
+    fn a_batch_within_a_budget_is_between_one_and_the_most() {
+        assert_eq!(batch_within(Some(100), 1_000, 500), 10);
+        assert_eq!(batch_within(Some(1), 1_000, 500), 500);
+        assert_eq!(batch_within(Some(2_000), 1_000, 500), 1);
+        assert_eq!(batch_within(Some(0), 1_000, 500), 500);
+        assert_eq!(batch_within(None, 1_000, 500), 1);
     }
 
     #[test]

@@ -125,6 +125,12 @@ impl ImageStream {
         Ok(self)
     }
 
+    /// The same stream reading `batch_size` images a batch (at least 1) from the next on.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
     /// The number of images the stream reads.
     pub fn len(&self) -> usize {
         self.rows.len()

@@ -19,7 +19,8 @@ pub struct VqEncode {
     pub images: ImageSource,
     /// Class labels of the images, written beside the codes.
     pub labels: Option<InputPath>,
-    pub batch_size: usize,
+    /// Images per batch; `None`: the model's [`crate::models::vqvae2::VqVae2Config::inference_batch`].
+    pub batch_size: Option<usize>,
     /// The images to encode, of all.
     pub shard: Shard,
     pub output: OutputPath,
@@ -35,9 +36,10 @@ pub fn vq_encode(r: &VqEncode) -> Result<()> {
     let config = ckpt.config_of::<VqVae2>()?;
     // A plain state dict (--preset) takes the images' geometry; a trained model its own.
     let geometry = (!ckpt.from_preset).then_some(config.image);
-    let mut images = r.images.open(geometry, r.batch_size)?;
+    let mut images = r.images.open(geometry, r.batch_size.unwrap_or(1))?;
     let model: VqVae2 = ckpt.fit_preset_to(images.geometry())?.into_network(&r.device)?;
-    images = images.fitted(model.config.image)?;
+    let batch_size = r.batch_size.unwrap_or_else(|| model.config.inference_batch());
+    images = images.fitted(model.config.image)?.with_batch_size(batch_size);
     if let Some(labels) = &r.labels {
         images = images.with_labels(labels)?;
     }
@@ -52,7 +54,8 @@ pub struct VqDecode {
     /// Codes as vq-encode or prior-sample writes them.
     pub input: InputPath,
     pub output: DecodeOutput,
-    pub batch_size: usize,
+    /// Code maps per batch; `None`: the model's [`crate::models::vqvae2::VqVae2Config::inference_batch`].
+    pub batch_size: Option<usize>,
     /// The code maps to decode, of all.
     pub shard: Shard,
     pub device: Device,
@@ -72,5 +75,6 @@ pub fn vq_decode(r: &VqDecode) -> Result<()> {
     let image = Geometry { height: 4 * bottom.height, width: 4 * bottom.width, ..ckpt.config_of::<VqVae2>()?.image };
     let model: VqVae2 = ckpt.fit_preset_to(image)?.into_network(&r.device)?;
     codes.only(r.shard.rows(codes.layout().n))?;
-    crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, r.batch_size, &r.device)
+    let batch_size = r.batch_size.unwrap_or_else(|| model.config.inference_batch());
+    crate::tasks::vqvae2::decode(&model, &mut codes, &r.output, batch_size, &r.device)
 }
