@@ -377,6 +377,8 @@ impl VqVae2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::{Rng, Stream};
+    use candle_core::Device;
 
     #[test]
     fn the_default_inference_batch_keeps_large_images_within_a_gibibyte() {
@@ -390,8 +392,6 @@ mod tests {
         assert_eq!(at(256).inference_batch(), 32);
         assert_eq!(at(1 << 20).inference_batch(), 1);
     }
-    use crate::rng::{Rng, Stream};
-    use candle_core::Device;
 
     /// The parameter and buffer names and shapes of the common PyTorch implementation's
     /// VQVAE(in_channel=1, channel=128, n_res_block=2, n_res_channel=32, embed_dim=64,

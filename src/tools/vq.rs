@@ -36,7 +36,9 @@ pub fn vq_encode(r: &VqEncode) -> Result<()> {
     let config = ckpt.config_of::<VqVae2>()?;
     // A plain state dict (--preset) takes the images' geometry; a trained model its own.
     let geometry = (!ckpt.from_preset).then_some(config.image);
-    let mut images = r.images.open(geometry, r.batch_size.unwrap_or(1))?;
+    // Batched below, once the model (whose geometry may come from the images) gives the
+    // default batch.
+    let mut images = r.images.open(geometry, 1)?;
     let model: VqVae2 = ckpt.fit_preset_to(images.geometry())?.into_network(&r.device)?;
     let batch_size = r.batch_size.unwrap_or_else(|| model.config.inference_batch());
     images = images.fitted(model.config.image)?.with_batch_size(batch_size);
