@@ -1,10 +1,10 @@
 //! The general kernel: every convolution as matrix products around the gemm kernel, with the
 //! input side unfolded into an im2col matrix [C kh kw, B Ho Wo] (col2im folds it back).
-//! Any kernel size, stride and padding; the weight gradient of every convolution runs here.
+//! Any kernel size, stride and padding.
 
 use rayon::prelude::*;
 
-use super::plan::{for_blocks, sized, Geometry, Plan};
+use super::plan::{for_blocks, sized, sum_over_blocks, Geometry, Plan};
 use crate::nn::gemm::{product, Mat};
 
 /// The most floats one block's im2col matrix may take (512 KiB, a core's L2 cache here), unless
@@ -68,47 +68,21 @@ pub(super) fn scatter(g: &Geometry, plan: Plan, input: &[f32], weight: &[f32], b
     out
 }
 
-/// Floats of dW^T one task adds the partial sums onto.
-const ADD_CHUNK: usize = 1 << 14;
-
 /// dW [M, C, kh, kw] = the sum over images of output side [M, P] im2col(input side)^T [P, K].
 /// Computed transposed, as dW^T [K, M] = im2col(input side) output side^T, which the gemm
 /// kernel ran 10-50 % faster on one thread (measured on the benchmark's shapes), and
-/// transposed at the end.
-///
-/// Each block's dW^T is a product of its own, and these are added in block order: the float
-/// sums then run in an order fixed by the plan, whichever thread ran which block (rayon's
-/// fold would split where work happens to be stolen, and runs of blocks per thread would
-/// change with the thread count). With `plan.across`, blocks run a wave of one per thread at
-/// a time, so that only one partial dW^T per thread is held; each wave's partials are then
-/// added, in order, on all threads, each taking a run of dW^T.
+/// transposed at the end. Each block's dW^T is a product of its own, summed in block order
+/// ([`sum_over_blocks`]).
 pub(super) fn weight_grad(g: &Geometry, plan: Plan, output: &[f32], input: &[f32]) -> Vec<f32> {
     let (k, p, m) = (g.k(), g.p(), g.m);
-    let (out_block, in_block) = (plan.block * m * p, plan.block * g.c * g.hw());
-    let block_grad = |(s, part): &mut (Scratch, Vec<f32>), out: &[f32], src: &[f32], parallel| {
+    let block_grad = |s: &mut Scratch, part: &mut [f32], out: &[f32], src: &[f32], parallel| {
         let b = out.len() / (m * p);
         let cols = sized(&mut s.cols, k * b * p);
         im2col(g, src, cols, parallel);
         let out = channel_major(out, m, p, &mut s.matrix);
-        product(sized(part, k * m), Mat::rows(cols, k, b * p), Mat::rows(out, m, b * p).t(), false, parallel);
+        product(part, Mat::rows(cols, k, b * p), Mat::rows(out, m, b * p).t(), false, parallel);
     };
-    let wave = if plan.across { rayon::current_num_threads() } else { 1 };
-    let mut parts: Vec<(Scratch, Vec<f32>)> = (0..wave).map(|_| Default::default()).collect();
-    let blocks: Vec<(&[f32], &[f32])> = output.chunks(out_block.max(1)).zip(input.chunks(in_block.max(1))).collect();
-    let mut dwt = vec![0f32; k * m];
-    for wave in blocks.chunks(wave) {
-        if plan.across {
-            parts.par_iter_mut().zip(wave).for_each(|(part, &(out, src))| block_grad(part, out, src, false));
-        } else {
-            block_grad(&mut parts[0], wave[0].0, wave[0].1, true);
-        }
-        let parts = &parts[..wave.len()];
-        dwt.par_chunks_mut(ADD_CHUNK).enumerate().for_each(|(i, sum)| {
-            for (_, part) in parts {
-                sum.iter_mut().zip(&part[i * ADD_CHUNK..]).for_each(|(a, b)| *a += b);
-            }
-        });
-    }
+    let dwt = sum_over_blocks(plan, k * m, output, m * p, input, g.c * g.hw(), block_grad);
     let mut dw = vec![0f32; m * k];
     for (r, row) in dwt.chunks_exact(m).enumerate() {
         dw.iter_mut().skip(r).step_by(k).zip(row).for_each(|(d, v)| *d = *v);

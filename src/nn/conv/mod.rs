@@ -23,10 +23,9 @@
 //! - `layers`: the layer types and their `Module` impls, what models import;
 //! - `op`: the candle ops (forward, backward, bias gradient), the device rule and the one
 //!   place that picks a kernel for a geometry;
-//! - `im2col`: the general kernel, im2col/col2im and one matrix product, and the weight
-//!   gradient of every convolution;
+//! - `im2col`: the general kernel, im2col/col2im and one matrix product;
 //! - `winograd`: Winograd's F(4x4, 3x3) for 3x3 convolutions at stride 1, a quarter of the
-//!   multiplications;
+//!   multiplications in all three passes;
 //! - `plan`: the geometry and the block plan the two kernels share. The blocks depend on the
 //!   batch alone, so results are the same bits on any number of threads.
 

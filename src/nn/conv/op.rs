@@ -8,7 +8,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 
 use super::layers::{ConvConfig, ConvTransposeConfig};
 use super::plan::Geometry;
-use super::{im2col, winograd::Winograd};
+use super::im2col;
+use super::winograd::{self, Winograd};
 use crate::nn::fastmath;
 use crate::nn::gemm::contiguous_f32;
 
@@ -41,8 +42,8 @@ enum Kernel {
     Winograd,
 }
 
-/// The kernel for `g`: Winograd where it applies and the channels are wide enough, else
-/// im2col. The weight gradient always runs on im2col.
+/// The kernel for `g`, in all three passes: Winograd where it applies and the channels are
+/// wide enough, else im2col.
 fn kernel(g: &Geometry) -> Kernel {
     if Winograd::supports(g) && g.c.min(g.m) >= MIN_WINOGRAD_CHANNELS {
         Kernel::Winograd
@@ -76,10 +77,13 @@ fn scatter(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     }
 }
 
-/// dW [M, C, kh, kw] from output side and input side.
+/// dW [M, C, kh, kw] from output side and input side, on the kernel for `g`.
 fn weight_grad(g: &Geometry, output: &[f32], input: &[f32]) -> Vec<f32> {
-    let n = output.len() / (g.m * g.p());
-    im2col::weight_grad(g, im2col::plan(g, n, rayon::current_num_threads()), output, input)
+    let (n, threads) = (output.len() / (g.m * g.p()), rayon::current_num_threads());
+    match kernel(g) {
+        Kernel::Im2col => im2col::weight_grad(g, im2col::plan(g, n, threads), output, input),
+        Kernel::Winograd => winograd::weight_grad(g, winograd::weight_grad_plan(g, n, threads), output, input),
+    }
 }
 
 /// Which layer, with its settings.

@@ -104,6 +104,56 @@ where
     }
 }
 
+/// Floats of the sum one task adds the blocks' partial sums onto.
+const ADD_CHUNK: usize = 1 << 14;
+
+/// The sum over the blocks of `plan` of `f(scratch, part, output, input, parallel)`, which
+/// writes `len` floats of `part` from one block of `output` and `input` (`out_image` and
+/// `in_image` floats per image): a weight gradient, summed over the batch.
+///
+/// The blocks' partial sums are added in block order: the float sums then run in an order
+/// fixed by the plan, whichever thread ran which block (rayon's fold would split where work
+/// happens to be stolen, and runs of blocks per thread would change with the thread count).
+/// With `plan.across`, blocks run a wave of one per thread at a time, so that only one
+/// partial sum per thread is held; each wave's partials are then added, in order, on all
+/// threads, each taking a run of the sum.
+pub(super) fn sum_over_blocks<S, F>(
+    plan: Plan,
+    len: usize,
+    output: &[f32],
+    out_image: usize,
+    input: &[f32],
+    in_image: usize,
+    f: F,
+) -> Vec<f32>
+where
+    S: Default + Send + Sync,
+    F: Fn(&mut S, &mut [f32], &[f32], &[f32], bool) + Sync,
+{
+    let wave = if plan.across { rayon::current_num_threads() } else { 1 };
+    let mut parts: Vec<(S, Vec<f32>)> = (0..wave).map(|_| Default::default()).collect();
+    let (out_block, in_block) = ((plan.block * out_image).max(1), (plan.block * in_image).max(1));
+    let blocks: Vec<(&[f32], &[f32])> = output.chunks(out_block).zip(input.chunks(in_block)).collect();
+    let run = |(s, part): &mut (S, Vec<f32>), &(out, src): &(&[f32], &[f32]), parallel| {
+        f(s, sized(part, len), out, src, parallel)
+    };
+    let mut sum = vec![0f32; len];
+    for wave in blocks.chunks(wave) {
+        if plan.across {
+            parts.par_iter_mut().zip(wave).for_each(|(part, block)| run(part, block, false));
+        } else {
+            run(&mut parts[0], &wave[0], true);
+        }
+        let parts = &parts[..wave.len()];
+        sum.par_chunks_mut(ADD_CHUNK).enumerate().for_each(|(i, sum)| {
+            for (_, part) in parts {
+                sum.iter_mut().zip(&part[i * ADD_CHUNK..]).for_each(|(a, b)| *a += b);
+            }
+        });
+    }
+    sum
+}
+
 /// A buffer of `len` floats, reused: its contents are left for the caller to overwrite.
 pub(super) fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buf.resize(len, 0.0);

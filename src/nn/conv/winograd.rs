@@ -12,13 +12,16 @@
 //!
 //! A convolution's input gradient at stride 1 is itself a 3x3 correlation: of the output
 //! gradient with the kernels flipped and input and output channels exchanged, at padding
-//! 2 - p. So both directions run here; the weight gradient stays with im2col. Which
+//! 2 - p. The weight gradient is the forward pass's adjoint in the kernel: with Ŷ = A dY Aᵀ
+//! each output-gradient tile taken back through the output transform, the gradient of point
+//! ξ's kernels is dU_ξ [C, M] = V_ξᵀ Ŷ_ξ summed over the tiles, and dW = Gᵀ dU G. Again 36
+//! products per 16 output pixels against im2col's 144. So all three passes run here. Which
 //! convolutions come here is the dispatcher's choice (`super::op`); this kernel takes any
 //! 3x3 one at stride 1 with padding at most 2.
 
 use multiversion::multiversion;
 
-use super::plan::{for_blocks, sized, Geometry, Plan};
+use super::plan::{for_blocks, sized, sum_over_blocks, Geometry, Plan};
 use crate::nn::gemm::{product, Mat};
 
 /// Side of an output tile.
@@ -32,13 +35,19 @@ const POINTS: usize = SIDE * SIDE;
 /// block as fit, at least one.
 const BLOCK_BUDGET: usize = 1 << 18;
 
-/// A 3x3, stride-1 correlation in Winograd form.
-pub(super) struct Winograd {
+/// The 4x4 output tiles of one 3x3, stride-1 correlation, and the transforms between its
+/// planes and tiles that the three passes share.
+struct Tiling {
     /// The correlation's shapes: input side c x h x w, output side m x ho x wo.
     g: Geometry,
     /// Tiles down and across one output plane.
     th: usize,
     tw: usize,
+}
+
+/// A 3x3, stride-1 correlation in Winograd form.
+pub(super) struct Winograd {
+    tiling: Tiling,
     /// The transformed kernels, U [C, POINTS, M]: point ξ's matrix [C, M] has rows
     /// POINTS M apart.
     u: Vec<f32>,
@@ -51,7 +60,8 @@ pub(super) struct Buffers {
     padded: Vec<f32>,
     /// The transformed input tiles, V [POINTS, T, C].
     v: Vec<f32>,
-    /// The products, [POINTS, T, M].
+    /// The products [POINTS, T, M]; in the weight gradient, the output gradient's
+    /// transformed tiles Ŷ [POINTS, T, M].
     products: Vec<f32>,
     /// The output side as NHWC, in whole tiles.
     tiles: Vec<f32>,
@@ -88,7 +98,6 @@ impl Winograd {
     /// the adjoint's kernels from it.
     fn new(g: Geometry, weight: &[f32], flipped: bool) -> Self {
         let (c, m) = (g.c, g.m);
-        let (th, tw) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
         // Per input channel ci, its M kernels' taps as [9, M] (row mi of the weight [M, C, 3, 3]
         // holds them at mi C 9 + ci 9; the adjoint's, from [C, M, 3, 3], at (ci M + mi) 9,
         // flipped), then G g Gᵀ over all M at once.
@@ -106,17 +115,18 @@ impl Winograd {
             kernel_transform(&taps, &mut scratch, &mut u);
         }
         debug_assert_eq!(u.len(), c * POINTS * m);
-        Winograd { g, th, tw, u }
+        Winograd { tiling: Tiling::new(g), u }
     }
 
     /// The blocks for a batch of `n` on `threads` threads.
     pub(super) fn plan(&self, n: usize, threads: usize) -> Plan {
-        Plan::fitting(n, POINTS * self.th * self.tw * (self.g.c + self.g.m), BLOCK_BUDGET, threads)
+        Plan::fitting(n, self.tiling.floats_per_image(), BLOCK_BUDGET, threads)
     }
 
     /// Output side [N, M, Ho, Wo] from input side [N, C, H, W], plus `bias` [M].
     pub(super) fn run(&self, plan: Plan, input: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        let (src_image, dst_image) = (self.g.c * self.g.hw(), self.g.m * self.g.p());
+        let g = &self.tiling.g;
+        let (src_image, dst_image) = (g.c * g.hw(), g.m * g.p());
         let n = input.len() / src_image;
         let mut out = vec![0f32; n * dst_image];
         for_blocks(plan, &mut out, dst_image, input, src_image, |s: &mut Buffers, dst, src, parallel| {
@@ -126,48 +136,94 @@ impl Winograd {
     }
 
     fn block(&self, s: &mut Buffers, dst: &mut [f32], src: &[f32], bias: Option<&[f32]>, parallel: bool) {
-        let (c, m) = (self.g.c, self.g.m);
-        let b = src.len() / (c * self.g.hw());
-        let t = b * self.th * self.tw;
+        let tiling = &self.tiling;
+        let (c, m) = (tiling.g.c, tiling.g.m);
+        let b = src.len() / (c * tiling.g.hw());
+        let t = b * tiling.th * tiling.tw;
         let v = sized(&mut s.v, POINTS * t * c);
-        self.transform_inputs(&mut s.padded, &mut s.scratch, src, v);
+        tiling.transform_inputs(&mut s.padded, &mut s.scratch, src, v);
         let products = sized(&mut s.products, POINTS * t * m);
         for (point, (out, v)) in products.chunks_exact_mut(t * m).zip(v.chunks_exact(t * c)).enumerate() {
             let u = Mat { data: &self.u[point * m..], rows: c, cols: m, rs: POINTS * m, cs: 1 };
             product(out, Mat::rows(v, t, c), u, false, parallel);
         }
-        let tiles = sized(&mut s.tiles, b * self.th * TILE * self.tw * TILE * m);
-        self.transform_outputs(&mut s.scratch, products, tiles);
-        self.to_planes(tiles, bias, dst);
+        let tiles = sized(&mut s.tiles, b * tiling.th * TILE * tiling.tw * TILE * m);
+        tiling.transform_outputs(&mut s.scratch, products, tiles);
+        tiling.to_planes(tiles, bias, dst);
+    }
+}
+
+/// The blocks of [`weight_grad`] for a batch of `n` of `g` on `threads` threads.
+pub(super) fn weight_grad_plan(g: &Geometry, n: usize, threads: usize) -> Plan {
+    Plan::fitting(n, Tiling::new(*g).floats_per_image(), BLOCK_BUDGET, threads)
+}
+
+/// dW [M, C, 3, 3] of the 3x3, stride-1 convolution `g` from its output side [N, M, Ho, Wo]
+/// (the output gradient) and input side [N, C, H, W]: per block, dU_ξ [C, M] = V_ξᵀ Ŷ_ξ
+/// over the block's tiles, summed over the blocks in order, then Gᵀ dU G.
+///
+/// # Panics
+/// When the kernel does not [support](Winograd::supports) `g`.
+pub(super) fn weight_grad(g: &Geometry, plan: Plan, output: &[f32], input: &[f32]) -> Vec<f32> {
+    assert!(Winograd::supports(g), "winograd: {g:?} is not 3x3 at stride 1 with padding at most 2");
+    let tiling = Tiling::new(*g);
+    let (c, m, in_image) = (g.c, g.m, g.c * g.hw());
+    let block_grad = |s: &mut Buffers, part: &mut [f32], out: &[f32], src: &[f32], parallel| {
+        let t = src.len() / in_image * tiling.th * tiling.tw;
+        let v = sized(&mut s.v, POINTS * t * c);
+        tiling.transform_inputs(&mut s.padded, &mut s.scratch, src, v);
+        let y = sized(&mut s.products, POINTS * t * m);
+        tiling.transform_output_grads(&mut s.tiles, &mut s.scratch, out, y);
+        for (point, part) in part.chunks_exact_mut(c * m).enumerate() {
+            let v = Mat { data: &v[point * t * c..], rows: c, cols: t, rs: 1, cs: c };
+            product(part, v, Mat::rows(&y[point * t * m..], t, m), false, parallel);
+        }
+    };
+    // dU [POINTS, C, M].
+    let du = sum_over_blocks(plan, POINTS * c * m, output, m * g.p(), input, in_image, block_grad);
+    let mut dw = vec![0f32; m * c * 9];
+    let (mut points, mut taps) = (vec![0f32; POINTS * m], vec![0f32; 9 * m]);
+    let mut scratch = vec![0f32; SIDE * 3 * m];
+    for ci in 0..c {
+        for (point, row) in points.chunks_exact_mut(m).enumerate() {
+            row.copy_from_slice(&du[(point * c + ci) * m..][..m]);
+        }
+        kernel_adjoint(&points, &mut scratch, &mut taps);
+        // Tap k of kernel mi goes to mi C 9 + ci 9 + k.
+        transpose(&taps, m, &mut dw[ci * 9..], c * 9, 9, m);
+    }
+    dw
+}
+
+impl Tiling {
+    fn new(g: Geometry) -> Self {
+        Tiling { g, th: g.ho.div_ceil(TILE), tw: g.wo.div_ceil(TILE) }
+    }
+
+    /// Floats of one image's transformed tiles, input and output side.
+    fn floats_per_image(&self) -> usize {
+        POINTS * self.th * self.tw * (self.g.c + self.g.m)
     }
 
     /// Copies images [B, C, H, W] into zero-padded NHWC planes and writes every tile's
     /// Bᵀ d B into `v` [POINTS, T, C].
     fn transform_inputs(&self, padded: &mut Vec<f32>, scratch: &mut Vec<f32>, src: &[f32], v: &mut [f32]) {
-        let (c, h, w, pad) = (self.g.c, self.g.h, self.g.w, self.g.pad);
+        let (c, h, w) = (self.g.c, self.g.h, self.g.w);
         let (hp, wp) = (self.th * TILE + 2, self.tw * TILE + 2);
-        let b = src.len() / (c * h * w);
-        let padded = sized(padded, b * hp * wp * c);
-        for (image, plane) in src.chunks_exact(c * h * w).zip(padded.chunks_exact_mut(hp * wp * c)) {
-            // Zeros around the image, which fills the rest.
-            let (top, rest) = plane.split_at_mut(pad * wp * c);
-            top.fill(0.0);
-            let (middle, bottom) = rest.split_at_mut(h * wp * c);
-            bottom.fill(0.0);
-            for row in middle.chunks_exact_mut(wp * c) {
-                row[..pad * c].fill(0.0);
-                row[(pad + w) * c..].fill(0.0);
-            }
-            // Four planes at a time, top to bottom: the reads then stream through four
-            // planes, which the prefetcher follows, rather than through all C at once.
-            for first in (0..c).step_by(LANES) {
-                for y in 0..h {
-                    let inside = &mut middle[(y * wp + pad) * c + first..];
-                    transpose(&image[first * h * w + y * w..], h * w, inside, c, LANES.min(c - first), w);
-                }
-            }
-        }
+        let padded = sized(padded, src.len() / (c * h * w) * hp * wp * c);
+        to_nhwc(src, (c, h, w), self.g.pad, (hp, wp), padded);
         input_tiles(padded, (self.th, self.tw), wp, c, sized(scratch, POINTS * c), v);
+    }
+
+    /// Copies output-side images [B, M, Ho, Wo] (gradients) into NHWC planes of whole tiles,
+    /// zero beyond the images, and writes every tile's A y Aᵀ into `y` [POINTS, T, M]: the
+    /// adjoint of [`Self::transform_outputs`] and [`Self::to_planes`].
+    fn transform_output_grads(&self, tiles: &mut Vec<f32>, scratch: &mut Vec<f32>, src: &[f32], y: &mut [f32]) {
+        let (m, ho, wo) = (self.g.m, self.g.ho, self.g.wo);
+        let (hp, wp) = (self.th * TILE, self.tw * TILE);
+        let tiles = sized(tiles, src.len() / (m * ho * wo) * hp * wp * m);
+        to_nhwc(src, (m, ho, wo), 0, (hp, wp), tiles);
+        output_grad_tiles(tiles, (self.th, self.tw), m, sized(scratch, TILE * SIDE * m), y);
     }
 
     /// Writes every tile's Aᵀ P A, P its 36 products, into `tiles` [B, th 4, tw 4, M].
@@ -204,6 +260,31 @@ impl Winograd {
 
 /// Planes whose layout changes together.
 const LANES: usize = 4;
+
+/// Copies images [B, C, H, W] (`dims` C, H, W) into `dst` [B, hp, wp, C] (`padded` hp, wp),
+/// each image `pad` pixels down and right of the corner, with zeros around it.
+fn to_nhwc(src: &[f32], dims: (usize, usize, usize), pad: usize, padded: (usize, usize), dst: &mut [f32]) {
+    let ((c, h, w), (hp, wp)) = (dims, padded);
+    for (image, plane) in src.chunks_exact(c * h * w).zip(dst.chunks_exact_mut(hp * wp * c)) {
+        // Zeros around the image, which fills the rest.
+        let (top, rest) = plane.split_at_mut(pad * wp * c);
+        top.fill(0.0);
+        let (middle, bottom) = rest.split_at_mut(h * wp * c);
+        bottom.fill(0.0);
+        for row in middle.chunks_exact_mut(wp * c) {
+            row[..pad * c].fill(0.0);
+            row[(pad + w) * c..].fill(0.0);
+        }
+        // Four planes at a time, top to bottom: the reads then stream through four
+        // planes, which the prefetcher follows, rather than through all C at once.
+        for first in (0..c).step_by(LANES) {
+            for y in 0..h {
+                let inside = &mut middle[(y * wp + pad) * c + first..];
+                transpose(&image[first * h * w + y * w..], h * w, inside, c, LANES.min(c - first), w);
+            }
+        }
+    }
+}
 
 /// `dst[j dst_stride + i] = src[i src_stride + j]` for i < rows, j < cols: the layout
 /// changes between planes and pixels. Done in 4x4 blocks held in SSE registers, since
@@ -314,6 +395,35 @@ fn output_tiles(products: &[f32], tiles: (usize, usize), m: usize, scratch: &mut
     }
 }
 
+/// A y Aᵀ of every 4x4 tile of `tiles` [B, th 4, tw 4, M] into `y` [POINTS, T, M]: A down
+/// each column of a tile into `scratch` [column][row][M], then along each row into the
+/// points. The adjoint of [`output_tiles`].
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn output_grad_tiles(tiles: &[f32], counts: (usize, usize), m: usize, scratch: &mut [f32], y: &mut [f32]) {
+    let (th, tw) = counts;
+    let t = y.len() / (POINTS * m);
+    let mut points: Vec<&mut [f32]> = y.chunks_exact_mut(t * m).collect();
+    let row = tw * TILE * m;
+    let mut tile = 0;
+    for plane in tiles.chunks_exact(th * TILE * row) {
+        for ty in 0..th {
+            for tx in 0..tw {
+                let corner = &plane[(ty * TILE * tw + tx) * TILE * m..];
+                for (j, column) in scratch.chunks_exact_mut(SIDE * m).enumerate() {
+                    let d = std::array::from_fn(|i| &corner[i * row + j * m..][..m]);
+                    output_grad_1d(d, six(column, m));
+                }
+                for (i, outs) in points.chunks_exact_mut(SIDE).enumerate() {
+                    let d = std::array::from_fn(|j| &scratch[(j * SIDE + i) * m..][..m]);
+                    let mut outs = outs.iter_mut();
+                    output_grad_1d(d, std::array::from_fn(|_| &mut outs.next().expect("six points")[tile * m..][..m]));
+                }
+                tile += 1;
+            }
+        }
+    }
+}
+
 /// Six consecutive runs of `len` floats.
 fn six(s: &mut [f32], len: usize) -> [&mut [f32]; SIDE] {
     let mut runs = s.chunks_exact_mut(len);
@@ -356,6 +466,60 @@ fn output_1d(p: [&[f32]; SIDE], y: [&mut [f32]; TILE]) {
         y1[l] = diff12 + 2.0 * diff34;
         y2[l] = sum12 + 4.0 * sum34;
         y3[l] = diff12 + 8.0 * diff34 + p5[l];
+    }
+}
+
+/// p = A y, the adjoint of [`output_1d`], lane by lane over vectors of equal length.
+#[inline(always)]
+fn output_grad_1d(y: [&[f32]; TILE], p: [&mut [f32]; SIDE]) {
+    let n = p[0].len();
+    let [y0, y1, y2, y3] = y.map(|y| &y[..n]);
+    let [p0, p1, p2, p3, p4, p5] = p.map(|p| &mut p[..n]);
+    for l in 0..n {
+        let (even1, odd1) = (y0[l] + y2[l], y1[l] + y3[l]);
+        let (even2, odd2) = (y0[l] + 4.0 * y2[l], 2.0 * y1[l] + 8.0 * y3[l]);
+        p0[l] = y0[l];
+        p1[l] = even1 + odd1;
+        p2[l] = even1 - odd1;
+        p3[l] = even2 + odd2;
+        p4[l] = even2 - odd2;
+        p5[l] = y3[l];
+    }
+}
+
+/// Gᵀ dU G of M kernels at once, the adjoint of [`kernel_transform`]: `points` [36, M]
+/// (row-major 6x6) to `taps` [9, M] (row-major 3x3). Gᵀ along each row into `scratch`
+/// [6, 3, M], then down the columns.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn kernel_adjoint(points: &[f32], scratch: &mut [f32], taps: &mut [f32]) {
+    let m = taps.len() / 9;
+    for (i, row) in scratch.chunks_exact_mut(3 * m).enumerate() {
+        let u = std::array::from_fn(|j| &points[(i * SIDE + j) * m..][..m]);
+        let mut outs = row.chunks_exact_mut(m);
+        kernel_adjoint_1d(u, std::array::from_fn(|_| outs.next().expect("three taps")));
+    }
+    for j in 0..3 {
+        let u = std::array::from_fn(|i| &scratch[(i * 3 + j) * m..][..m]);
+        let mut column = taps.chunks_exact_mut(m).skip(j).step_by(3);
+        kernel_adjoint_1d(u, std::array::from_fn(|_| column.next().expect("three taps")));
+    }
+}
+
+/// g = Gᵀ u, the adjoint of [`kernel_1d`], lane by lane over vectors of equal length.
+#[inline(always)]
+fn kernel_adjoint_1d(u: [&[f32]; SIDE], g: [&mut [f32]; 3]) {
+    const SIXTH: f32 = 1.0 / 6.0;
+    const TWELFTH: f32 = 1.0 / 12.0;
+    const TWENTY_FOURTH: f32 = 1.0 / 24.0;
+    let n = g[0].len();
+    let [u0, u1, u2, u3, u4, u5] = u.map(|u| &u[..n]);
+    let [g0, g1, g2] = g.map(|g| &mut g[..n]);
+    for l in 0..n {
+        let (sum12, diff21) = (u1[l] + u2[l], u2[l] - u1[l]);
+        let (sum34, diff34) = (u3[l] + u4[l], u3[l] - u4[l]);
+        g0[l] = u0[l] * 0.25 - sum12 * SIXTH + sum34 * TWENTY_FOURTH;
+        g1[l] = diff21 * SIXTH + diff34 * TWELFTH;
+        g2[l] = (sum34 - sum12) * SIXTH + u5[l];
     }
 }
 
@@ -439,10 +603,32 @@ mod tests {
             let grad = Winograd::scatter(&g, &weight).run(plan, &output, None);
             let want = im2col::scatter(&g, plan, &output, &weight, None);
             assert!(rel_err(&grad, &want) < 1e-5, "input gradient, {g:?}: {}", rel_err(&grad, &want));
+            let dw = weight_grad(&g, weight_grad_plan(&g, n, 1), &output, &input);
+            let want = im2col::weight_grad(&g, plan, &output, &input);
+            assert!(rel_err(&dw, &want) < 1e-5, "weight gradient, {g:?}: {}", rel_err(&dw, &want));
         }
     }
 
-    /// Both directions on any block plan, across threads or not, against one block of the
+    /// The weight gradient is the adjoint of the forward pass in the kernel: for any dW',
+    /// <dY, conv(x; dW')> = <weight_grad(dY, x), dW'>, in f64 sums, on a map of several
+    /// tiles with partial ones at its edges.
+    #[test]
+    fn weight_gradient_is_the_adjoint_of_the_forward_pass() {
+        let mut r = rng(23);
+        for pad in 0..=2 {
+            let (n, g) = (2, geometry(2, 5, 7, 9, 6, pad));
+            let (input, probe) = (normal(&mut r, n * g.c * g.hw()), normal(&mut r, g.m * g.k()));
+            let output = normal(&mut r, n * g.m * g.p());
+            let plan = im2col::plan(&g, n, 1);
+            let forward = im2col::correlate(&g, plan, &input, &probe, None);
+            let dw = weight_grad(&g, weight_grad_plan(&g, n, 1), &output, &input);
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+            let (lhs, rhs) = (dot(&output, &forward), dot(&dw, &probe));
+            assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "padding {pad}: {lhs} against {rhs}");
+        }
+    }
+
+    /// All three passes on any block plan, across threads or not, against one block of the
     /// whole batch.
     #[test]
     fn any_blocking_and_threading_give_the_same_result() {
@@ -453,13 +639,16 @@ mod tests {
         let (forward, adjoint) = (Winograd::correlate(&g, &weight), Winograd::scatter(&g, &weight));
         let all = |block, across| {
             let plan = Plan { block, across };
-            (forward.run(plan, &input, Some(&bias)), adjoint.run(plan, &output, None))
+            let weight_grad = weight_grad(&g, plan, &output, &input);
+            (forward.run(plan, &input, Some(&bias)), adjoint.run(plan, &output, None), weight_grad)
         };
         let whole = all(n, false);
         for (block, across) in [(1, false), (2, false), (1, true), (2, true), (n, true)] {
             let part = all(block, across);
             assert!(rel_err(&part.0, &whole.0) < 1e-6);
             assert!(rel_err(&part.1, &whole.1) < 1e-6);
+            // The weight gradient sums over blocks, so its rounding follows the blocking.
+            assert!(rel_err(&part.2, &whole.2) < 1e-5, "{block} {across}: {}", rel_err(&part.2, &whole.2));
         }
     }
 }
