@@ -32,7 +32,7 @@ impl Phases {
     /// Whether this kernel computes `g`: 4x4 at stride 2 with padding 1, on planes of even
     /// height and width.
     pub(super) fn supports(g: &Geometry) -> bool {
-        (g.kh, g.kw, g.stride, g.pad) == (4, 4, 2, 1) && g.h % 2 == 0 && g.w % 2 == 0
+        (g.kh, g.kw, g.stride, g.pad) == (4, 4, 2, 1) && g.h.is_multiple_of(2) && g.w.is_multiple_of(2)
     }
 
     /// # Panics
