@@ -12,7 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Module, Shape, Tensor};
 
-use super::gemm::{contiguous_f32, matmul, Mat};
+use super::gemm::{contiguous_f32, matmul, transpose, Mat};
 
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -76,11 +76,28 @@ impl CustomOp3 for LinearOp {
         if k != k2 || b.len() != m {
             candle_core::bail!("linear: input [{n}, {k}] does not fit weight [{m}, {k2}] and bias [{}]", b.len());
         }
-        let mut y = Vec::with_capacity(n * m);
-        for _ in 0..n {
-            y.extend_from_slice(b);
-        }
-        matmul(&mut y, Mat::rows(x, n, k), Mat::rows(w, m, k).t(), true);
+        let (x, w) = (Mat::rows(x, n, k), Mat::rows(w, m, k));
+        let y = if n < m {
+            // Fewer rows than outputs (a batch through a wide layer): Y^T = W X^T, then
+            // transposed. The gemm kernel packs its operands, and packing the weight
+            // through X W^T's transposed view ran [100, 1024] x [1024, 1024] at 59 GFLOP/s
+            // on 2 cores, against 131 for packing X and transposing the small Y.
+            let mut yt = Vec::with_capacity(m * n);
+            for &b in b {
+                yt.extend(std::iter::repeat_n(b, n));
+            }
+            matmul(&mut yt, w, x.t(), true);
+            let mut y = vec![0f32; n * m];
+            transpose(&yt, n, &mut y, m, m, n);
+            y
+        } else {
+            let mut y = Vec::with_capacity(n * m);
+            for _ in 0..n {
+                y.extend_from_slice(b);
+            }
+            matmul(&mut y, x, w.t(), true);
+            y
+        };
         Ok((CpuStorage::F32(y), Shape::from((n, m))))
     }
 
@@ -162,29 +179,33 @@ mod tests {
     use crate::rng::{Rng, Stream};
     use candle_core::{Device, Var};
 
+    /// Both orientations of the forward product: fewer rows than outputs and more, with
+    /// sizes on and off the transpose's 4x4 blocks.
     #[test]
     fn fused_op_matches_candle_in_value_and_gradient() {
         let d = Device::Cpu;
         let mut r = Rng::new(0, Stream::Eval, 0);
-        let w = Var::from_tensor(&r.normal(&[5, 7], &d).unwrap()).unwrap();
-        let b = Var::from_tensor(&r.normal(&[5], &d).unwrap()).unwrap();
-        let x = Var::from_tensor(&r.normal(&[3, 7], &d).unwrap()).unwrap();
-        let lin = Linear::new(w.as_tensor().clone(), b.as_tensor().clone());
-        let probe = r.normal(&[3, 5], &d).unwrap();
-        let run = |fast: bool| {
-            let y = if fast { lin.forward(x.as_tensor()) } else { lin.forward_reference(x.as_tensor()) }.unwrap();
-            let g = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            let grads: Vec<Vec<f32>> = [x.as_tensor(), w.as_tensor(), b.as_tensor()]
-                .iter()
-                .map(|t| g.get(t).unwrap().flatten_all().unwrap().to_vec1().unwrap())
-                .collect();
-            (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads)
-        };
-        let (fast, slow) = (run(true), run(false));
-        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
-        assert!(close(&fast.0, &slow.0));
-        for (f, s) in fast.1.iter().zip(&slow.1) {
-            assert!(close(f, s), "{f:?} vs {s:?}");
+        for (n, out, inputs) in [(3, 5, 7), (6, 5, 7), (9, 13, 6), (13, 9, 6), (4, 8, 3)] {
+            let w = Var::from_tensor(&r.normal(&[out, inputs], &d).unwrap()).unwrap();
+            let b = Var::from_tensor(&r.normal(&[out], &d).unwrap()).unwrap();
+            let x = Var::from_tensor(&r.normal(&[n, inputs], &d).unwrap()).unwrap();
+            let lin = Linear::new(w.as_tensor().clone(), b.as_tensor().clone());
+            let probe = r.normal(&[n, out], &d).unwrap();
+            let run = |fast: bool| {
+                let y = if fast { lin.forward(x.as_tensor()) } else { lin.forward_reference(x.as_tensor()) }.unwrap();
+                let g = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+                let grads: Vec<Vec<f32>> = [x.as_tensor(), w.as_tensor(), b.as_tensor()]
+                    .iter()
+                    .map(|t| g.get(t).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+                    .collect();
+                (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads)
+            };
+            let (fast, slow) = (run(true), run(false));
+            let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
+            assert!(close(&fast.0, &slow.0), "[{n}, {inputs}] -> {out}: {:?} vs {:?}", fast.0, slow.0);
+            for (f, s) in fast.1.iter().zip(&slow.1) {
+                assert!(close(f, s), "[{n}, {inputs}] -> {out}: {f:?} vs {s:?}");
+            }
         }
     }
 }

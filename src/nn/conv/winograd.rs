@@ -22,7 +22,7 @@
 use multiversion::multiversion;
 
 use super::plan::{for_blocks, sized, sum_over_blocks, Geometry, Plan};
-use crate::nn::gemm::{product, Mat};
+use crate::nn::gemm::{product, transpose, Mat};
 
 /// Side of an output tile.
 const TILE: usize = 4;
@@ -284,62 +284,6 @@ fn to_nhwc(src: &[f32], dims: (usize, usize, usize), pad: usize, padded: (usize,
             }
         }
     }
-}
-
-/// `dst[j dst_stride + i] = src[i src_stride + j]` for i < rows, j < cols: the layout
-/// changes between planes and pixels. Done in 4x4 blocks held in SSE registers, since
-/// walking either side one float at a time jumps a plane or a pixel per step, which cost as
-/// much as the transforms themselves.
-///
-/// # Panics
-/// When either side reaches outside its slice.
-fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, cols: usize) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    assert!((rows - 1) * src_stride + cols <= src.len() && (cols - 1) * dst_stride + rows <= dst.len());
-    let (rows4, cols4) = (rows / 4 * 4, cols / 4 * 4);
-    #[cfg(target_arch = "x86_64")]
-    for i in (0..rows4).step_by(4) {
-        for j in (0..cols4).step_by(4) {
-            // SAFETY: SSE is part of x86_64; the assert above keeps rows i..i+4 of columns
-            // j..j+4 inside `src` and rows j..j+4 of columns i..i+4 inside `dst`.
-            unsafe {
-                transpose4(
-                    src.as_ptr().add(i * src_stride + j),
-                    src_stride,
-                    dst.as_mut_ptr().add(j * dst_stride + i),
-                    dst_stride,
-                )
-            }
-        }
-    }
-    let scalar = |d: &mut [f32], i: usize, j: usize| d[j * dst_stride + i] = src[i * src_stride + j];
-    let done = if cfg!(target_arch = "x86_64") { (rows4, cols4) } else { (0, 0) };
-    for i in 0..rows {
-        let from = if i < done.0 { done.1 } else { 0 };
-        for j in from..cols {
-            scalar(dst, i, j);
-        }
-    }
-}
-
-/// One 4x4 block of [`transpose`].
-///
-/// # Safety
-/// Four floats from each of `src`, `src + s`, `src + 2s`, `src + 3s` must be readable, and
-/// four at each of `dst`, `dst + d`, `dst + 2d`, `dst + 3d` writable.
-#[cfg(target_arch = "x86_64")]
-unsafe fn transpose4(src: *const f32, s: usize, dst: *mut f32, d: usize) {
-    use std::arch::x86_64::*;
-    let (r0, r1, r2, r3) =
-        (_mm_loadu_ps(src), _mm_loadu_ps(src.add(s)), _mm_loadu_ps(src.add(2 * s)), _mm_loadu_ps(src.add(3 * s)));
-    let (t0, t1, t2, t3) =
-        (_mm_unpacklo_ps(r0, r1), _mm_unpacklo_ps(r2, r3), _mm_unpackhi_ps(r0, r1), _mm_unpackhi_ps(r2, r3));
-    _mm_storeu_ps(dst, _mm_movelh_ps(t0, t1));
-    _mm_storeu_ps(dst.add(d), _mm_movehl_ps(t1, t0));
-    _mm_storeu_ps(dst.add(2 * d), _mm_movelh_ps(t2, t3));
-    _mm_storeu_ps(dst.add(3 * d), _mm_movehl_ps(t3, t2));
 }
 
 /// Bᵀ d B of every 6x6 tile of `padded` [B, hp, wp, C] (`tiles` down and across each
