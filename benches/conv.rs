@@ -82,6 +82,7 @@ fn main() {
     let cases = [
         Case { transposed: false, batch: 64, cin: 64, cout: 64, k: 3, stride: 1, padding: 1, size: 32 },
         Case { transposed: false, batch: 128, cin: 1, cout: 64, k: 4, stride: 2, padding: 1, size: 32 },
+        Case { transposed: false, batch: 16, cin: 64, cout: 128, k: 4, stride: 2, padding: 1, size: 64 },
         Case { transposed: true, batch: 64, cin: 64, cout: 32, k: 4, stride: 2, padding: 1, size: 16 },
         Case { transposed: true, batch: 128, cin: 128, cout: 64, k: 4, stride: 2, padding: 1, size: 8 },
     ];

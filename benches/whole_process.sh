@@ -54,6 +54,9 @@
 #   BENCH_THREADS=N       PyTorch's threads (default: the number of CPUs)
 #   PYTHON=python3        the interpreter with torch and numpy
 #   BENCH_KEEP=1          keep the temporary folder (inputs, checkpoints, logs)
+#   BENCH_REPEATS=N       run every timed command N times (default 1) and report the median
+#                         seconds and the largest peak memory: on a VM whose neighbours
+#                         move single figures by 20-40 %
 # Budgets of the full run: vae-mlp and vib-mlp 10 epochs of the 9,000 train digits;
 # vqvae2-mnist 1 epoch; both priors 2 epochs; ddpm-train 1 epoch of the 1,000 TEST digits
 # (a full epoch of the U-Net on 9,000 digits takes several minutes per side).
@@ -120,29 +123,43 @@ else
   fi
 fi
 
+REPEATS=${BENCH_REPEATS:-1}
+if ! [[ $REPEATS =~ ^[1-9][0-9]*$ ]]; then
+  echo "whole_process.sh: BENCH_REPEATS must be a positive integer, got '$REPEATS'" >&2
+  exit 2
+fi
+
 wants() { [[ ",$STAGES," == *",$1,"* ]]; }
 
 # $(mib KIB): KiB to MiB, one decimal (null stays null).
 mib() { awk -v k="$1" 'BEGIN { if (k == "null") print "null"; else printf "%.1f", k / 1024 }'; }
 
-# timed NAME COMMAND...: runs COMMAND under /usr/bin/time, its stdout to NAME.out and stderr
-# to NAME.err; leaves "seconds peak_kib" in NAME.time. A failure shows the log and stops.
+# timed NAME COMMAND...: runs COMMAND under /usr/bin/time, REPEATS times, its stdout to
+# NAME.out and stderr to NAME.err (the last run's); leaves "seconds peak_kib" in NAME.time,
+# the median seconds and the largest peak. A failure shows the log and stops.
 timed() {
   local name=$1
   shift
-  local rc=0
-  if [[ $HAVE_TIME == 1 ]]; then
-    /usr/bin/time -f '%e %M' -o "$name.time" "$@" > "$name.out" 2> "$name.err" || rc=$?
-  else
-    local start=$EPOCHREALTIME
-    "$@" > "$name.out" 2> "$name.err" || rc=$?
-    awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f null\n", b - a }' > "$name.time"
-  fi
-  if [[ $rc != 0 ]]; then
-    echo "whole_process.sh: $name failed: $*" >&2
-    tail -n 20 "$name.err" >&2
-    exit 1
-  fi
+  local rc=0 r
+  : > "$name.times"
+  for ((r = 0; r < REPEATS; r++)); do
+    if [[ $HAVE_TIME == 1 ]]; then
+      /usr/bin/time -f '%e %M' -o "$name.time" "$@" > "$name.out" 2> "$name.err" || rc=$?
+    else
+      local start=$EPOCHREALTIME
+      "$@" > "$name.out" 2> "$name.err" || rc=$?
+      awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f null\n", b - a }' > "$name.time"
+    fi
+    if [[ $rc != 0 ]]; then
+      echo "whole_process.sh: $name failed: $*" >&2
+      tail -n 20 "$name.err" >&2
+      exit 1
+    fi
+    cat "$name.time" >> "$name.times"
+  done
+  sort -n -k1,1 "$name.times" | awk '
+    { s[NR] = $1; if ($2 == "null") none = 1; else if ($2 + 0 > peak) peak = $2 + 0 }
+    END { printf "%s %s\n", s[int((NR + 1) / 2)], (none ? "null" : peak) }' > "$name.time"
 }
 
 # A JSON field's value from a one-line object (numbers only).
@@ -175,8 +192,8 @@ stage_line() {
     extra+=", \"genimg_images_per_s\": $g_ips, \"torch_images_per_s\": $t_ips"
   fi
   local line
-  line=$(printf '{"stage": "%s", "genimg_seconds": %s, "genimg_peak_rss_mib": %s, "torch_seconds": %s, "torch_seconds_without_import": %s, "torch_peak_rss_mib": %s, "ratio": %s%s}' \
-    "$stage" "$g_sec" "$(mib "$g_kib")" "$t_sec" "$t_wo" "$t_mib" "$ratio" "$extra")
+  line=$(printf '{"stage": "%s", "genimg_seconds": %s, "genimg_peak_rss_mib": %s, "torch_seconds": %s, "torch_seconds_without_import": %s, "torch_peak_rss_mib": %s, "ratio": %s, "repeats": %s%s}' \
+    "$stage" "$g_sec" "$(mib "$g_kib")" "$t_sec" "$t_wo" "$t_mib" "$ratio" "$REPEATS" "$extra")
   echo "$line"
   ROWS+=("$stage|$g_sec|$(mib "$g_kib")|$t_sec|$t_wo|$t_mib|$ratio|$g_ips|$t_ips")
 }
@@ -227,7 +244,7 @@ if wants vqvae2-mnist; then
     -o torch-vq.safetensors)
   stage_line vqvae2-mnist g-vqvae2 "$t"
 elif wants vq-encode || wants prior-top || wants prior-bottom || wants vq-decode; then
-  timed g-vqvae2 "$BIN/vae-train" --preset vqvae2-mnist --data mnist --split "$TRAIN_SPLIT" \
+  REPEATS=1 timed g-vqvae2 "$BIN/vae-train" --preset vqvae2-mnist --data mnist --split "$TRAIN_SPLIT" \
     --epochs "$VQ_EPOCHS" "${SEED[@]}" -o vq.safetensors
 fi
 
@@ -291,7 +308,7 @@ if wants ddpm-train; then
   t=$(torch_stage t-ddpm ddpm-train "${DDPM_PEER_DATA[@]}" --epochs 1 -o torch-ddpm.safetensors)
   stage_line ddpm-train g-ddpm "$t"
 elif wants ddim; then
-  timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \
+  REPEATS=1 timed g-ddpm "$BIN/ddpm-train" --preset ddpm-unet-mnist "${DDPM_DATA[@]}" --epochs 1 \
     "${SEED[@]}" -o ddpm.safetensors
 fi
 if wants ddim; then
@@ -354,7 +371,7 @@ if wants vqvae2-256; then
     -o torch-vq256.safetensors)
   stage_line vqvae2-256 g-vqvae2-256 "$t" "" "$N_256"
 elif wants prior-32 || wants prior-64 || wants sample-256; then
-  timed g-vqvae2-256 "$BIN/vae-train" "${VQ256[@]}" -o vq256.safetensors
+  REPEATS=1 timed g-vqvae2-256 "$BIN/vae-train" "${VQ256[@]}" -o vq256.safetensors
 fi
 
 # 32x32 top and 64x64 bottom codes of the upscaled emoji, by vqvae2-256's checkpoint.
@@ -368,7 +385,7 @@ if wants prior-32 || wants prior-64 || wants sample-256; then
   done
 fi
 
-# prior-32 (top) and prior-64 (bottom, on the top codes); made untimed for sample-256.
+# prior-32 (top) and prior-64 (bottom, on the top codes); made untimed (once) for sample-256.
 for level in top bottom; do
   stage=prior-32 n=$N_TOP
   [[ $level == bottom ]] && stage=prior-64 n=$N_BOTTOM
@@ -380,7 +397,7 @@ for level in top bottom; do
       --batch-size 16 --epochs 1 "${PRIOR_NET[@]}" -o "torch-$stage.safetensors")
     stage_line "$stage" "g-$stage" "$t" "" "$n"
   elif wants sample-256; then
-    timed "g-$stage" "$BIN/${fit[0]}" "${fit[@]:1}" -o "$stage.safetensors"
+    REPEATS=1 timed "g-$stage" "$BIN/${fit[0]}" "${fit[@]:1}" -o "$stage.safetensors"
   fi
 done
 
