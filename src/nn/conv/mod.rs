@@ -26,15 +26,12 @@
 //! - `im2col`: the general kernel, im2col/col2im and one matrix product;
 //! - `winograd`: Winograd's F(4x4, 3x3) for 3x3 convolutions at stride 1, a quarter of the
 //!   multiplications in all three passes;
-//! - `phases`: 4x4 convolutions at stride 2 and padding 1 as 3x3 ones over the input's 2x2
-//!   phases, on the Winograd kernel: 9/16 of the multiplications;
 //! - `plan`: the geometry and the block plan the two kernels share. The blocks depend on the
 //!   batch alone, so results are the same bits on any number of threads.
 
 mod im2col;
 mod layers;
 mod op;
-mod phases;
 mod plan;
 #[cfg(test)]
 mod testing;
