@@ -1,5 +1,6 @@
-//! What the kernels share: the shapes of one convolution ([`Geometry`]) and how a batch is
-//! cut into blocks of images and spread over rayon's threads ([`Plan`], [`for_blocks`]).
+//! What the kernels share: the shapes of one convolution ([`Geometry`]), how a batch is cut
+//! into blocks of images and spread over rayon's threads ([`Plan`], [`for_blocks`]), and how
+//! the blocks' weight gradients are summed ([`sum_over_blocks`]).
 //!
 //! The blocks depend on the batch alone, never on the thread count: they fix which columns
 //! each matrix product covers and the order in which the weight gradient sums over the
