@@ -120,7 +120,7 @@ impl Winograd {
 
     /// The blocks for a batch of `n` on `threads` threads.
     pub(super) fn plan(&self, n: usize, threads: usize) -> Plan {
-        Plan::fitting(n, self.tiling.floats_per_image(), BLOCK_BUDGET, threads)
+        self.tiling.plan(n, threads)
     }
 
     /// Output side [N, M, Ho, Wo] from input side [N, C, H, W], plus `bias` [M].
@@ -155,7 +155,7 @@ impl Winograd {
 
 /// The blocks of [`weight_grad`] for a batch of `n` of `g` on `threads` threads.
 pub(super) fn weight_grad_plan(g: &Geometry, n: usize, threads: usize) -> Plan {
-    Plan::fitting(n, Tiling::new(*g).floats_per_image(), BLOCK_BUDGET, threads)
+    Tiling::new(*g).plan(n, threads)
 }
 
 /// dW [M, C, 3, 3] of the 3x3, stride-1 convolution `g` from its output side [N, M, Ho, Wo]
@@ -200,9 +200,10 @@ impl Tiling {
         Tiling { g, th: g.ho.div_ceil(TILE), tw: g.wo.div_ceil(TILE) }
     }
 
-    /// Floats of one image's transformed tiles, input and output side.
-    fn floats_per_image(&self) -> usize {
-        POINTS * self.th * self.tw * (self.g.c + self.g.m)
+    /// Blocks of as many images as their transformed tiles, input and output side, fit
+    /// [`BLOCK_BUDGET`], for a batch of `n` on `threads` threads.
+    fn plan(&self, n: usize, threads: usize) -> Plan {
+        Plan::fitting(n, POINTS * self.th * self.tw * (self.g.c + self.g.m), BLOCK_BUDGET, threads)
     }
 
     /// Copies images [B, C, H, W] into zero-padded NHWC planes and writes every tile's
@@ -261,6 +262,11 @@ impl Tiling {
 /// Planes whose layout changes together.
 const LANES: usize = 4;
 
+/// The fractions in G, the kernel transform.
+const SIXTH: f32 = 1.0 / 6.0;
+const TWELFTH: f32 = 1.0 / 12.0;
+const TWENTY_FOURTH: f32 = 1.0 / 24.0;
+
 /// Copies images [B, C, H, W] (`dims` C, H, W) into `dst` [B, hp, wp, C] (`padded` hp, wp),
 /// each image `pad` pixels down and right of the corner, with zeros around it.
 fn to_nhwc(src: &[f32], dims: (usize, usize, usize), pad: usize, padded: (usize, usize), dst: &mut [f32]) {
@@ -287,28 +293,45 @@ fn to_nhwc(src: &[f32], dims: (usize, usize, usize), pad: usize, padded: (usize,
 }
 
 /// Bᵀ d B of every 6x6 tile of `padded` [B, hp, wp, C] (`tiles` down and across each
-/// image) into `v` [POINTS, T, C]: Bᵀ down each column of a tile into `scratch`
-/// [column][row][C], then along each row into the points.
+/// image) into `v` [POINTS, T, C].
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn input_tiles(padded: &[f32], tiles: (usize, usize), wp: usize, c: usize, scratch: &mut [f32], v: &mut [f32]) {
+    to_points::<SIDE>(padded, tiles, wp, c, scratch, v, input_1d);
+}
+
+/// Every N x N window of `planes` [B, (th - 1) 4 + N, wp, C] at the corners of the tiles
+/// (`tiles` th down and tw across each image, 4 pixels apart) through the separable
+/// transform `f` into the 36 points of `v` [POINTS, T, C]: `f` down each column of a window
+/// into `scratch` [column][row][C], then along each row. The input transform's walk (N = 6)
+/// and the output gradient's (N = 4); inlined into each caller's compiled versions.
+#[inline(always)]
+fn to_points<const N: usize>(
+    planes: &[f32],
+    tiles: (usize, usize),
+    wp: usize,
+    c: usize,
+    scratch: &mut [f32],
+    v: &mut [f32],
+    f: impl Fn([&[f32]; N], [&mut [f32]; SIDE]),
+) {
     let (th, tw) = tiles;
     let t = v.len() / (POINTS * c);
     let mut points: Vec<&mut [f32]> = v.chunks_exact_mut(t * c).collect();
     let row = wp * c;
-    let plane_len = (th * TILE + 2) * row;
+    let plane_len = ((th - 1) * TILE + N) * row;
     let mut tile = 0;
-    for plane in padded.chunks_exact(plane_len) {
+    for plane in planes.chunks_exact(plane_len) {
         for ty in 0..th {
             for tx in 0..tw {
                 let corner = &plane[(ty * TILE * wp + tx * TILE) * c..];
-                for (j, column) in scratch.chunks_exact_mut(SIDE * c).enumerate() {
+                for (j, column) in scratch.chunks_exact_mut(SIDE * c).take(N).enumerate() {
                     let d = std::array::from_fn(|i| &corner[i * row + j * c..][..c]);
-                    input_1d(d, six(column, c));
+                    f(d, six(column, c));
                 }
                 for (i, outs) in points.chunks_exact_mut(SIDE).enumerate() {
                     let d = std::array::from_fn(|j| &scratch[(j * SIDE + i) * c..][..c]);
                     let mut outs = outs.iter_mut();
-                    input_1d(d, std::array::from_fn(|_| &mut outs.next().expect("six points")[tile * c..][..c]));
+                    f(d, std::array::from_fn(|_| &mut outs.next().expect("six points")[tile * c..][..c]));
                 }
                 tile += 1;
             }
@@ -339,33 +362,11 @@ fn output_tiles(products: &[f32], tiles: (usize, usize), m: usize, scratch: &mut
     }
 }
 
-/// A y Aᵀ of every 4x4 tile of `tiles` [B, th 4, tw 4, M] into `y` [POINTS, T, M]: A down
-/// each column of a tile into `scratch` [column][row][M], then along each row into the
-/// points. The adjoint of [`output_tiles`].
+/// A y Aᵀ of every 4x4 tile of `tiles` [B, th 4, tw 4, M] into `y` [POINTS, T, M]: the
+/// adjoint of [`output_tiles`].
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn output_grad_tiles(tiles: &[f32], counts: (usize, usize), m: usize, scratch: &mut [f32], y: &mut [f32]) {
-    let (th, tw) = counts;
-    let t = y.len() / (POINTS * m);
-    let mut points: Vec<&mut [f32]> = y.chunks_exact_mut(t * m).collect();
-    let row = tw * TILE * m;
-    let mut tile = 0;
-    for plane in tiles.chunks_exact(th * TILE * row) {
-        for ty in 0..th {
-            for tx in 0..tw {
-                let corner = &plane[(ty * TILE * tw + tx) * TILE * m..];
-                for (j, column) in scratch.chunks_exact_mut(SIDE * m).enumerate() {
-                    let d = std::array::from_fn(|i| &corner[i * row + j * m..][..m]);
-                    output_grad_1d(d, six(column, m));
-                }
-                for (i, outs) in points.chunks_exact_mut(SIDE).enumerate() {
-                    let d = std::array::from_fn(|j| &scratch[(j * SIDE + i) * m..][..m]);
-                    let mut outs = outs.iter_mut();
-                    output_grad_1d(d, std::array::from_fn(|_| &mut outs.next().expect("six points")[tile * m..][..m]));
-                }
-                tile += 1;
-            }
-        }
-    }
+    to_points::<TILE>(tiles, counts, counts.1 * TILE, m, scratch, y, output_grad_1d);
 }
 
 /// Six consecutive runs of `len` floats.
@@ -452,9 +453,6 @@ fn kernel_adjoint(points: &[f32], scratch: &mut [f32], taps: &mut [f32]) {
 /// g = Gᵀ u, the adjoint of [`kernel_1d`], lane by lane over vectors of equal length.
 #[inline(always)]
 fn kernel_adjoint_1d(u: [&[f32]; SIDE], g: [&mut [f32]; 3]) {
-    const SIXTH: f32 = 1.0 / 6.0;
-    const TWELFTH: f32 = 1.0 / 12.0;
-    const TWENTY_FOURTH: f32 = 1.0 / 24.0;
     let n = g[0].len();
     let [u0, u1, u2, u3, u4, u5] = u.map(|u| &u[..n]);
     let [g0, g1, g2] = g.map(|g| &mut g[..n]);
@@ -489,9 +487,6 @@ fn kernel_transform(taps: &[f32], scratch: &mut [f32], u: &mut Vec<f32>) {
 /// u = G g, lane by lane over vectors of equal length.
 #[inline(always)]
 fn kernel_1d(g: [&[f32]; 3], u: [&mut [f32]; SIDE]) {
-    const SIXTH: f32 = 1.0 / 6.0;
-    const TWELFTH: f32 = 1.0 / 12.0;
-    const TWENTY_FOURTH: f32 = 1.0 / 24.0;
     let n = u[0].len();
     let [g0, g1, g2] = g.map(|g| &g[..n]);
     let [u0, u1, u2, u3, u4, u5] = u.map(|u| &mut u[..n]);
