@@ -55,6 +55,7 @@ mod kernels;
 mod layer;
 mod ops;
 mod sample;
+mod vconv;
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::Embedding;

@@ -13,15 +13,17 @@
 //! where `c` is the sum of the projected top codes (an input [N H W, 2C], when the model has
 //! them) and row `labels[n]` of the class table (when it is class-conditional), added to
 //! every pixel of image n. The first layer applies mask A by reading only the unmasked taps
-//! (the first 3 of [`V_TAPS`], the first 1 of [`H_TAPS`]): half its convolution work, and the
-//! masked taps' gradient is exactly zero.
+//! (the first 3 of `V_TAPS`, the vertical kernel's first row, and the first 1 of [`H_TAPS`]):
+//! half its convolution work, and the masked taps' gradient is exactly zero. The vertical
+//! convolution runs in Winograd form ([`VConv`]), the horizontal one as an unfold and a
+//! product.
 //!
 //! Why: as separate candle ops a layer is about ten activation-sized edges (unfolds, products,
 //! adds, gates), each with its own buffers and gradient bookkeeping in candle's backward pass
 //! (a zero-filled gradient and an addition per input, before the patch of vendor/README.md);
 //! this op has three inputs, writes its gradients once, and
-//! keeps only what its backward pass needs (the gates' inputs, v_pre, gate(a_h)); the unfolds
-//! are recomputed there rather than stored.
+//! keeps only what its backward pass needs (the gates' inputs, v_pre, gate(a_h)); the
+//! transforms and the unfold are recomputed there rather than stored.
 //!
 //! Device rule: a CPU kernel (f32), run on the [`OpPath::Fused`](super::ops::OpPath) path;
 //! elsewhere the network runs the composed candle ops of `GatedLayer::forward`, which
@@ -37,15 +39,16 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::ops::{gate_grad_row, gate_row, shifted, H_TAPS, V_TAPS};
+use super::ops::{gate_grad_row, gate_row, shifted, H_TAPS};
+use super::vconv::VConv;
 use crate::nn::gemm::{contiguous_f32, product, product_strided, Mat};
 
 /// Rows of an elementwise pass or of a partial column sum that one task takes.
 pub(super) const ROWS_PER_TASK: usize = 64;
 
-/// Taps the first layer reads: those mask A leaves, a prefix of [`V_TAPS`] and [`H_TAPS`]
-/// (the masked ones are `V_MASKED` and `H_MASKED` of the model).
-pub(super) const V_UNMASKED: usize = 3;
+/// Taps of the horizontal kernel the first layer reads: those mask A leaves, a prefix of
+/// [`H_TAPS`] (the masked ones are `H_MASKED` of the model; of the vertical kernel it reads
+/// the first row, see [`VConv`]).
 pub(super) const H_UNMASKED: usize = 1;
 
 /// Lengths of the layer's parameters in the flat `weights` input, in order: v_conv weight
@@ -79,8 +82,9 @@ struct Saved {
     v_pre: Vec<f32>,
     /// gate(a_h) [R, C].
     gh: Vec<f32>,
-    /// The two convolutions' weights, taps major, used taps only: [2C, T C].
-    wv: Vec<f32>,
+    /// The vertical convolution, its kernels transformed.
+    vconv: VConv,
+    /// The horizontal convolution's weight, taps major, used taps only: [2C, T C].
     wh: Vec<f32>,
 }
 
@@ -198,16 +202,14 @@ fn column_sums(data: &[f32], rows: usize, rs: usize, out: &mut [f32]) {
     }
 }
 
-/// A kernel's taps, as (row, column) offsets.
-type Taps = &'static [(isize, isize)];
-
 impl LayerOp {
-    /// The taps of the vertical and the horizontal convolution that this layer reads.
-    fn taps(&self) -> (Taps, Taps) {
+    /// The taps of the horizontal convolution that this layer reads (the vertical one's
+    /// are [`VConv`]'s).
+    fn h_taps(&self) -> &'static [(isize, isize)] {
         if self.first {
-            (&V_TAPS[..V_UNMASKED], &H_TAPS[..H_UNMASKED])
+            &H_TAPS[..H_UNMASKED]
         } else {
-            (V_TAPS, H_TAPS)
+            H_TAPS
         }
     }
 
@@ -287,15 +289,12 @@ impl LayerOp {
         let (c, c2, hw) = (self.c, 2 * self.c, self.hw());
         let rows = x.len() / c2;
         let [vw, vb, hcw, hb, vhw, vhb, ow, ob, class] = split(weights, sizes(c, self.classes()));
-        let (tv, th) = self.taps();
-        let (tvc, thc) = (tv.len() * c, th.len() * c);
-        let wv = tap_major(vw, c2, c, V_TAPS.len(), tv.len());
+        let th = self.h_taps();
+        let thc = th.len() * c;
+        let vconv = VConv::new(vw, c, (self.height, self.width), self.first);
         let wh = tap_major(hcw, c2, c, H_TAPS.len(), th.len());
 
-        let uv = self.unfold(x, 0, tv);
-        let mut v_pre = repeat_rows(vb, rows);
-        product(&mut v_pre, Mat::rows(&uv, rows, tvc), Mat::rows(&wv, c2, tvc).t(), true, true);
-        drop(uv);
+        let v_pre = vconv.forward(x, vb);
         let uh = self.unfold(x, c, th);
         let bias: Vec<f32> = hb.iter().zip(vhb).map(|(a, b)| a + b).collect();
         let mut a_h = repeat_rows(&bias, rows);
@@ -340,7 +339,7 @@ impl LayerOp {
         if rows > 0 {
             product_strided(&mut out[c..], c2, Mat::rows(&gh, rows, c), Mat::rows(ow, c, c).t(), true, true);
         }
-        (out, Saved { a_v, a_h, v_pre, gh, wv, wh })
+        (out, Saved { a_v, a_h, v_pre, gh, vconv, wh })
     }
 
     /// The backward pass from the output gradient `g` [R, 2C]: the gradients of the state
@@ -360,9 +359,9 @@ impl LayerOp {
         let [_, _, _, _, vhw, _, ow, _, _] = split(weights, sizes);
         let mut dw = vec![0f32; weights.len()];
         let [dvw, dvb, dhw, dhb, dvhw, dvhb, dow, dob, dclass] = split_mut(&mut dw, sizes);
-        let (tv, th) = self.taps();
-        let (tvc, thc) = (tv.len() * c, th.len() * c);
-        let Saved { mut a_v, mut a_h, v_pre, gh, wv, wh } = saved;
+        let th = self.h_taps();
+        let thc = th.len() * c;
+        let Saved { mut a_v, mut a_h, v_pre, gh, vconv, wh } = saved;
         let g_h = Mat { data: g.get(c..).unwrap_or(&[]), rows, cols: c, rs: c2, cs: 1 };
 
         // h_out, then the gates' input gradients in place of their inputs.
@@ -441,13 +440,9 @@ impl LayerOp {
         drop(da_h);
         let dv = da_v;
         column_sums(&dv, rows, c2, dvb);
-        let mut uv = self.unfold(x, 0, tv);
-        let mut dwv = vec![0f32; c2 * tvc];
-        product(&mut dwv, Mat::rows(&dv, rows, c2).t(), Mat::rows(&uv, rows, tvc), false, true);
-        tap_major_back(&dwv, dvw, c, V_TAPS.len(), tv.len());
+        dvw.copy_from_slice(&vconv.weight_grad(x, &dv));
         if let Some(dx) = dx.as_mut() {
-            product(&mut uv, Mat::rows(&dv, rows, c2), Mat::rows(&wv, c2, tvc), false, true);
-            self.fold(&uv, dx, 0, tv);
+            vconv.input_grad(&dv, dx);
         }
         (dx, d_cond, dw)
     }

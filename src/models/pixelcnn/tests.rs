@@ -457,7 +457,7 @@ fn the_fused_path_does_not_depend_on_the_thread_count() {
 #[test]
 fn the_layer_op_matches_the_composed_layer() {
     // The first layer reads the taps mask A leaves: a prefix of each kernel's.
-    assert_eq!(V_MASKED, (layer::V_UNMASKED..ops::V_TAPS.len()).collect::<Vec<_>>());
+    assert_eq!(V_MASKED, (vconv::TAPS..ops::V_TAPS.len()).collect::<Vec<_>>());
     assert_eq!(H_MASKED, (layer::H_UNMASKED..ops::H_TAPS.len()).collect::<Vec<_>>());
     let cfg = config(5, 7, 2, true, false);
     let (model, set) = build(&cfg, 19);

@@ -32,9 +32,9 @@
 mod im2col;
 mod layers;
 mod op;
-mod plan;
+pub(crate) mod plan;
 #[cfg(test)]
 mod testing;
-mod winograd;
+pub(crate) mod winograd;
 
 pub use layers::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};

@@ -62,7 +62,7 @@ const MIN_BLOCKS: usize = 4;
 
 /// How a batch is cut into blocks of images and spread over rayon's threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Plan {
+pub(crate) struct Plan {
     /// Images per block.
     pub block: usize,
     /// Whether blocks run in parallel, each on one thread (else in turn, each spread over all
@@ -87,7 +87,7 @@ impl Plan {
 /// Runs `f(scratch, dst, src, parallel)` on each block of images: `dst` and `src` hold
 /// `dst_image` and `src_image` floats per image. Blocks run on separate threads when
 /// `plan.across`, else in turn with `parallel` set, for `f` to split its own work.
-pub(super) fn for_blocks<S, F>(plan: Plan, dst: &mut [f32], dst_image: usize, src: &[f32], src_image: usize, f: F)
+pub(crate) fn for_blocks<S, F>(plan: Plan, dst: &mut [f32], dst_image: usize, src: &[f32], src_image: usize, f: F)
 where
     S: Default + Send,
     F: Fn(&mut S, &mut [f32], &[f32], bool) + Sync,
@@ -118,7 +118,7 @@ const ADD_CHUNK: usize = 1 << 14;
 /// With `plan.across`, blocks run a wave of one per thread at a time, so that only one
 /// partial sum per thread is held; each wave's partials are then added, in order, on all
 /// threads, each taking a run of the sum.
-pub(super) fn sum_over_blocks<S, F>(
+pub(crate) fn sum_over_blocks<S, F>(
     plan: Plan,
     len: usize,
     output: &[f32],
@@ -156,7 +156,7 @@ where
 }
 
 /// A buffer of `len` floats, reused: its contents are left for the caller to overwrite.
-pub(super) fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(crate) fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buf.resize(len, 0.0);
     &mut buf[..len]
 }

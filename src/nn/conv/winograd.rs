@@ -25,9 +25,9 @@ use super::plan::{for_blocks, sized, sum_over_blocks, Geometry, Plan};
 use crate::nn::gemm::{product, transpose, Mat};
 
 /// Side of an output tile.
-const TILE: usize = 4;
+pub(crate) const TILE: usize = 4;
 /// Side of an input tile, TILE + 2.
-const SIDE: usize = 6;
+pub(crate) const SIDE: usize = 6;
 /// Points of the transformed tile, SIDE².
 const POINTS: usize = SIDE * SIDE;
 
@@ -370,20 +370,20 @@ fn output_grad_tiles(tiles: &[f32], counts: (usize, usize), m: usize, scratch: &
 }
 
 /// Six consecutive runs of `len` floats.
-fn six(s: &mut [f32], len: usize) -> [&mut [f32]; SIDE] {
+pub(crate) fn six(s: &mut [f32], len: usize) -> [&mut [f32]; SIDE] {
     let mut runs = s.chunks_exact_mut(len);
     std::array::from_fn(|_| runs.next().expect("six runs"))
 }
 
 /// Four consecutive runs of `len` floats.
-fn four(s: &mut [f32], len: usize) -> [&mut [f32]; TILE] {
+pub(crate) fn four(s: &mut [f32], len: usize) -> [&mut [f32]; TILE] {
     let mut runs = s.chunks_exact_mut(len);
     std::array::from_fn(|_| runs.next().expect("four runs"))
 }
 
 /// v = Bᵀ d, lane by lane over vectors of equal length.
 #[inline(always)]
-fn input_1d(d: [&[f32]; SIDE], v: [&mut [f32]; SIDE]) {
+pub(crate) fn input_1d(d: [&[f32]; SIDE], v: [&mut [f32]; SIDE]) {
     let n = v[0].len();
     let [d0, d1, d2, d3, d4, d5] = d.map(|d| &d[..n]);
     let [v0, v1, v2, v3, v4, v5] = v.map(|v| &mut v[..n]);
@@ -398,9 +398,27 @@ fn input_1d(d: [&[f32]; SIDE], v: [&mut [f32]; SIDE]) {
     }
 }
 
+/// d = B v, the adjoint of [`input_1d`], lane by lane over vectors of equal length.
+#[inline(always)]
+pub(crate) fn input_grad_1d(v: [&[f32]; SIDE], d: [&mut [f32]; SIDE]) {
+    let n = d[0].len();
+    let [v0, v1, v2, v3, v4, v5] = v.map(|v| &v[..n]);
+    let [d0, d1, d2, d3, d4, d5] = d.map(|d| &mut d[..n]);
+    for l in 0..n {
+        let (sum12, diff21) = (v1[l] + v2[l], v2[l] - v1[l]);
+        let (sum34, diff43) = (v3[l] + v4[l], v4[l] - v3[l]);
+        d0[l] = 4.0 * v0[l];
+        d1[l] = 4.0 * (diff21 + v5[l]) + 2.0 * diff43;
+        d2[l] = -5.0 * v0[l] - 4.0 * sum12 - sum34;
+        d3[l] = -diff21 - 2.0 * diff43 - 5.0 * v5[l];
+        d4[l] = v0[l] + sum12 + sum34;
+        d5[l] = v5[l];
+    }
+}
+
 /// y = Aᵀ p, lane by lane over vectors of equal length.
 #[inline(always)]
-fn output_1d(p: [&[f32]; SIDE], y: [&mut [f32]; TILE]) {
+pub(crate) fn output_1d(p: [&[f32]; SIDE], y: [&mut [f32]; TILE]) {
     let n = y[0].len();
     let [p0, p1, p2, p3, p4, p5] = p.map(|p| &p[..n]);
     let [y0, y1, y2, y3] = y.map(|y| &mut y[..n]);
@@ -416,7 +434,7 @@ fn output_1d(p: [&[f32]; SIDE], y: [&mut [f32]; TILE]) {
 
 /// p = A y, the adjoint of [`output_1d`], lane by lane over vectors of equal length.
 #[inline(always)]
-fn output_grad_1d(y: [&[f32]; TILE], p: [&mut [f32]; SIDE]) {
+pub(crate) fn output_grad_1d(y: [&[f32]; TILE], p: [&mut [f32]; SIDE]) {
     let n = p[0].len();
     let [y0, y1, y2, y3] = y.map(|y| &y[..n]);
     let [p0, p1, p2, p3, p4, p5] = p.map(|p| &mut p[..n]);
@@ -452,7 +470,7 @@ fn kernel_adjoint(points: &[f32], scratch: &mut [f32], taps: &mut [f32]) {
 
 /// g = Gᵀ u, the adjoint of [`kernel_1d`], lane by lane over vectors of equal length.
 #[inline(always)]
-fn kernel_adjoint_1d(u: [&[f32]; SIDE], g: [&mut [f32]; 3]) {
+pub(crate) fn kernel_adjoint_1d(u: [&[f32]; SIDE], g: [&mut [f32]; 3]) {
     let n = g[0].len();
     let [u0, u1, u2, u3, u4, u5] = u.map(|u| &u[..n]);
     let [g0, g1, g2] = g.map(|g| &mut g[..n]);
@@ -486,7 +504,7 @@ fn kernel_transform(taps: &[f32], scratch: &mut [f32], u: &mut Vec<f32>) {
 
 /// u = G g, lane by lane over vectors of equal length.
 #[inline(always)]
-fn kernel_1d(g: [&[f32]; 3], u: [&mut [f32]; SIDE]) {
+pub(crate) fn kernel_1d(g: [&[f32]; 3], u: [&mut [f32]; SIDE]) {
     let n = u[0].len();
     let [g0, g1, g2] = g.map(|g| &g[..n]);
     let [u0, u1, u2, u3, u4, u5] = u.map(|u| &mut u[..n]);

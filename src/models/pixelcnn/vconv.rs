@@ -1,0 +1,418 @@
+//! The vertical stack's 2x3 convolution in Winograd form, F(4, 3) along each row of the map
+//! (Lavin & Gray 2016, <https://arxiv.org/abs/1509.09308>), with the 1-D transforms of
+//! [`crate::nn::conv::winograd`].
+//!
+//! Output pixel (i, j) reads columns j-1..j+1 of rows i-1 and i (of row i-1 alone in the
+//! first layer, under mask A): a correlation of 3 taps along the row for each kernel row.
+//! Four outputs along a row need the six input pixels under them in each kernel row. With
+//! v = Bᵀ d of those six pixels (C channels each) and the kernel rows' vectors stacked into one
+//! of R C per point ξ (R kernel rows), and U_ξ = G g [R C, 2C] the kernels, the four outputs
+//! are Aᵀ p with p_ξ = v_ξ U_ξ: over the T tiles of a block of images, six products
+//! [T, R C] x [R C, 2C] per four output pixels, where the unfold and product of
+//! [`super::layer`] take one [4, 3 R C] x [3 R C, 2C]: half the multiply-adds. The same
+//! holds in the other two passes: the input gradient runs the products and transforms
+//! backwards (dv_ξ = p̂_ξ U_ξᵀ, then B dv onto the six pixels), and the weight gradient sums
+//! dU_ξ = v_ξᵀ p̂_ξ over the tiles, with p̂ = A dY the output gradient taken back through the
+//! output transform, then dW = Gᵀ dU. In f32 the results are within a few 1e-6 of the direct
+//! convolution, relative to the largest (tested against it).
+//!
+//! Tiles run in blocks of whole images ([`Plan`]): the blocks depend on the batch alone, and
+//! each block's weight gradient is added in block order, so the bits do not depend on the
+//! thread count; an image's input gradient is gathered by one thread, in tile order.
+
+use multiversion::multiversion;
+
+use crate::nn::conv::plan::{for_blocks, sized, sum_over_blocks, Plan};
+use crate::nn::conv::winograd::{
+    four, input_1d, input_grad_1d, kernel_1d, kernel_adjoint_1d, output_1d, output_grad_1d, six, SIDE, TILE,
+};
+use crate::nn::gemm::{product, Mat};
+
+/// Taps along a row, and kernel rows, of the vertical stack's kernel [2C, C, 2, 3]: under
+/// mask A the first TAPS of `V_TAPS`, one row, are read.
+pub(super) const TAPS: usize = 3;
+const KERNEL_ROWS: usize = 2;
+
+/// Floats of a block's transformed inputs and products together (2 MiB, half this
+/// machine's L2 cache per core): as many images per block as fit, at least one.
+const BLOCK_BUDGET: usize = 1 << 19;
+
+/// The shapes of one layer's vertical convolution.
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// Input channels C (columns 0..C of the state [N H W, 2C]) and outputs M = 2C.
+    c: usize,
+    m: usize,
+    /// Kernel rows read: 1 (row i-1, under mask A) or 2.
+    rows: usize,
+    height: usize,
+    width: usize,
+}
+
+impl Geometry {
+    /// Tiles across one row of the map.
+    fn across(&self) -> usize {
+        self.width.div_ceil(TILE)
+    }
+
+    /// Tiles of one image.
+    fn tiles(&self) -> usize {
+        self.height * self.across()
+    }
+
+    /// Length of one point's input vector, R C.
+    fn k(&self) -> usize {
+        self.rows * self.c
+    }
+
+    fn hw(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// The blocks of images for a batch of `n`.
+    fn plan(&self, n: usize) -> Plan {
+        let per_image = self.tiles() * SIDE * (self.k() + self.m);
+        Plan::fitting(n, per_image, BLOCK_BUDGET, rayon::current_num_threads())
+    }
+
+    /// Image, row and first column of tile `t` of a block.
+    fn corner(&self, t: usize) -> (usize, usize, usize) {
+        let (tiles, across) = (self.tiles(), self.across());
+        (t / tiles, t % tiles / across, t % across * TILE)
+    }
+}
+
+/// The vertical convolution of one gated layer, with its kernels transformed.
+pub(super) struct VConv {
+    g: Geometry,
+    /// U [SIDE, R C, M]: point ξ's matrix [R C, M] holds entry ((r, c), o) = (G g)_ξ of
+    /// kernel row r of w[o, c].
+    u: Vec<f32>,
+}
+
+/// Buffers one thread reuses from block to block.
+#[derive(Default)]
+struct Buffers {
+    /// Transformed inputs (or their gradients) [SIDE, T, R C].
+    v: Vec<f32>,
+    /// Products (or the transformed output gradients) [SIDE, T, M].
+    p: Vec<f32>,
+    /// One tile's worth of rows or columns.
+    scratch: Vec<f32>,
+}
+
+impl VConv {
+    /// The convolution of `weight` [2C, C, 2, 3] (PyTorch's order) over maps of `size`
+    /// (height, width) pixels of C = `c` channels; under mask A (`masked`) it reads the
+    /// kernel's first row alone.
+    pub fn new(weight: &[f32], c: usize, size: (usize, usize), masked: bool) -> Self {
+        let rows = if masked { 1 } else { KERNEL_ROWS };
+        let g = Geometry { c, m: 2 * c, rows, height: size.0, width: size.1 };
+        let (k, m) = (g.k(), g.m);
+        let mut u = vec![0f32; SIDE * k * m];
+        let mut taps = vec![0f32; TAPS * m];
+        for r in 0..rows {
+            for ch in 0..c {
+                for (s, tap) in taps.chunks_exact_mut(m).enumerate() {
+                    for (o, t) in tap.iter_mut().enumerate() {
+                        *t = weight[((o * c + ch) * KERNEL_ROWS + r) * TAPS + s];
+                    }
+                }
+                let mut points = u.chunks_exact_mut(k * m);
+                let outs = std::array::from_fn(|_| &mut points.next().expect("six points")[(r * c + ch) * m..][..m]);
+                kernel_1d(std::array::from_fn(|s| &taps[s * m..][..m]), outs);
+            }
+        }
+        VConv { g, u }
+    }
+
+    /// v_conv(x) + `bias` [R', M] for the state `x` [R', 2C], R' = N H W.
+    pub fn forward(&self, x: &[f32], bias: &[f32]) -> Vec<f32> {
+        let g = self.g;
+        let n = x.len() / (g.hw() * 2 * g.c);
+        let mut out = vec![0f32; n * g.hw() * g.m];
+        for_blocks(self.g.plan(n), &mut out, g.hw() * g.m, x, g.hw() * 2 * g.c, |s: &mut Buffers, dst, x, par| {
+            let t = dst.len() / (g.hw() * g.m) * g.tiles();
+            let v = sized(&mut s.v, SIDE * t * g.k());
+            input_tiles(g, x, v);
+            let p = sized(&mut s.p, SIDE * t * g.m);
+            self.products(v, p, par);
+            output_tiles(g, p, bias, sized(&mut s.scratch, TILE * g.m), dst);
+        });
+        out
+    }
+
+    /// p_ξ = v_ξ U_ξ for the six points.
+    fn products(&self, v: &[f32], p: &mut [f32], parallel: bool) {
+        let (k, m) = (self.g.k(), self.g.m);
+        let t = v.len() / (SIDE * k);
+        for ((p, v), u) in p.chunks_exact_mut(t * m).zip(v.chunks_exact(t * k)).zip(self.u.chunks_exact(k * m)) {
+            product(p, Mat::rows(v, t, k), Mat::rows(u, k, m), false, parallel);
+        }
+    }
+
+    /// The gradient of the weight [2C, C, 2, 3] from the output gradient `dy` [R', M] and
+    /// the state `x` [R', 2C]: zero in the kernel rows not read.
+    pub fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let g = self.g;
+        let (k, m, hw) = (g.k(), g.m, g.hw());
+        let n = x.len() / (hw * 2 * g.c);
+        let plan = self.g.plan(n);
+        let du = sum_over_blocks(plan, SIDE * k * m, dy, hw * m, x, hw * 2 * g.c, |s: &mut Buffers, du, dy, x, par| {
+            let t = dy.len() / (hw * m) * g.tiles();
+            let v = sized(&mut s.v, SIDE * t * k);
+            input_tiles(g, x, v);
+            let p = sized(&mut s.p, SIDE * t * m);
+            output_grad_tiles(g, dy, sized(&mut s.scratch, TILE * m), p);
+            for ((du, v), p) in du.chunks_exact_mut(k * m).zip(v.chunks_exact(t * k)).zip(p.chunks_exact(t * m)) {
+                product(du, Mat::rows(v, t, k).t(), Mat::rows(p, t, m), false, par);
+            }
+        });
+        kernel_adjoint(g, &du)
+    }
+
+    /// Adds the input gradient from the output gradient `dy` [R', M] to columns 0..C of
+    /// `dx` [R', 2C].
+    pub fn input_grad(&self, dy: &[f32], dx: &mut [f32]) {
+        let g = self.g;
+        let (k, m, hw) = (g.k(), g.m, g.hw());
+        let n = dy.len() / (hw * m);
+        for_blocks(self.g.plan(n), dx, hw * 2 * g.c, dy, hw * m, |s: &mut Buffers, dx, dy, par| {
+            let t = dy.len() / (hw * m) * g.tiles();
+            let p = sized(&mut s.p, SIDE * t * m);
+            output_grad_tiles(g, dy, sized(&mut s.scratch, TILE * m), p);
+            let dv = sized(&mut s.v, SIDE * t * k);
+            for ((dv, p), u) in dv.chunks_exact_mut(t * k).zip(p.chunks_exact(t * m)).zip(self.u.chunks_exact(k * m)) {
+                product(dv, Mat::rows(p, t, m), Mat::rows(u, k, m).t(), false, par);
+            }
+            input_grad_tiles(g, dv, sized(&mut s.scratch, SIDE * g.c), dx);
+        });
+    }
+}
+
+/// Pixel (image, row, column) of the state, if inside the map: its row in a block.
+fn pixel(g: Geometry, image: usize, row: Option<usize>, col: Option<usize>) -> Option<usize> {
+    match (row, col) {
+        (Some(y), Some(x)) if y < g.height && x < g.width => Some((image * g.height + y) * g.width + x),
+        _ => None,
+    }
+}
+
+/// Bᵀ d of every tile's six input pixels per kernel row, from columns 0..C of the block's
+/// state `x` [B H W, 2C], into `v` [SIDE, T, R C].
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn input_tiles(g: Geometry, x: &[f32], v: &mut [f32]) {
+    let (c, k) = (g.c, g.k());
+    let t = v.len() / (SIDE * k);
+    let zeros = vec![0f32; c];
+    let mut points: [&mut [f32]; SIDE] = six(v, t * k);
+    for tile in 0..t {
+        let (image, i, j) = g.corner(tile);
+        for r in 0..g.rows {
+            let row = (i + r).checked_sub(1);
+            let d = std::array::from_fn(|s| match pixel(g, image, row, (j + s).checked_sub(1)) {
+                Some(q) => &x[q * 2 * c..][..c],
+                None => &zeros[..],
+            });
+            input_1d(d, points.each_mut().map(|p| &mut p[tile * k + r * c..][..c]));
+        }
+    }
+}
+
+/// Aᵀ p of every tile's six products `p` [SIDE, T, M], plus `bias`, into the block's
+/// output `out` [B H W, M]; the columns of a last tile past the map's edge are dropped.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn output_tiles(g: Geometry, p: &[f32], bias: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+    let m = g.m;
+    let t = p.len() / (SIDE * m);
+    for tile in 0..t {
+        let (image, i, j) = g.corner(tile);
+        let points = std::array::from_fn(|x| &p[(x * t + tile) * m..][..m]);
+        let first = (image * g.height + i) * g.width + j;
+        let cols = TILE.min(g.width - j);
+        let dst = &mut out[first * m..][..cols * m];
+        if cols == TILE {
+            output_1d(points, four(dst, m));
+        } else {
+            output_1d(points, four(scratch, m));
+            dst.copy_from_slice(&scratch[..cols * m]);
+        }
+        for row in dst.chunks_exact_mut(m) {
+            row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+        }
+    }
+}
+
+/// A dy of every tile's four output pixels (zero past the map's edge), from the block's
+/// output gradient `dy` [B H W, M], into `p` [SIDE, T, M]: the adjoint of [`output_tiles`].
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn output_grad_tiles(g: Geometry, dy: &[f32], scratch: &mut [f32], p: &mut [f32]) {
+    let m = g.m;
+    let t = p.len() / (SIDE * m);
+    let mut points: [&mut [f32]; SIDE] = six(p, t * m);
+    for tile in 0..t {
+        let (image, i, j) = g.corner(tile);
+        let first = (image * g.height + i) * g.width + j;
+        let cols = TILE.min(g.width - j);
+        let src = &dy[first * m..][..cols * m];
+        let rows: [&[f32]; TILE] = if cols == TILE {
+            std::array::from_fn(|x| &src[x * m..][..m])
+        } else {
+            scratch.fill(0.0);
+            scratch[..cols * m].copy_from_slice(src);
+            std::array::from_fn(|x| &scratch[x * m..][..m])
+        };
+        output_grad_1d(rows, points.each_mut().map(|p| &mut p[tile * m..][..m]));
+    }
+}
+
+/// B dv of every tile's transformed input gradients `dv` [SIDE, T, R C], added onto the
+/// pixels they came from, columns 0..C of the block's `dx` [B H W, 2C]: the adjoint of
+/// [`input_tiles`].
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn input_grad_tiles(g: Geometry, dv: &[f32], scratch: &mut [f32], dx: &mut [f32]) {
+    let (c, k) = (g.c, g.k());
+    let t = dv.len() / (SIDE * k);
+    for tile in 0..t {
+        let (image, i, j) = g.corner(tile);
+        for r in 0..g.rows {
+            let points = std::array::from_fn(|x| &dv[(x * t + tile) * k + r * c..][..c]);
+            input_grad_1d(points, six(scratch, c));
+            let row = (i + r).checked_sub(1);
+            for (s, d) in scratch.chunks_exact(c).enumerate() {
+                if let Some(q) = pixel(g, image, row, (j + s).checked_sub(1)) {
+                    dx[q * 2 * c..][..c].iter_mut().zip(d).for_each(|(x, d)| *x += d);
+                }
+            }
+        }
+    }
+}
+
+/// Gᵀ dU of the summed `du` [SIDE, R C, M] into the weight's gradient [M, C, 2, 3].
+fn kernel_adjoint(g: Geometry, du: &[f32]) -> Vec<f32> {
+    let (c, k, m) = (g.c, g.k(), g.m);
+    let mut dw = vec![0f32; m * c * KERNEL_ROWS * TAPS];
+    let mut taps = vec![0f32; TAPS * m];
+    for r in 0..g.rows {
+        for ch in 0..c {
+            let points = std::array::from_fn(|x| &du[(x * k + r * c + ch) * m..][..m]);
+            let mut outs = taps.chunks_exact_mut(m);
+            kernel_adjoint_1d(points, std::array::from_fn(|_| outs.next().expect("three taps")));
+            for (s, tap) in taps.chunks_exact(m).enumerate() {
+                for (o, &d) in tap.iter().enumerate() {
+                    dw[((o * c + ch) * KERNEL_ROWS + r) * TAPS + s] = d;
+                }
+            }
+        }
+    }
+    dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::pixelcnn::ops::{shifted, V_TAPS};
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) * 1e-3).collect()
+    }
+
+    /// The direct convolution: out[p, o] = bias[o] + Σ over taps and channels, from the
+    /// first `rows` kernel rows.
+    fn direct(x: &[f32], w: &[f32], bias: &[f32], c: usize, (h, wd): (usize, usize), rows: usize) -> Vec<f32> {
+        let m = 2 * c;
+        let pixels = x.len() / (2 * c);
+        let mut out = vec![0f32; pixels * m];
+        for p in 0..pixels {
+            let (image, q) = (p / (h * wd), p % (h * wd));
+            for o in 0..m {
+                let mut sum = bias[o] as f64;
+                for (t, &tap) in V_TAPS.iter().enumerate().take(rows * TAPS) {
+                    if let Some(src) = shifted(q / wd, q % wd, tap, h, wd) {
+                        for ch in 0..c {
+                            sum += (w[(o * c + ch) * 6 + t] * x[(image * h * wd + src) * 2 * c + ch]) as f64;
+                        }
+                    }
+                }
+                out[p * m + o] = sum as f32;
+            }
+        }
+        out
+    }
+
+    fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+        a.iter().zip(b).fold(0f32, |e, (a, b)| e.max((a - b).abs())) / scale
+    }
+
+    /// Forward pass against the direct convolution, and both gradients against the
+    /// forward pass's adjoint: <dy, conv(x)> = <dW, w> + <dx, x> checked through a direct
+    /// computation of each gradient, on widths that leave a partial last tile, both masks,
+    /// and batches of one block and of several.
+    #[test]
+    fn matches_the_direct_convolution_in_all_three_passes() {
+        for (n, c, size, masked) in
+            [(3, 4, (5, 7), false), (2, 3, (4, 8), true), (40, 2, (3, 5), false), (1, 5, (1, 2), false)]
+        {
+            let rows = if masked { 1 } else { 2 };
+            let m = 2 * c;
+            let (x, w, bias) = (values(n * size.0 * size.1 * 2 * c, 1), values(m * c * 6, 2), values(m, 3));
+            let conv = VConv::new(&w, c, size, masked);
+            let got = conv.forward(&x, &bias);
+            let want = direct(&x, &w, &bias, c, size, rows);
+            assert!(max_rel(&got, &want) < 1e-5, "{n} {c} {size:?} {rows}: forward {}", max_rel(&got, &want));
+
+            // The gradients of L = <dy, conv(x)>, by finite structure: the direct
+            // convolution is linear, so dL/dw[o, ch, t] and dL/dx come out of it exactly.
+            let dy = values(got.len(), 4);
+            let zero = vec![0f32; m];
+            let dw = conv.weight_grad(&x, &dy);
+            let mut dw_want = vec![0f32; w.len()];
+            for (i, d) in dw_want.iter_mut().enumerate() {
+                if i % 6 >= rows * TAPS {
+                    continue;
+                }
+                let mut e = vec![0f32; w.len()];
+                e[i] = 1.0;
+                let y = direct(&x, &e, &zero, c, size, rows);
+                *d = y.iter().zip(&dy).map(|(a, b)| (a * b) as f64).sum::<f64>() as f32;
+            }
+            assert!(max_rel(&dw, &dw_want) < 1e-5, "{n} {c} {size:?} {rows}: weight gradient");
+
+            let mut dx = values(x.len(), 5);
+            let before = dx.clone();
+            conv.input_grad(&dy, &mut dx);
+            let (mut got, mut want) = (vec![], vec![]);
+            for (i, (&after, &was)) in dx.iter().zip(&before).enumerate() {
+                if i % (2 * c) < c {
+                    let mut e = vec![0f32; x.len()];
+                    e[i] = 1.0;
+                    let y = direct(&e, &w, &zero, c, size, rows);
+                    got.push(after - was);
+                    want.push(y.iter().zip(&dy).map(|(a, b)| (a * b) as f64).sum::<f64>() as f32);
+                } else {
+                    assert_eq!(after, was, "{n} {c} {size:?} {rows}: the horizontal stack's columns changed");
+                }
+            }
+            assert!(max_rel(&got, &want) < 1e-5, "{n} {c} {size:?} {rows}: input gradient {}", max_rel(&got, &want));
+        }
+    }
+
+    #[test]
+    fn blocks_and_threads_give_the_same_bits() {
+        let (c, size) = (3, (4, 6));
+        let (x, w, bias) = (values(64 * 24 * 6, 1), values(6 * 3 * 6, 2), values(6, 3));
+        let dy = values(64 * 24 * 6, 4);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let conv = VConv::new(&w, c, size, false);
+                let mut dx = vec![0f32; x.len()];
+                conv.input_grad(&dy, &mut dx);
+                (conv.forward(&x, &bias), conv.weight_grad(&x, &dy), dx)
+            })
+        };
+        let one = run(1);
+        assert!(one == run(2) && one == run(3));
+    }
+}
