@@ -246,16 +246,17 @@ impl GatedLayer {
     }
 
     /// [`GatedLayer::forward`] as one fused CPU op ([`layer`]) on the two stacks side by side,
-    /// `state` [N H W, 2C] (v, then h), with the projected top codes `top` [N H W, 2C] and the
-    /// images' class labels, those the model has.
+    /// `state` [N H W, 2C] (v, then h), with the upsampled top codes `features` [N H W, C]
+    /// (projected by top_proj inside the op) and the images' class labels, those the model
+    /// has.
     fn forward_fused(
         &self,
         state: &Tensor,
         size: (usize, usize),
-        top: Option<&Tensor>,
+        features: Option<&Tensor>,
         labels: Option<&[u32]>,
     ) -> Result<Tensor> {
-        let mut parts = Vec::with_capacity(9);
+        let mut parts = Vec::with_capacity(11);
         for l in [&self.v_conv, &self.h_conv, &self.v_to_h, &self.h_out] {
             parts.extend([l.weight(), l.bias()]);
         }
@@ -264,8 +265,15 @@ impl GatedLayer {
             parts.push(e.embeddings());
             classes = Some((y.to_vec(), e.embeddings().dim(0)?));
         }
+        let features = match (&self.top_proj, features) {
+            (Some(proj), Some(f)) => {
+                parts.extend([proj.weight(), proj.bias()]);
+                Some(f)
+            }
+            _ => None,
+        };
         let weights = layer::flat_weights(&parts)?;
-        Ok(layer::apply(state, top, &weights, size, self.mask.is_some(), classes)?)
+        Ok(layer::apply(state, features, &weights, size, self.mask.is_some(), classes)?)
     }
 }
 
@@ -364,11 +372,7 @@ impl PixelCnn {
                 let features = self.top_features(top)?;
                 let mut state = Tensor::cat(&[&x, &x], 1)?;
                 for layer in &self.layers {
-                    let cond = match (&layer.top_proj, &features) {
-                        (Some(proj), Some(f)) => Some(proj.forward(f)?),
-                        _ => None,
-                    };
-                    state = layer.forward_fused(&state, size, cond.as_ref(), labels.as_deref())?;
+                    state = layer.forward_fused(&state, size, features.as_ref(), labels.as_deref())?;
                 }
                 let c = self.config.channels;
                 state.narrow(1, c, c)?

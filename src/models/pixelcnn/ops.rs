@@ -137,6 +137,28 @@ pub(super) fn gate_row(out: &mut [f32], f: &[f32], g: &[f32]) {
     out.iter_mut().zip(f).zip(g).for_each(|((o, &f), &g)| *o = tanh(f) * sigmoid(g));
 }
 
+/// out = tanh(f) * sigmoid(g), keeping tanh(f) in place of f and sigmoid(g) in place of g
+/// for [`gate_grad_kept`].
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub(super) fn gate_row_keeping(out: &mut [f32], f: &mut [f32], g: &mut [f32]) {
+    for ((o, f), g) in out.iter_mut().zip(f.iter_mut()).zip(g.iter_mut()) {
+        (*f, *g) = (tanh(*f), sigmoid(*g));
+        *o = *f * *g;
+    }
+}
+
+/// The gate's input gradient in place of tanh(f) and sigmoid(g) as [`gate_row_keeping`]
+/// left them, from the output gradient `dy`: the same floats as [`gate_grad_row`], without
+/// its exponentials.
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub(super) fn gate_grad_kept(t: &mut [f32], s: &mut [f32], dy: &[f32]) {
+    for ((t, s), &dy) in t.iter_mut().zip(s.iter_mut()).zip(dy) {
+        let (tf, sg) = (*t, *s);
+        *t = dy * (1.0 - tf * tf) * sg;
+        *s = dy * tf * sg * (1.0 - sg);
+    }
+}
+
 /// The gate's input gradient in place of its input (f, g), from the output gradient `dy`.
 #[multiversion(targets("x86_64+avx2+fma"))]
 pub(super) fn gate_grad_row(f: &mut [f32], g: &mut [f32], dy: &[f32]) {

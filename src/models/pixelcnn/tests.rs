@@ -421,8 +421,8 @@ fn adam_updates_reach_the_network() {
 }
 
 /// The fused path (one op per gated layer) gives the same bits on 1 and 2 threads: logits
-/// and the gradient of every parameter. 5 maps of 6x6 are 180 rows: two whole chunks of
-/// [`layer::ROWS_PER_TASK`] rows and a part, and products large enough to be split.
+/// and the gradient of every parameter. The layers cut 5 maps into blocks of 2, 2 and 1, which
+/// run on separate threads on 2 threads and in turn, their products split, on 1.
 #[test]
 fn the_fused_path_does_not_depend_on_the_thread_count() {
     for (classes, top) in [(false, false), (true, true)] {
@@ -451,15 +451,15 @@ fn the_fused_path_does_not_depend_on_the_thread_count() {
 }
 
 /// The layer op against the composed layer, in the first layer (mask A, no residual) and a
-/// later one, with classes and with and without a top-code conditioning, for 3 maps of 5x7:
-/// 105 rows, one whole chunk of [`layer::ROWS_PER_TASK`] rows and a part. Compares the output
-/// and the gradients of both stacks, of the conditioning and of every parameter of the layer.
+/// later one, with classes and with and without the top codes, for 3 maps of 4x6 (a block
+/// each). Compares the output and the gradients of both stacks, of the top codes' features
+/// and of every parameter of the layer, top_proj's among them.
 #[test]
 fn the_layer_op_matches_the_composed_layer() {
     // The first layer reads the taps mask A leaves: a prefix of each kernel's.
     assert_eq!(V_MASKED, (vconv::TAPS..ops::V_TAPS.len()).collect::<Vec<_>>());
     assert_eq!(H_MASKED, (layer::H_UNMASKED..ops::H_TAPS.len()).collect::<Vec<_>>());
-    let cfg = config(5, 7, 2, true, false);
+    let cfg = config(4, 6, 2, true, true);
     let (model, set) = build(&cfg, 19);
     let (n, c, size) = (3, cfg.channels, (cfg.height, cfg.width));
     let (rows, d) = (n * size.0 * size.1, &Device::Cpu);
@@ -469,15 +469,16 @@ fn the_layer_op_matches_the_composed_layer() {
     let label_vec = labels.to_vec1::<u32>().unwrap();
     for (i, layer) in model.layers.iter().enumerate() {
         for with_top in [true, false] {
-            let (v, h, k) = (var(&mut r, c), var(&mut r, c), var(&mut r, 2 * c));
+            let (v, h, f) = (var(&mut r, c), var(&mut r, c), var(&mut r, c));
             let probe = r.normal(&[rows, 2 * c], d).unwrap();
             let class = layer.class_embed.as_ref().unwrap().forward(&labels).unwrap().unsqueeze(1).unwrap();
-            let top = k.as_tensor().reshape((n, (), 2 * c)).unwrap();
+            let proj = layer.top_proj.as_ref().unwrap();
+            let top = proj.forward(f.as_tensor()).unwrap().reshape((n, (), 2 * c)).unwrap();
             let conds: Vec<&Tensor> = if with_top { vec![&top, &class] } else { vec![&class] };
             let (v_out, h_out) = layer.forward(&v, &h, size, &conds).unwrap();
             let composed = Tensor::cat(&[&v_out, &h_out], 1).unwrap();
             let state = Tensor::cat(&[v.as_tensor(), h.as_tensor()], 1).unwrap();
-            let fused = layer.forward_fused(&state, size, with_top.then_some(k.as_tensor()), Some(&label_vec)).unwrap();
+            let fused = layer.forward_fused(&state, size, with_top.then_some(f.as_tensor()), Some(&label_vec)).unwrap();
             let err = (&fused - &composed).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(err < 1e-5, "layer {i}, top {with_top}: outputs differ by {err}");
             let grads = |out: &Tensor| (out * &probe).unwrap().sum_all().unwrap().backward().unwrap();
@@ -485,14 +486,14 @@ fn the_layer_op_matches_the_composed_layer() {
             let prefix = format!("layers.{i}.");
             let mut checked: Vec<(String, &Tensor)> = vec![("v".into(), v.as_tensor()), ("h".into(), h.as_tensor())];
             if with_top {
-                checked.push(("top".into(), k.as_tensor()));
+                checked.push(("top features".into(), f.as_tensor()));
             }
             checked.extend(
                 set.trainable()
-                    .filter(|(name, _)| name.starts_with(&prefix))
+                    .filter(|(name, _)| name.starts_with(&prefix) && (with_top || !name.contains("top_proj")))
                     .map(|(n, v)| (n.to_string(), v.as_tensor())),
             );
-            assert_eq!(checked.len(), 2 + usize::from(with_top) + 9);
+            assert_eq!(checked.len(), 2 + 9 + 3 * usize::from(with_top));
             for (name, t) in checked {
                 let (a, b) = (flat(g1.get(t).unwrap()), flat(g2.get(t).unwrap()));
                 let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));

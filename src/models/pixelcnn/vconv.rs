@@ -16,13 +16,13 @@
 //! output transform, then dW = Gᵀ dU. In f32 the results are within a few 1e-6 of the direct
 //! convolution, relative to the largest (tested against it).
 //!
-//! Tiles run in blocks of whole images ([`Plan`]): the blocks depend on the batch alone, and
-//! each block's weight gradient is added in block order, so the bits do not depend on the
-//! thread count; an image's input gradient is gathered by one thread, in tile order.
+//! The passes take one block of whole images at a time, as the gated layer cuts the batch
+//! ([`super::layer`]); within a block every sum runs in a fixed order, and an image's input
+//! gradient is gathered in tile order.
 
 use multiversion::multiversion;
 
-use crate::nn::conv::plan::{for_blocks, sized, sum_over_blocks, Plan};
+use crate::nn::conv::plan::sized;
 use crate::nn::conv::winograd::{
     four, input_1d, input_grad_1d, kernel_1d, kernel_adjoint_1d, output_1d, output_grad_1d, six, SIDE, TILE,
 };
@@ -32,10 +32,6 @@ use crate::nn::gemm::{product, Mat};
 /// mask A the first TAPS of `V_TAPS`, one row, are read.
 pub(super) const TAPS: usize = 3;
 const KERNEL_ROWS: usize = 2;
-
-/// Floats of a block's transformed inputs and products together (2 MiB, half this
-/// machine's L2 cache per core): as many images per block as fit, at least one.
-const BLOCK_BUDGET: usize = 1 << 19;
 
 /// The shapes of one layer's vertical convolution.
 #[derive(Clone, Copy)]
@@ -69,12 +65,6 @@ impl Geometry {
         self.height * self.width
     }
 
-    /// The blocks of images for a batch of `n`.
-    fn plan(&self, n: usize) -> Plan {
-        let per_image = self.tiles() * SIDE * (self.k() + self.m);
-        Plan::fitting(n, per_image, BLOCK_BUDGET, rayon::current_num_threads())
-    }
-
     /// Image, row and first column of tile `t` of a block.
     fn corner(&self, t: usize) -> (usize, usize, usize) {
         let (tiles, across) = (self.tiles(), self.across());
@@ -92,7 +82,7 @@ pub(super) struct VConv {
 
 /// Buffers one thread reuses from block to block.
 #[derive(Default)]
-struct Buffers {
+pub(super) struct Buffers {
     /// Transformed inputs (or their gradients) [SIDE, T, R C].
     v: Vec<f32>,
     /// Products (or the transformed output gradients) [SIDE, T, M].
@@ -126,20 +116,26 @@ impl VConv {
         VConv { g, u }
     }
 
-    /// v_conv(x) + `bias` [R', M] for the state `x` [R', 2C], R' = N H W.
-    pub fn forward(&self, x: &[f32], bias: &[f32]) -> Vec<f32> {
-        let g = self.g;
-        let n = x.len() / (g.hw() * 2 * g.c);
-        let mut out = vec![0f32; n * g.hw() * g.m];
-        for_blocks(self.g.plan(n), &mut out, g.hw() * g.m, x, g.hw() * 2 * g.c, |s: &mut Buffers, dst, x, par| {
-            let t = dst.len() / (g.hw() * g.m) * g.tiles();
-            let v = sized(&mut s.v, SIDE * t * g.k());
-            input_tiles(g, x, v);
-            let p = sized(&mut s.p, SIDE * t * g.m);
-            self.products(v, p, par);
-            output_tiles(g, p, bias, sized(&mut s.scratch, TILE * g.m), dst);
-        });
-        out
+    /// Floats of the transformed kernels' gradient [SIDE, R C, M], which
+    /// [`VConv::backward_block`] writes.
+    pub fn du_len(&self) -> usize {
+        SIDE * self.g.k() * self.g.m
+    }
+
+    /// v_conv(x) + `bias` into `out` [B H W, M] for a block of whole images of the state
+    /// `x` [B H W, 2C]; the products split over threads when `parallel`.
+    pub fn forward_block(&self, s: &mut Buffers, x: &[f32], bias: &[f32], out: &mut [f32], parallel: bool) {
+        let (g, t) = (self.g, self.tiles_of(x.len(), 2 * self.g.c));
+        let v = sized(&mut s.v, SIDE * t * g.k());
+        input_tiles(g, x, v);
+        let p = sized(&mut s.p, SIDE * t * g.m);
+        self.products(v, p, parallel);
+        output_tiles(g, p, bias, sized(&mut s.scratch, TILE * g.m), out);
+    }
+
+    /// Tiles of a block whose pixels hold `per_pixel` floats each, in `len` floats.
+    fn tiles_of(&self, len: usize, per_pixel: usize) -> usize {
+        len / (self.g.hw() * per_pixel) * self.g.tiles()
     }
 
     /// p_ξ = v_ξ U_ξ for the six points.
@@ -151,42 +147,42 @@ impl VConv {
         }
     }
 
-    /// The gradient of the weight [2C, C, 2, 3] from the output gradient `dy` [R', M] and
-    /// the state `x` [R', 2C]: zero in the kernel rows not read.
-    pub fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let g = self.g;
-        let (k, m, hw) = (g.k(), g.m, g.hw());
-        let n = x.len() / (hw * 2 * g.c);
-        let plan = self.g.plan(n);
-        let du = sum_over_blocks(plan, SIDE * k * m, dy, hw * m, x, hw * 2 * g.c, |s: &mut Buffers, du, dy, x, par| {
-            let t = dy.len() / (hw * m) * g.tiles();
-            let v = sized(&mut s.v, SIDE * t * k);
-            input_tiles(g, x, v);
-            let p = sized(&mut s.p, SIDE * t * m);
-            output_grad_tiles(g, dy, sized(&mut s.scratch, TILE * m), p);
-            for ((du, v), p) in du.chunks_exact_mut(k * m).zip(v.chunks_exact(t * k)).zip(p.chunks_exact(t * m)) {
-                product(du, Mat::rows(v, t, k).t(), Mat::rows(p, t, m), false, par);
-            }
-        });
-        kernel_adjoint(g, &du)
-    }
-
-    /// Adds the input gradient from the output gradient `dy` [R', M] to columns 0..C of
-    /// `dx` [R', 2C].
-    pub fn input_grad(&self, dy: &[f32], dx: &mut [f32]) {
-        let g = self.g;
-        let (k, m, hw) = (g.k(), g.m, g.hw());
-        let n = dy.len() / (hw * m);
-        for_blocks(self.g.plan(n), dx, hw * 2 * g.c, dy, hw * m, |s: &mut Buffers, dx, dy, par| {
-            let t = dy.len() / (hw * m) * g.tiles();
-            let p = sized(&mut s.p, SIDE * t * m);
-            output_grad_tiles(g, dy, sized(&mut s.scratch, TILE * m), p);
-            let dv = sized(&mut s.v, SIDE * t * k);
+    /// The backward pass of a block, from its output gradient `dy` [B H W, M] and state `x`
+    /// [B H W, 2C]: its part of the transformed kernels' gradient, dU_ξ = v_ξᵀ (A dY)_ξ
+    /// summed over its tiles, into `du` [SIDE, R C, M] ([`VConv::weight_grad`] turns the sum
+    /// over the blocks into the weight's), and, given `dx` [B H W, 2C], the input gradient
+    /// added to its columns 0..C. A dY is transformed once for both.
+    pub fn backward_block(
+        &self,
+        s: &mut Buffers,
+        x: &[f32],
+        dy: &[f32],
+        du: &mut [f32],
+        dx: Option<&mut [f32]>,
+        parallel: bool,
+    ) {
+        let (g, t) = (self.g, self.tiles_of(dy.len(), self.g.m));
+        let (k, m) = (g.k(), g.m);
+        let p = sized(&mut s.p, SIDE * t * m);
+        output_grad_tiles(g, dy, sized(&mut s.scratch, TILE * m), p);
+        let v = sized(&mut s.v, SIDE * t * k);
+        input_tiles(g, x, v);
+        for ((du, v), p) in du.chunks_exact_mut(k * m).zip(v.chunks_exact(t * k)).zip(p.chunks_exact(t * m)) {
+            product(du, Mat::rows(v, t, k).t(), Mat::rows(p, t, m), false, parallel);
+        }
+        if let Some(dx) = dx {
+            let dv = v;
             for ((dv, p), u) in dv.chunks_exact_mut(t * k).zip(p.chunks_exact(t * m)).zip(self.u.chunks_exact(k * m)) {
-                product(dv, Mat::rows(p, t, m), Mat::rows(u, k, m).t(), false, par);
+                product(dv, Mat::rows(p, t, m), Mat::rows(u, k, m).t(), false, parallel);
             }
             input_grad_tiles(g, dv, sized(&mut s.scratch, SIDE * g.c), dx);
-        });
+        }
+    }
+
+    /// The weight's gradient [2C, C, 2, 3] from dU summed over the batch (zero in the kernel
+    /// rows not read).
+    pub fn weight_grad(&self, du: &[f32]) -> Vec<f32> {
+        kernel_adjoint(self.g, du)
     }
 }
 
@@ -340,6 +336,23 @@ mod tests {
         out
     }
 
+    /// The three passes over the whole batch as blocks of `block` images, the weight
+    /// gradient summed over the blocks in order, as the gated layer runs them.
+    fn passes(conv: &VConv, block: usize, x: &[f32], bias: &[f32], dy: &[f32], dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+        let (hw, c, m) = (conv.g.hw(), conv.g.c, conv.g.m);
+        let s = &mut Buffers::default();
+        let mut out = vec![0f32; dy.len()];
+        let mut du = vec![0f32; conv.du_len()];
+        let mut part = du.clone();
+        let blocks = x.chunks(block * hw * 2 * c).zip(dy.chunks(block * hw * m));
+        for ((x, dy), (out, dx)) in blocks.zip(out.chunks_mut(block * hw * m).zip(dx.chunks_mut(block * hw * 2 * c))) {
+            conv.forward_block(s, x, bias, out, true);
+            conv.backward_block(s, x, dy, &mut part, Some(dx), false);
+            du.iter_mut().zip(&part).for_each(|(d, p)| *d += p);
+        }
+        (out, conv.weight_grad(&du))
+    }
+
     fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         let scale = b.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
         a.iter().zip(b).fold(0f32, |e, (a, b)| e.max((a - b).abs())) / scale
@@ -358,15 +371,16 @@ mod tests {
             let m = 2 * c;
             let (x, w, bias) = (values(n * size.0 * size.1 * 2 * c, 1), values(m * c * 6, 2), values(m, 3));
             let conv = VConv::new(&w, c, size, masked);
-            let got = conv.forward(&x, &bias);
+            let dy = values(n * size.0 * size.1 * m, 4);
+            let mut dx = values(x.len(), 5);
+            let before = dx.clone();
+            let (got, dw) = passes(&conv, 2, &x, &bias, &dy, &mut dx);
             let want = direct(&x, &w, &bias, c, size, rows);
             assert!(max_rel(&got, &want) < 1e-5, "{n} {c} {size:?} {rows}: forward {}", max_rel(&got, &want));
 
-            // The gradients of L = <dy, conv(x)>, by finite structure: the direct
-            // convolution is linear, so dL/dw[o, ch, t] and dL/dx come out of it exactly.
-            let dy = values(got.len(), 4);
+            // The gradients of L = <dy, conv(x)>: the convolution is linear, so dL/dw and
+            // dL/dx are <dy, direct(x, e)> and <dy, direct(e, w)> for the unit vectors e.
             let zero = vec![0f32; m];
-            let dw = conv.weight_grad(&x, &dy);
             let mut dw_want = vec![0f32; w.len()];
             for (i, d) in dw_want.iter_mut().enumerate() {
                 if i % 6 >= rows * TAPS {
@@ -379,9 +393,6 @@ mod tests {
             }
             assert!(max_rel(&dw, &dw_want) < 1e-5, "{n} {c} {size:?} {rows}: weight gradient");
 
-            let mut dx = values(x.len(), 5);
-            let before = dx.clone();
-            conv.input_grad(&dy, &mut dx);
             let (mut got, mut want) = (vec![], vec![]);
             for (i, (&after, &was)) in dx.iter().zip(&before).enumerate() {
                 if i % (2 * c) < c {
@@ -398,21 +409,24 @@ mod tests {
         }
     }
 
+    /// Products split over threads or not, the same bits.
     #[test]
-    fn blocks_and_threads_give_the_same_bits() {
+    fn threads_give_the_same_bits() {
         let (c, size) = (3, (4, 6));
         let (x, w, bias) = (values(64 * 24 * 6, 1), values(6 * 3 * 6, 2), values(6, 3));
         let dy = values(64 * 24 * 6, 4);
-        let run = |threads| {
+        let conv = VConv::new(&w, c, size, false);
+        let run = |threads, parallel| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
-                let conv = VConv::new(&w, c, size, false);
-                let mut dx = vec![0f32; x.len()];
-                conv.input_grad(&dy, &mut dx);
-                (conv.forward(&x, &bias), conv.weight_grad(&x, &dy), dx)
+                let s = &mut Buffers::default();
+                let (mut out, mut du, mut dx) = (vec![0f32; dy.len()], vec![0f32; conv.du_len()], vec![0f32; x.len()]);
+                conv.forward_block(s, &x, &bias, &mut out, parallel);
+                conv.backward_block(s, &x, &dy, &mut du, Some(&mut dx), parallel);
+                (out, du, dx)
             })
         };
-        let one = run(1);
-        assert!(one == run(2) && one == run(3));
+        let one = run(1, false);
+        assert!(one == run(2, true) && one == run(3, true));
     }
 }
