@@ -49,7 +49,9 @@ pub fn log1p_unit(e: f32) -> f32 {
 }
 
 /// The sum of a slice with eight independent accumulators, so it vectorises (a single
-/// running f32 sum is a serial chain the compiler must keep in order).
+/// running f32 sum is a serial chain the compiler must keep in order). Inlined, so that it
+/// takes the vector width of a caller compiled for a wider target.
+#[inline(always)]
 pub fn sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let mut chunks = v.chunks_exact(8);
@@ -59,6 +61,20 @@ pub fn sum(v: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// The largest element of a slice (NaNs ignored, -inf if empty), with eight independent
+/// maxima so that it vectorises; the same float as a serial fold, since a max is exact.
+#[inline(always)]
+pub fn max(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter().chain(chunks.remainder()).copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// -log Bernoulli(y; sigmoid(l)) = max(l, 0) - l y + log(1 + e^-|l|), and its derivative
@@ -92,6 +108,11 @@ mod tests {
         }
         assert!(worst.0 < 2e-7 && worst.1 < 3e-7, "relative errors {worst:?}");
         assert!(exp(-200.0) < 1.3e-38);
+        let v: Vec<f32> = (0..37).map(|i| ((i * 7919 % 101) as f32 - 50.0) * 0.5).collect();
+        for n in [0, 1, 7, 8, 9, 37] {
+            assert_eq!(max(&v[..n]), v[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        }
+        assert_eq!(max(&[f32::NAN, 1.0, f32::NAN]), 1.0);
         assert!(exp(100.0).is_finite());
         let (loss, grad) = bce_with_logit(200.0, 0.0);
         assert_eq!((loss, grad), (200.0, 1.0));

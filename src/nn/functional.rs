@@ -3,6 +3,7 @@
 //! overflows for large logits: docs/candle.md).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::fastmath;
@@ -215,14 +216,37 @@ fn contiguous_u32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::R
 }
 
 /// The log-sum-exp of a row and, through `probs`, its softmax.
-fn softmax_row(row: &[f32], probs: &mut [f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+#[inline(always)]
+fn softmax(row: &[f32], probs: &mut [f32]) -> f32 {
+    let max = fastmath::max(row);
     for (p, &l) in probs.iter_mut().zip(row) {
         *p = fastmath::exp(l - max);
     }
     let sum = fastmath::sum(probs);
     probs.iter_mut().for_each(|p| *p /= sum);
     max + sum.ln()
+}
+
+/// [`softmax`] of one row of logits, compiled for the widest vectors the CPU has.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn softmax_row(row: &[f32], probs: &mut [f32]) -> f32 {
+    softmax(row, probs)
+}
+
+/// The cross-entropy's gradient in one row of logits: `scale` (softmax(row) - onehot(t)).
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn cross_entropy_grad_row(row: &[f32], t: usize, scale: f32, out: &mut [f32]) {
+    softmax(row, out);
+    out[t] -= 1.0;
+    out.iter_mut().for_each(|v| *v *= scale);
+}
+
+/// `len` zeros, written on rayon's threads: an output that the threads then fill costs a
+/// serial pass over memory less (the allocator zeroes the memory it reuses).
+pub fn zeros(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(0f32, len));
+    v
 }
 
 struct CrossEntropy;
@@ -305,15 +329,13 @@ impl CustomOp3 for CrossEntropyGrad {
         let g = contiguous_f32(self.name(), gs, gl)?[0];
         let (r, e) = CrossEntropy::dims(ll, targets)?;
         let scale = g / r.max(1) as f32;
-        let mut out = vec![0f32; logits.len()];
+        let mut out = zeros(logits.len());
         out.par_chunks_mut(CE_ROWS * e.max(1))
             .zip(logits.par_chunks(CE_ROWS * e.max(1)))
             .zip(targets.par_chunks(CE_ROWS))
             .for_each(|((out, rows), targets)| {
                 for ((o, row), &t) in out.chunks_exact_mut(e).zip(rows.chunks_exact(e)).zip(targets) {
-                    softmax_row(row, o);
-                    o[t as usize] -= 1.0;
-                    o.iter_mut().for_each(|v| *v *= scale);
+                    cross_entropy_grad_row(row, t as usize, scale, o);
                 }
             });
         Ok((CpuStorage::F32(out), ll.shape().clone()))

@@ -50,6 +50,7 @@ use rayon::prelude::*;
 use super::ops::{gate_grad_kept, gate_row_keeping, shifted, H_TAPS};
 use super::vconv::{Buffers as VConvBuffers, VConv};
 use crate::nn::conv::plan::{sized, Plan};
+use crate::nn::functional::zeros;
 use crate::nn::gemm::{contiguous_f32, product, product_strided, Mat};
 
 /// Taps of the horizontal kernel the first layer reads: those mask A leaves, a prefix of
@@ -201,14 +202,6 @@ fn column_sums(data: &[f32], rows: usize, rs: usize, out: &mut [f32]) {
     for r in 0..rows {
         add(out, &data[r * rs..][..out.len()]);
     }
-}
-
-/// `len` zeros, written on rayon's threads: a serial fill of the layer's arrays (the
-/// allocator's, for memory it reuses) took a tenth of the forward pass on 2 cores.
-fn zeros(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    v.par_extend(rayon::iter::repeat_n(0f32, len));
-    v
 }
 
 /// Floats of the weights' gradient that one task adds up over the blocks.
