@@ -440,15 +440,17 @@ impl LayerOp {
         let rows = x.len() / c2;
         let th = self.h_taps();
         let thc = th.len() * c;
-        let [a_v, a_h, v_pre] = [(); 3].map(|_| vec![0f32; rows * c2]);
-        let mut saved = SavedBlock { a_v, a_h, v_pre, gh: vec![0f32; rows * c] };
-        let SavedBlock { a_v, a_h, v_pre, gh } = &mut saved;
-        w.vconv.forward_block(&mut s.vconv, x, w.vb, v_pre, par);
+        let mut v_pre = vec![0f32; rows * c2];
+        w.vconv.forward_block(&mut s.vconv, x, w.vb, &mut v_pre, par);
         let uh = sized(&mut s.uh, rows * thc);
         self.unfold(x, c, th, uh);
-        a_h.chunks_exact_mut(c2).for_each(|row| row.copy_from_slice(&w.bias_h));
-        product(a_h, Mat::rows(uh, rows, thc), Mat::rows(&w.wh, c2, thc).t(), true, par);
-        product(a_h, Mat::rows(v_pre, rows, c2), Mat::rows(w.vhw, c2, c2).t(), true, par);
+        // a_h starts as its bias and a_v as v_pre: no zero fill before them.
+        let mut a_h = Vec::with_capacity(rows * c2);
+        (0..rows).for_each(|_| a_h.extend_from_slice(&w.bias_h));
+        product(&mut a_h, Mat::rows(uh, rows, thc), Mat::rows(&w.wh, c2, thc).t(), true, par);
+        product(&mut a_h, Mat::rows(&v_pre, rows, c2), Mat::rows(w.vhw, c2, c2).t(), true, par);
+        let mut saved = SavedBlock { a_v: v_pre.clone(), a_h, v_pre, gh: vec![0f32; rows * c] };
+        let SavedBlock { a_v, a_h, gh, .. } = &mut saved;
 
         // Conditioning, gates, and the h half of the output up to the h_out product.
         let cond = features.map(|f| {
@@ -457,10 +459,9 @@ impl LayerOp {
             product(k, Mat::rows(f, rows, c), Mat::rows(w.top_w, c2, c).t(), true, par);
             &*k
         });
-        let ins = a_v.chunks_exact_mut(c2).zip(a_h.chunks_exact_mut(c2)).zip(v_pre.chunks_exact(c2));
+        let ins = a_v.chunks_exact_mut(c2).zip(a_h.chunks_exact_mut(c2));
         let outs = out.chunks_exact_mut(c2).zip(gh.chunks_exact_mut(c)).zip(x.chunks_exact(c2));
-        for (r, (((av, ah), vp), ((o, g), x))) in ins.zip(outs).enumerate() {
-            av.copy_from_slice(vp);
+        for (r, ((av, ah), ((o, g), x))) in ins.zip(outs).enumerate() {
             if let Some(k) = cond {
                 add(av, &k[r * c2..][..c2]);
                 add(ah, &k[r * c2..][..c2]);
