@@ -26,8 +26,9 @@
 //! - `im2col`: the general kernel, im2col/col2im and one matrix product;
 //! - `winograd`: Winograd's F(4x4, 3x3) for 3x3 convolutions at stride 1, a quarter of the
 //!   multiplications in all three passes;
-//! - `plan`: the geometry and the block plan the two kernels share. The blocks depend on the
-//!   batch alone, so results are the same bits on any number of threads.
+//! - `plan`: the geometry and the block plan the two kernels share (and the PixelCNN's fused
+//!   layer). The blocks depend on the batch alone, so results are the same bits on any number
+//!   of threads.
 
 mod im2col;
 mod layers;

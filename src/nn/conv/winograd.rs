@@ -18,6 +18,9 @@
 //! products per 16 output pixels against im2col's 144. So all three passes run here. Which
 //! convolutions come here is the dispatcher's choice (`super::op`); this kernel takes any
 //! 3x3 one at stride 1 with padding at most 2.
+//!
+//! The 1-D transforms (`input_1d` and the others, with their adjoints) also serve the
+//! PixelCNN's vertical convolution, F(4, 3) along each row (`models::pixelcnn::vconv`).
 
 use multiversion::multiversion;
 
