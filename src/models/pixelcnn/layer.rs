@@ -12,19 +12,18 @@
 //!
 //! where `c` is the sum of the projected top codes, top_proj(features) of the upsampled top
 //! codes' features (an input [N H W, C], when the model has them), and row `labels[n]` of the
-//! class table (when it is class-conditional), added to every pixel of image n. The first layer applies mask A by reading only the unmasked taps
-//! (the first 3 of `V_TAPS`, the vertical kernel's first row, and the first 1 of [`H_TAPS`]):
-//! half its convolution work, and the masked taps' gradient is exactly zero. The vertical
-//! convolution runs in Winograd form ([`VConv`]), the horizontal one as an unfold and a
-//! product.
+//! class table (when it is class-conditional), added to every pixel of image n. The first
+//! layer applies mask A by reading only the unmasked taps (the first 3 of `V_TAPS`, the
+//! vertical kernel's first row, and the first 1 of [`H_TAPS`]): half its convolution work,
+//! and the masked taps' gradient is exactly zero. The vertical convolution runs in Winograd
+//! form ([`VConv`]), the horizontal one as an unfold and a product.
 //!
 //! Why: as separate candle ops a layer is about ten activation-sized edges (unfolds, products,
 //! adds, gates), each with its own buffers and gradient bookkeeping in candle's backward pass
 //! (a zero-filled gradient and an addition per input, before the patch of vendor/README.md);
 //! this op has three inputs, writes its gradients once, and
 //! keeps only what its backward pass needs (the gates' halves, v_pre, gate(a_h)); the
-//! transforms, the unfold and the projected top codes are recomputed there rather than
-//! stored. The top codes' projection is part of the op, not twelve candle linear layers
+//! transforms and the unfold are recomputed there rather than stored. The top codes' projection is part of the op, not twelve candle linear layers
 //! with twelve gradients of the shared features to add: 7 % of the bottom prior's training.
 //!
 //! The passes run in blocks of whole images ([`BLOCK_ROWS`]), each block on one thread: the
@@ -49,7 +48,7 @@ use rayon::prelude::*;
 
 use super::ops::{gate_grad_kept, gate_row_keeping, shifted, H_TAPS};
 use super::vconv::{Buffers as VConvBuffers, VConv};
-use crate::nn::conv::plan::{sized, Plan};
+use crate::nn::conv::plan::{add_in_order, sized, Plan};
 use crate::nn::functional::zeros;
 use crate::nn::gemm::{contiguous_f32, product, product_strided, Mat};
 
@@ -114,10 +113,10 @@ pub(super) struct LayerOp {
     first: bool,
     /// Class label of each image, with the class table's row count.
     labels: Option<(Vec<u32>, usize)>,
-    /// Whether to keep [`Saved`] for a backward pass (some input needs a gradient).
     /// Whether the model takes top codes: an input of their features, and top_proj's
     /// parameters at the end of the weights.
     top: bool,
+    /// Whether to keep [`Saved`] for a backward pass (some input needs a gradient).
     keep: bool,
     saved: Mutex<Option<Saved>>,
 }
@@ -204,19 +203,11 @@ fn column_sums(data: &[f32], rows: usize, rs: usize, out: &mut [f32]) {
     }
 }
 
-/// Floats of the weights' gradient that one task adds up over the blocks.
-const SUM_CHUNK: usize = 1 << 14;
-
 /// The sum of the blocks' parts of a gradient, added in block order: each float's sum runs
 /// in an order fixed by the plan, whichever thread ran which block.
 fn sum_in_order<'a>(parts: impl Iterator<Item = &'a [f32]>, len: usize) -> Vec<f32> {
-    let parts: Vec<&[f32]> = parts.collect();
     let mut sum = vec![0f32; len];
-    sum.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(i, chunk)| {
-        for part in &parts {
-            add(chunk, &part[i * SUM_CHUNK..]);
-        }
-    });
+    add_in_order(&mut sum, &parts.collect::<Vec<_>>());
     sum
 }
 
@@ -346,7 +337,7 @@ impl LayerOp {
     }
 
     /// Checks the inputs' shapes; returns the rows R.
-    fn check(&self, state: &Layout, cond: Option<&Layout>, weights: &Layout) -> candle_core::Result<usize> {
+    fn check(&self, state: &Layout, features: Option<&Layout>, weights: &Layout) -> candle_core::Result<usize> {
         let (rows, c2) = state.shape().dims2()?;
         let (hw, c) = (self.hw(), self.c);
         if c == 0 || c2 != 2 * c || hw == 0 || rows % hw != 0 {
@@ -357,7 +348,7 @@ impl LayerOp {
                 self.width
             )
         }
-        if let Some(k) = cond {
+        if let Some(k) = features {
             if k.dims() != [rows, c] {
                 candle_core::bail!("{NAME}: top features {:?} for state {:?}", k.dims(), state.dims())
             }
@@ -489,8 +480,8 @@ impl LayerOp {
 
     /// The backward pass from the output gradient `g` [R, 2C]: the gradients of the state
     /// (when `need_x`), of the top codes' features (given with whether their gradient is
-    /// needed) and of the weights. Each block
-    /// writes its part of the weights' gradient, and the parts are added in block order.
+    /// needed) and of the weights. Each block writes its part of the weights' gradient, and
+    /// the parts are added in block order.
     fn backward(
         &self,
         x: &[f32],
@@ -611,12 +602,12 @@ impl LayerOp {
     fn cpu_forward(
         &self,
         (xs, xl): (&CpuStorage, &Layout),
-        cond: Option<(&CpuStorage, &Layout)>,
+        features: Option<(&CpuStorage, &Layout)>,
         (ws, wl): (&CpuStorage, &Layout),
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let rows = self.check(xl, cond.map(|k| k.1), wl)?;
+        let rows = self.check(xl, features.map(|k| k.1), wl)?;
         let x = contiguous_f32(NAME, xs, xl)?;
-        let k = cond.map(|(s, l)| contiguous_f32(NAME, s, l)).transpose()?;
+        let k = features.map(|(s, l)| contiguous_f32(NAME, s, l)).transpose()?;
         let (out, saved) = self.forward(x, k, contiguous_f32(NAME, ws, wl)?);
         if self.keep {
             *self.saved.lock().map_err(|_| candle_core::Error::Msg(format!("{NAME}: poisoned")))? = Some(saved);
@@ -624,7 +615,7 @@ impl LayerOp {
         Ok((CpuStorage::F32(out), Shape::from((rows, 2 * self.c))))
     }
 
-    /// The gradients of state, conditioning and weights from that of the output.
+    /// The gradients of state, top features and weights from that of the output.
     fn grads(
         &self,
         state: &Tensor,
@@ -707,11 +698,11 @@ impl CustomOp3 for LayerOp {
     fn bwd(
         &self,
         state: &Tensor,
-        cond: &Tensor,
+        features: &Tensor,
         weights: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        self.grads(state, Some(cond), weights, grad)
+        self.grads(state, Some(features), weights, grad)
     }
 }

@@ -87,7 +87,7 @@ impl Plan {
 /// Runs `f(scratch, dst, src, parallel)` on each block of images: `dst` and `src` hold
 /// `dst_image` and `src_image` floats per image. Blocks run on separate threads when
 /// `plan.across`, else in turn with `parallel` set, for `f` to split its own work.
-pub(crate) fn for_blocks<S, F>(plan: Plan, dst: &mut [f32], dst_image: usize, src: &[f32], src_image: usize, f: F)
+pub(super) fn for_blocks<S, F>(plan: Plan, dst: &mut [f32], dst_image: usize, src: &[f32], src_image: usize, f: F)
 where
     S: Default + Send,
     F: Fn(&mut S, &mut [f32], &[f32], bool) + Sync,
@@ -118,7 +118,7 @@ const ADD_CHUNK: usize = 1 << 14;
 /// With `plan.across`, blocks run a wave of one per thread at a time, so that only one
 /// partial sum per thread is held; each wave's partials are then added, in order, on all
 /// threads, each taking a run of the sum.
-pub(crate) fn sum_over_blocks<S, F>(
+pub(super) fn sum_over_blocks<S, F>(
     plan: Plan,
     len: usize,
     output: &[f32],
@@ -145,14 +145,20 @@ where
         } else {
             run(&mut parts[0], &wave[0], true);
         }
-        let parts = &parts[..wave.len()];
-        sum.par_chunks_mut(ADD_CHUNK).enumerate().for_each(|(i, sum)| {
-            for (_, part) in parts {
-                sum.iter_mut().zip(&part[i * ADD_CHUNK..]).for_each(|(a, b)| *a += b);
-            }
-        });
+        let parts: Vec<&[f32]> = parts[..wave.len()].iter().map(|(_, part)| &part[..len]).collect();
+        add_in_order(&mut sum, &parts);
     }
     sum
+}
+
+/// Adds `parts` onto `sum` in their order, on all threads, each taking a run of the sum:
+/// every float's sum runs in the order of `parts`, whichever thread adds it.
+pub(crate) fn add_in_order(sum: &mut [f32], parts: &[&[f32]]) {
+    sum.par_chunks_mut(ADD_CHUNK).enumerate().for_each(|(i, sum)| {
+        for part in parts {
+            sum.iter_mut().zip(&part[i * ADD_CHUNK..]).for_each(|(a, b)| *a += b);
+        }
+    });
 }
 
 /// A buffer of `len` floats, reused: its contents are left for the caller to overwrite.
